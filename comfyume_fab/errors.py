@@ -1,0 +1,74 @@
+"""One base error and the exit codes, so that one place can print a sentence and pick a code.
+
+Every failure the tool expects is a `FabError` (or subclass) that carries where it happened
+(file:line or host and step), what was wrong and how to fix it. Tasks turn it into one line
+on stderr and the matching exit code; a traceback only with `--verbose`.
+"""
+from __future__ import annotations
+
+import enum
+
+
+class ExitCode(enum.IntEnum):
+    OK = 0
+    FAILURE = 1  # an unexpected error (a bug): printed with a hint to rerun with --verbose
+    CONFIG = 2  # the inventory (hosts.yaml), a secret or an option is wrong; no host was touched
+    UNREACHABLE = 3  # a host could not be reached or logged into over SSH
+    UNHEALTHY = 4  # a service, cross-host link, GPU or inference check failed
+    LOCKED = 5  # another deploy holds the lock
+    INTERRUPTED = 130  # Ctrl-C
+
+
+class FabError(Exception):
+    """An expected failure: one sentence for the user, an exit code for scripts."""
+
+    code = ExitCode.FAILURE
+
+    def __init__(self, cause: str, *, host: str | None = None, step: str | None = None,
+                 hint: str | None = None, where: str | None = None):
+        self.cause = cause
+        self.host = host
+        self.step = step
+        self.hint = hint
+        self.where = where
+        super().__init__(self.sentence())
+
+    def sentence(self) -> str:
+        prefix = []
+        if self.where:
+            prefix.append(self.where)
+        if self.host:
+            prefix.append(f"host {self.host}")
+        if self.step:
+            prefix.append(f"step {self.step}")
+        head = ", ".join(prefix)
+        text = f"{head}: {self.cause}" if head else self.cause
+        if self.hint:
+            text = f"{text} ({self.hint})"
+        return text
+
+
+class ConfigError(FabError):
+    """The inventory or an option is wrong. `problems` holds every line found, reported at once."""
+
+    code = ExitCode.CONFIG
+
+    def __init__(self, problems: list[str] | str):
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        Exception.__init__(self, "\n".join(self.problems))
+        self.cause, self.host, self.step, self.hint, self.where = "\n".join(self.problems), None, None, None, None
+
+    def sentence(self) -> str:
+        return "\n".join(self.problems)
+
+
+class UnreachableError(FabError):
+    code = ExitCode.UNREACHABLE
+
+
+class UnhealthyError(FabError):
+    code = ExitCode.UNHEALTHY
+
+
+class LockedError(FabError):
+    code = ExitCode.LOCKED

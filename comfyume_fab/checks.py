@@ -1,0 +1,130 @@
+"""Cross-host checks, each from the right vantage point, each a CheckResult.
+
+Redis and the queue manager are reached through a TCP connection that the WORKER host
+opens (an SSH direct-tcpip channel), so a Redis bound to 127.0.0.1 or a firewall on the
+tailnet shows up exactly as the worker would see it. Checks never raise for what they find:
+they report every failure in one pass; only a broken SSH session raises.
+"""
+from __future__ import annotations
+
+import dataclasses
+import http.client
+import json
+import time
+from typing import Any
+
+import redis
+
+from .remote import Remote, TunnelError
+
+
+@dataclasses.dataclass
+class CheckResult:
+    name: str
+    ok: bool
+    detail: str
+    duration: float = 0.0
+    host: str | None = None
+    warning: bool = False  # ok, but degraded (e.g. a GPU mode running on CPU)
+    data: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        out = {"name": self.name, "ok": self.ok, "detail": self.detail,
+               "duration_ms": round(self.duration * 1000, 1), "host": self.host, "warning": self.warning}
+        out.update(self.data)
+        return out
+
+
+class _TunnelConnection(redis.Connection):
+    """A redis-py connection whose socket is an SSH tunnel opened from another host."""
+
+    def __init__(self, *, tunnel_socket, **kwargs):
+        self._tunnel_socket = tunnel_socket
+        super().__init__(**kwargs)
+
+    def _connect(self):
+        self._tunnel_socket.settimeout(self.socket_timeout)
+        return self._tunnel_socket
+
+
+def redis_client(sock, password: str | None, timeout: float) -> redis.Redis:
+    pool = redis.ConnectionPool(connection_class=_TunnelConnection, tunnel_socket=sock, password=password,
+                                socket_timeout=timeout, decode_responses=True, max_connections=1)
+    return redis.Redis(connection_pool=pool, retry_on_timeout=False, retry=None)
+
+
+def redis_ping(via: Remote, host: str, port: int, password: str | None, timeout: float,
+               name: str, app_host: str) -> CheckResult:
+    """Authenticate and PING Redis at host:port with a connection that `via` opens."""
+    t0 = time.monotonic()
+
+    def done(ok: bool, detail: str, **data) -> CheckResult:
+        return CheckResult(name, ok, detail, time.monotonic() - t0, via.name, data=data)
+
+    try:
+        with via.tunnel(host, port, timeout) as sock:
+            client = redis_client(sock, password, timeout)
+            t1 = time.monotonic()
+            client.ping()
+            rtt = (time.monotonic() - t1) * 1000
+            return done(True, f"{via.name} -> {host}:{port} PONG in {rtt:.1f} ms", rtt_ms=round(rtt, 1))
+    except TunnelError as exc:
+        if exc.kind == "refused":
+            return done(False, f"nothing accepts connections on {host}:{port} as seen from {via.name}: Redis on "
+                        f"{app_host} is bound to 127.0.0.1 or not running; set REDIS_BIND_IP to the tailnet "
+                        f"address {host} (the planner does this for a remote worker) and rerun start-all",
+                        diagnosis="refused")
+        if exc.kind == "timeout":
+            return done(False, f"no answer from {host}:{port} within {timeout:g} s as seen from {via.name}: the "
+                        "tailnet or a firewall between the hosts drops the traffic (is tailscale up on both, "
+                        "and did the app host's tailnet address change?)", diagnosis="timeout")
+        return done(False, str(exc), diagnosis=exc.kind)
+    except redis.AuthenticationError:
+        return done(False, f"Redis at {host}:{port} rejected the password that {via.name} uses: REDIS_PASSWORD "
+                    "differs between the hosts; rerun start-all to upload the same secret everywhere",
+                    diagnosis="auth")
+    except redis.ResponseError as exc:
+        if "NOAUTH" in str(exc) or "WRONGPASS" in str(exc):
+            return done(False, f"Redis at {host}:{port} refused authentication from {via.name}: {exc}",
+                        diagnosis="auth")
+        return done(False, f"Redis at {host}:{port} answered an error: {exc}", diagnosis="error")
+    except redis.TimeoutError:
+        return done(False, f"{host}:{port} accepted the connection but did not answer like Redis within "
+                    f"{timeout:g} s: wrong host or port?", diagnosis="wrong-host")
+    except (redis.ConnectionError, redis.RedisError) as exc:
+        return done(False, f"{host}:{port} is not answering like Redis ({exc}): wrong host or port?",
+                    diagnosis="wrong-host")
+
+
+def http_via(via: Remote, host: str, port: int, method: str, path: str, body: Any = None,
+             timeout: float = 10.0) -> tuple[int, bytes]:
+    """One HTTP request whose TCP connection `via` opens to host:port. Raises TunnelError,
+    OSError (incl. socket.timeout) or http.client.HTTPException."""
+    with via.tunnel(host, port, timeout) as sock:
+        sock.settimeout(timeout)
+        conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        conn.sock = sock
+        payload = json.dumps(body).encode() if body is not None else None
+        headers = {"Content-Type": "application/json"} if payload is not None else {}
+        conn.request(method, path, body=payload, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+
+
+def http_check(via: Remote, host: str, port: int, path: str, name: str, timeout: float,
+               what: str) -> CheckResult:
+    t0 = time.monotonic()
+    try:
+        status, body = http_via(via, host, port, "GET", path, timeout=timeout)
+    except TunnelError as exc:
+        return CheckResult(name, False, f"{what}: {exc.cause}", time.monotonic() - t0, via.name,
+                           data={"diagnosis": exc.kind})
+    except (OSError, http.client.HTTPException) as exc:
+        return CheckResult(name, False, f"{what}: no valid HTTP answer from {host}:{port}{path} within "
+                           f"{timeout:g} s ({exc or type(exc).__name__})", time.monotonic() - t0, via.name)
+    dt = time.monotonic() - t0
+    ok = 200 <= status < 300
+    detail = f"{what}: HTTP {status} from {host}:{port}{path} in {dt * 1000:.0f} ms"
+    if not ok:
+        detail += f": {body[:200].decode(errors='replace')}"
+    return CheckResult(name, ok, detail, dt, via.name, data={"http_status": status})

@@ -1,0 +1,48 @@
+"""The one place that prints errors and picks exit codes for the Invoke tasks."""
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from contextlib import contextmanager
+
+from invoke.exceptions import Exit
+
+from .errors import ExitCode, FabError
+
+DEFAULT_INVENTORY = "hosts.yaml"
+
+
+def inventory_path(option: str | None) -> str:
+    """--hosts beats $COMFYUME_HOSTS beats ./hosts.yaml."""
+    return option or os.environ.get("COMFYUME_HOSTS") or DEFAULT_INVENTORY
+
+
+def load(option: str | None):
+    from .inventory import load_inventory
+    return load_inventory(inventory_path(option))
+
+
+@contextmanager
+def errors(verbose: bool = False, task: str = ""):
+    """FabError -> one sentence on stderr + its exit code; Ctrl-C -> 130; a bug -> exit 1 with a hint."""
+    try:
+        yield
+    except FabError as exc:
+        if verbose:
+            traceback.print_exc()
+        label = f"{task}: " if task and not isinstance(exc.code, type(None)) else ""
+        for line in exc.sentence().splitlines():
+            print(f"error: {label}{line}" if exc.code != ExitCode.CONFIG else line, file=sys.stderr)
+        raise Exit(code=int(exc.code))
+    except KeyboardInterrupt:
+        print(f"\n{task}: interrupted; the deploy lock (if held) was released; rerun to converge", file=sys.stderr)
+        raise Exit(code=int(ExitCode.INTERRUPTED))
+    except Exit:
+        raise
+    except Exception as exc:  # a bug: keep it to one line unless asked
+        if verbose:
+            traceback.print_exc()
+        print(f"error: {task}: unexpected {type(exc).__name__}: {exc} (rerun with --verbose for the traceback)",
+              file=sys.stderr)
+        raise Exit(code=int(ExitCode.FAILURE))

@@ -1,0 +1,131 @@
+"""Pure builders of the command lines run on hosts. Nothing here runs anything.
+
+Every user-derived value is quoted once, here, with shlex (`q`). Multi-part reads are built
+as one "sectioned" script, so a status needs one round trip per host; `split_sections`
+parses what it prints.
+"""
+from __future__ import annotations
+
+import shlex
+from typing import Iterable, Sequence
+
+from .facts import INSPECT_FORMAT
+
+ENV_FILE = ".env"
+LOCK_DIR = ".deploy-lock"
+AUDIT_LOG = "audit.log"
+DEPLOYED = "deployed.json"
+NVIDIA_QUERY = ["nvidia-smi", "--query-gpu=name,memory.used,memory.total,utilization.gpu",
+                "--format=csv,noheader,nounits"]
+SECTION = "@@cfab"
+
+
+def q(value: str) -> str:
+    return shlex.quote(str(value))
+
+
+def workdir_path(workdir: str, name: str = "") -> str:
+    """A path under the host's remote folder, relative to the login home unless absolute."""
+    base = workdir[2:] if workdir.startswith("~/") else workdir
+    return f"{base.rstrip('/')}/{name}" if name else base
+
+
+def compose(project: str, files: Sequence[str], *args: str) -> list[str]:
+    argv = ["docker", "compose", "-p", project, "--env-file", ENV_FILE]
+    for f in files:
+        argv += ["-f", f]
+    return argv + list(args)
+
+
+def in_workdir(workdir: str, argv: Sequence[str]) -> str:
+    return f"cd {q(workdir_path(workdir))} && {shlex.join(argv)}"
+
+
+def up(workdir: str, project: str, files: Sequence[str], services: Iterable[str]) -> str:
+    # `up -d` (never `docker restart`): a changed .env or image recreates the container.
+    return in_workdir(workdir, compose(project, files, "up", "-d", "--no-color", "--quiet-pull", *services))
+
+
+def stop(workdir: str, project: str, files: Sequence[str], services: Iterable[str] = (), remove: bool = False) -> str:
+    if remove:
+        # `rm -s -f` / `down` never ask a question and never delete volumes (Redis data stays).
+        args = ("rm", "-s", "-f", *services) if services else ("down", "--remove-orphans")
+    else:
+        args = ("stop", *services)
+    return in_workdir(workdir, compose(project, files, *args))
+
+
+def logs(workdir: str, project: str, files: Sequence[str], service: str, tail: int = 15) -> str:
+    return in_workdir(workdir, compose(project, files, "logs", "--no-color", "--tail", str(tail), service))
+
+
+def inspect_project(project: str) -> str:
+    """One line per container of the compose project (see facts.INSPECT_FORMAT); never the env."""
+    ids = shlex.join(["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={project}"])
+    insp = shlex.join(["docker", "inspect", "--format", INSPECT_FORMAT])
+    return f"ids=$({ids}) && {{ [ -z \"$ids\" ] || {insp} $ids; }}"
+
+
+def mkdir(workdir: str) -> str:
+    return shlex.join(["mkdir", "-p", "-m", "700", workdir_path(workdir)])
+
+
+def sections(parts: Sequence[tuple[str, str]]) -> str:
+    """Run several shell snippets in one round trip; each one's output and exit status is
+    framed by marker lines that `split_sections` reads back."""
+    chunks = []
+    for name, snippet in parts:
+        chunks.append(f"echo {SECTION}-begin {name}; {{ {snippet} ; }} 2>&1; echo {SECTION}-end {name} $?")
+    return "; ".join(chunks)
+
+
+def split_sections(text: str) -> dict[str, tuple[int, str]]:
+    out: dict[str, tuple[int, str]] = {}
+    current, lines = None, []
+    for line in text.splitlines():
+        if line.startswith(f"{SECTION}-begin "):
+            current, lines = line.split(" ", 1)[1], []
+        elif line.startswith(f"{SECTION}-end ") and current is not None:
+            _, name, code = line.split(" ")
+            out[name] = (int(code), "\n".join(lines))
+            current = None
+        elif current is not None:
+            lines.append(line)
+    return out
+
+
+def preflight_parts() -> list[tuple[str, str]]:
+    """What start-all and status learn about a host before touching it."""
+    return [
+        ("engine", "docker version --format '{{.Server.Version}}'"),
+        ("compose", "docker compose version"),
+        ("legacy_compose", "command -v docker-compose >/dev/null && docker-compose version --short"),
+        ("nvidia", shlex.join(NVIDIA_QUERY)),
+        ("runtimes", "docker info --format '{{json .Runtimes}}'"),
+        ("nvidia_toolkit", "command -v nvidia-container-runtime-hook || command -v nvidia-ctk"),
+        ("tailscale", "command -v tailscale >/dev/null && tailscale ip -4"),
+    ]
+
+
+def lock_acquire(workdir: str, info: str) -> str:
+    d = q(workdir_path(workdir, LOCK_DIR))
+    # mkdir is atomic: exactly one of two racing deploys creates the directory.
+    return (f"mkdir -p {q(workdir_path(workdir))} && if mkdir {d} 2>/dev/null; then printf '%s\\n' {q(info)} > {d}/info; "
+            f"echo acquired; else cat {d}/info 2>/dev/null || echo unknown; exit 3; fi")
+
+
+def lock_release(workdir: str) -> str:
+    return shlex.join(["rm", "-rf", workdir_path(workdir, LOCK_DIR)])
+
+
+def lock_read(workdir: str) -> str:
+    return f"cat {q(workdir_path(workdir, LOCK_DIR + '/info'))} 2>/dev/null"
+
+
+def audit(workdir: str, line: str) -> str:
+    path = q(workdir_path(workdir, AUDIT_LOG))
+    return f"printf '%s\\n' {q(line)} >> {path} && chmod 600 {path}"
+
+
+def read_file(workdir: str, name: str) -> str:
+    return f"cat {q(workdir_path(workdir, name))} 2>/dev/null"

@@ -1,0 +1,173 @@
+"""`start-all`: validate → preflight every host → lock → app host up and healthy → Redis
+reachable from every worker host → workers up (in parallel) and healthy → inference probe →
+audit → unlock. Ordered steps stop at the first failure, name the host and the step, and
+leave the app host running."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from typing import Callable
+
+from . import commands as cmd
+from . import hoststate
+from .audit import audit_line, deployed_record, local_revision
+from .checks import CheckResult, redis_ping
+from .errors import FabError, UnhealthyError
+from .health import by_service, service_ok, wait_healthy
+from .inventory import Inventory
+from .lock import DeployLock
+from .preflight import preflight_problems
+from .probe import run_probe
+from .session import Session, parallel
+from .topology import HostPlan, Plan, make_plan
+
+UPLOADED = "uploaded.sha256"
+
+
+@dataclasses.dataclass
+class HostOutcome:
+    name: str
+    changed: list[str] = dataclasses.field(default_factory=list)
+    unchanged: bool = True
+
+
+@dataclasses.dataclass
+class StartSummary:
+    plan: Plan
+    outcomes: dict[str, HostOutcome]
+    checks: list[CheckResult]
+    warnings: list[str]
+
+    @property
+    def changed(self) -> bool:
+        return any(not o.unchanged for o in self.outcomes.values())
+
+
+def host_hash(hp: HostPlan) -> str:
+    h = hashlib.sha256(hp.env_file_text().encode())
+    for name in sorted(hp.files):
+        h.update(name.encode() + b"\0" + hp.files[name].encode())
+    return h.hexdigest()[:16]
+
+
+def start_all(inv: Inventory, say: Callable[[str], None], warn: Callable[[str], None],
+              wait_lock: float = 0.0) -> StartSummary:
+    revision = local_revision()
+    with Session(inv, inv.hosts) as s:
+        say(f"connecting to {len(inv.hosts)} host(s): {', '.join(h.name for h in inv.hosts)}")
+        s.connect()
+        s.require_all()
+        states = dict(zip([h.name for h in inv.hosts], parallel(
+            lambda h: hoststate.read(s[h.name], inv.project, h.workdir), inv.hosts)))
+        for name, st in states.items():
+            if isinstance(st, Exception):
+                raise st
+        problems, notes = preflight_problems(inv, states)
+        for note in notes:
+            warn(note)
+        if problems:
+            raise problems[0]
+        plan = make_plan(inv, {n: st.has_gpu for n, st in states.items()})
+        if getattr(plan, "errors", ()):
+            raise UnhealthyError(plan.errors[0], step="preflight")
+        warnings = list(plan.warnings) + notes
+        for w in plan.warnings:
+            warn(w)
+        say("preflight: every host reachable, engine running, Compose v2 present")
+        app = plan.app
+        outcomes = {hp.name: HostOutcome(hp.name) for hp in plan.hosts}
+        checks: list[CheckResult] = []
+        with DeployLock(s[app.name], app.host.workdir, "start-all", revision, wait=wait_lock, say=say):
+            # 1. app host: upload, up -d, wait healthy
+            if app.app_services:
+                _deploy_stage(inv, s, app, app.app_services, states[app.name], outcomes[app.name], say)
+            # 2. Redis reachable from every worker host, from the worker's vantage point
+            worker_plans = [hp for hp in plan.hosts if hp.worker_services]
+            for hp in worker_plans:
+                check = _redis_from_worker(inv, s, plan, hp)
+                checks.append(check)
+                if not check.ok:
+                    raise UnhealthyError(check.detail, host=hp.name, step="redis from worker",
+                                         hint="the app host was left running; fix this and rerun start-all")
+                say(f"{hp.name}: {check.detail}")
+            # 3. workers up, in parallel
+            results = parallel(lambda hp: _deploy_stage(inv, s, hp, hp.worker_services, states[hp.name],
+                                                        outcomes[hp.name], say), worker_plans)
+            for hp, res in zip(worker_plans, results):
+                if isinstance(res, FabError):
+                    res.hint = (res.hint + "; " if res.hint else "") + "the app host was left running"
+                    raise res
+                if isinstance(res, Exception):
+                    raise res
+            # 4. inference answers on every worker
+            probes = parallel(lambda hp: run_probe(s[hp.name], inv.ports.worker_comfyui, inv.timeouts.probe,
+                                                   inv.probe.workflow_graph), worker_plans)
+            for hp, probe in zip(worker_plans, probes):
+                if isinstance(probe, Exception):
+                    raise probe
+                checks.append(probe)
+                if not probe.ok:
+                    raise UnhealthyError(probe.detail, host=hp.name, step="inference probe",
+                                         hint="the app host and the worker were left running; see the worker's logs")
+                say(f"{hp.name}: inference {probe.detail}")
+            # 5. record who deployed what on every host
+            changed = any(not o.unchanged for o in outcomes.values())
+            parallel(lambda hp: _record(s, hp, plan, revision, "start-all", "changed" if changed else "unchanged"),
+                     plan.hosts)
+        return StartSummary(plan, outcomes, checks, warnings)
+
+
+def _deploy_stage(inv: Inventory, s: Session, hp: HostPlan, services, state, outcome: HostOutcome, say) -> None:
+    remote = s[hp.name]
+    wd = hp.host.workdir
+    current = by_service(state.containers)
+    want = host_hash(hp)
+    uploaded = remote.run(cmd.read_file(wd, UPLOADED), step="read upload marker").stdout.strip()
+    labels_ok = all(service_ok(current.get(svc)) and current[svc].env_hash == hp.env.get("CFAB_ENV_HASH")
+                    for svc in services)
+    if uploaded == want and labels_ok:
+        say(f"{hp.name}: {', '.join(services)} already running with this configuration (nothing to do)")
+        return
+    if uploaded != want:
+        say(f"{hp.name}: uploading {len(hp.files)} compose file(s) and the env file (0600) to {wd}")
+        remote.run(cmd.mkdir(wd), step="upload")
+        for name, text in hp.files.items():
+            remote.put(cmd.workdir_path(wd, name), text.encode(), mode=0o600)
+        remote.put(cmd.workdir_path(wd, cmd.ENV_FILE), hp.env_file_text().encode(), mode=0o600)
+        remote.put(cmd.workdir_path(wd, UPLOADED), (want + "\n").encode(), mode=0o600)
+    say(f"{hp.name}: docker compose up -d {' '.join(services)}")
+    before = {c.service: c.id for c in state.containers}
+    res = remote.run(cmd.up(wd, inv.project, hp.compose_files, services), timeout=inv.timeouts.command,
+                     step="compose up")
+    if not res.ok:
+        raise UnhealthyError(f"`docker compose up -d` failed: {res.tail()}", host=hp.name, step="compose up",
+                             hint="the message above is Compose's own; fix the cause and rerun start-all")
+    wait_healthy(remote, inv.project, wd, hp.compose_files, services, inv.timeouts.health, say)
+    after = hoststate.read(remote, inv.project, wd)
+    for c in after.containers:
+        if c.service in services and before.get(c.service) != c.id:
+            outcome.changed.append(c.service)
+    outcome.unchanged = outcome.unchanged and not outcome.changed
+    state.containers = after.containers
+
+
+def redis_target(plan: Plan, hp: HostPlan) -> tuple[str, int]:
+    inv = plan.inventory
+    if hp.name == plan.app.name:
+        return "127.0.0.1", inv.ports.redis
+    return plan.app.host.tailscale_ip, inv.ports.redis
+
+
+def _redis_from_worker(inv: Inventory, s: Session, plan: Plan, hp: HostPlan, password=None) -> CheckResult:
+    host, port = redis_target(plan, hp)
+    secret = password or inv.secrets["REDIS_PASSWORD"]
+    return redis_ping(s[hp.name], host, port, secret.reveal(), inv.timeouts.redis,
+                      name=f"redis-from-{hp.name}", app_host=plan.app.name)
+
+
+def _record(s: Session, hp: HostPlan, plan: Plan, revision: str, task: str, result: str) -> None:
+    remote = s[hp.name]
+    wd = hp.host.workdir
+    remote.put(cmd.workdir_path(wd, cmd.DEPLOYED),
+               deployed_record(revision, plan.config_hash, host_hash(hp), plan.mode), mode=0o600)
+    remote.run(cmd.audit(wd, audit_line(task, revision, plan.config_hash, plan.mode, result)), step="audit")

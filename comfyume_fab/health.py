@@ -1,0 +1,78 @@
+"""Wait, bounded, until a host's compose services are running and healthy, showing each
+service's progress; name the service and show its last log lines when it never gets there."""
+from __future__ import annotations
+
+import time
+from typing import Callable, Sequence
+
+from . import commands as cmd
+from .errors import UnhealthyError
+from .facts import ContainerInfo, parse_inspect
+from .remote import Remote
+
+CRASH_LOOP_RESTARTS = 3
+
+
+def service_ok(c: ContainerInfo | None) -> bool:
+    return c is not None and c.state == "running" and c.health in ("", "healthy")
+
+
+def describe(c: ContainerInfo | None) -> str:
+    if c is None:
+        return "no container"
+    health = f", {c.health}" if c.health else ""
+    restarts = f", {c.restart_count} restarts" if c.restart_count else ""
+    return f"{c.state}{health}{restarts}"
+
+
+def by_service(containers: Sequence[ContainerInfo]) -> dict[str, ContainerInfo]:
+    out: dict[str, ContainerInfo] = {}
+    for c in containers:
+        if c.service and (c.service not in out or c.state == "running"):
+            out[c.service] = c
+    return out
+
+
+def wait_healthy(remote: Remote, project: str, workdir: str, files: Sequence[str], services: Sequence[str],
+                 timeout: float, say: Callable[[str], None], interval: float = 1.0) -> float:
+    t0 = time.monotonic()
+    deadline = t0 + timeout
+    shown: dict[str, str] = {}
+    while True:
+        res = remote.run(cmd.inspect_project(project), step="wait healthy")
+        current = by_service(parse_inspect(res.stdout)) if res.ok else {}
+        pending = []
+        for svc in services:
+            c = current.get(svc)
+            text = describe(c)
+            if shown.get(svc) != text:
+                shown[svc] = text
+                if service_ok(c):
+                    say(f"{remote.name}: {svc} healthy ({time.monotonic() - t0:.1f} s)")
+            if not service_ok(c):
+                pending.append(svc)
+                if c is not None and c.restart_count >= CRASH_LOOP_RESTARTS:
+                    _fail(remote, project, workdir, files, svc, c,
+                          f"is crash-looping ({c.restart_count} restarts)")
+        if not pending:
+            return time.monotonic() - t0
+        if time.monotonic() >= deadline:
+            svc = pending[0]
+            others = f" (also waiting for {', '.join(pending[1:])})" if pending[1:] else ""
+            _fail(remote, project, workdir, files, svc, current.get(svc),
+                  f"did not become healthy within {timeout:g} s{others}")
+        time.sleep(interval)
+
+
+def last_logs(remote: Remote, project: str, workdir: str, files: Sequence[str], service: str,
+              lines: int = 8) -> str:
+    res = remote.run(cmd.logs(workdir, project, files, service, tail=lines), step="logs")
+    text = [ln.split("|", 1)[-1].strip() for ln in res.stdout.splitlines() if ln.strip()]
+    return " | ".join(text[-lines:]) or "(no log lines)"
+
+
+def _fail(remote, project, workdir, files, svc, c, what) -> None:
+    logs = last_logs(remote, project, workdir, files, svc)
+    raise UnhealthyError(f"service {svc} {what}: {describe(c)}; last log lines: {logs}",
+                         host=remote.name, step="wait healthy",
+                         hint=f"inspect it with `docker compose -p {project} logs {svc}` on {remote.name}")

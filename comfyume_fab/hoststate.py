@@ -1,0 +1,107 @@
+"""What a host looks like right now, read in ONE round trip (a sectioned script) and parsed
+by the pure parsers in facts.py."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from . import commands as cmd
+from .facts import (ComposeVersion, ContainerInfo, Gpu, ParseError, parse_compose_version, parse_inspect,
+                    parse_nvidia_smi_query, parse_tailscale_ip)
+from .remote import Remote
+from .secrets import Secret
+
+
+@dataclasses.dataclass
+class HostState:
+    name: str
+    rtt_s: float
+    engine: str | None = None
+    engine_error: str = ""
+    compose: ComposeVersion | None = None
+    legacy_compose: str | None = None
+    gpus: tuple[Gpu, ...] | None = None  # None: no usable nvidia-smi on the host
+    gpu_error: str = ""
+    runtimes: tuple[str, ...] = ()
+    nvidia_toolkit: bool = False
+    tailscale_ip: str | None = None
+    containers: tuple[ContainerInfo, ...] = ()
+    deployed: dict | None = None
+    env_redis_password: Secret | None = dataclasses.field(default=None, repr=False)
+    env_hash: str | None = None  # CFAB_ENV_HASH of the .env uploaded to the host
+    extra: dict = dataclasses.field(default_factory=dict)  # raw (exit, output) of extra sections
+
+    @property
+    def has_gpu(self) -> bool:
+        return bool(self.gpus)
+
+    def container(self, service: str) -> ContainerInfo | None:
+        found = [c for c in self.containers if c.service == service]
+        running = [c for c in found if c.state == "running"]
+        return (running or found or [None])[0]
+
+
+def read(remote: Remote, project: str, workdir: str, *, timeout: float = 60,
+         with_env_password: bool = False, extra: list[tuple[str, str]] = ()) -> HostState:
+    env_path = cmd.q(cmd.workdir_path(workdir, cmd.ENV_FILE))
+    parts = cmd.preflight_parts() + [
+        ("containers", cmd.inspect_project(project)),
+        ("deployed", cmd.read_file(workdir, cmd.DEPLOYED)),
+        ("envhash", f"grep '^CFAB_ENV_HASH=' {env_path}"),
+    ] + list(extra)
+    if with_env_password:
+        # Read into memory only (for the Redis check as the worker sees it); never printed.
+        parts.append(("envpw", f"grep '^REDIS_PASSWORD=' {env_path}"))
+    res = remote.run(cmd.sections(parts), timeout=timeout, step="read host state")
+    sec = cmd.split_sections(res.stdout)
+    st = HostState(remote.name, res.duration)
+    code, out = sec.get("engine", (1, "no answer"))
+    if code == 0 and out.strip():
+        st.engine = out.strip()
+    else:
+        st.engine_error = out.strip().splitlines()[-1] if out.strip() else f"exit {code}"
+    code, out = sec.get("compose", (1, ""))
+    st.compose = parse_compose_version(out) if code == 0 else None
+    code, out = sec.get("legacy_compose", (1, ""))
+    st.legacy_compose = out.strip() if code == 0 and out.strip() else None
+    code, out = sec.get("nvidia", (127, ""))
+    if code == 0:
+        try:
+            st.gpus = parse_nvidia_smi_query(out)
+        except ParseError as exc:
+            st.gpu_error = str(exc)
+    elif code != 127:
+        st.gpu_error = out.strip()[-200:]
+    code, out = sec.get("runtimes", (1, ""))
+    if code == 0:
+        try:
+            st.runtimes = tuple(sorted(json.loads(out or "{}")))
+        except ValueError:
+            pass
+    st.nvidia_toolkit = sec.get("nvidia_toolkit", (1, ""))[0] == 0
+    code, out = sec.get("tailscale", (1, ""))
+    st.tailscale_ip = parse_tailscale_ip(out) if code == 0 else None
+    code, out = sec.get("containers", (1, ""))
+    if code == 0 and st.engine:
+        st.containers = parse_inspect(out)
+    code, out = sec.get("deployed", (1, ""))
+    if code == 0 and out.strip():
+        try:
+            st.deployed = json.loads(out)
+        except ValueError:
+            st.deployed = None
+    code, out = sec.get("envpw", (1, ""))
+    if code == 0 and "=" in out:
+        st.env_redis_password = Secret(_env_value(out))
+    code, out = sec.get("envhash", (1, ""))
+    if code == 0 and "=" in out:
+        st.env_hash = _env_value(out)
+    st.extra = {name: sec.get(name, (1, "")) for name, _ in extra}
+    return st
+
+
+def _env_value(line: str) -> str:
+    value = line.strip().split("=", 1)[1]
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        value = value[1:-1]
+    return value

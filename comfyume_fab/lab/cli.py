@@ -1,0 +1,27 @@
+"""Thin task bodies for `invoke lab.up` / `lab.down` with one-line errors."""
+from __future__ import annotations
+
+import sys
+
+from invoke.exceptions import Exit
+
+from .system import LabError
+
+
+def up(workers: int, sshd_only: int, users: int) -> None:
+    from .manager import up as run
+    try:
+        path = run(workers=workers, sshd_only=sshd_only, num_users=users)
+    except LabError as exc:
+        print(f"error: lab.up: {exc}", file=sys.stderr)
+        raise Exit(code=1)
+    print(path)
+
+
+def down() -> None:
+    from .manager import down as run
+    try:
+        run()
+    except LabError as exc:
+        print(f"error: lab.down: {exc}", file=sys.stderr)
+        raise Exit(code=1)

@@ -1,0 +1,223 @@
+"""`status`: every host, service, cross-host link, queue and GPU at one glance. All hosts
+are read in parallel (one SSH connection and one state read each), then the cross-host
+checks run from each worker's vantage point. Every failure is reported in one pass."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+from . import commands as cmd
+from . import hoststate
+from .audit import local_revision
+from .checks import CheckResult, http_check, redis_client, redis_ping
+from .deploy import host_hash, redis_target
+from .errors import ExitCode
+from .facts import ParseError, parse_system_stats
+from .health import by_service, describe, service_ok
+from .inventory import Inventory
+from .probe import run_probe
+from .checks import http_via
+from .remote import TunnelError
+from .session import Session, parallel
+from .topology import HostPlan, make_plan
+
+
+@dataclasses.dataclass
+class StatusReport:
+    data: dict[str, Any]
+    checks: list[CheckResult]
+    code: ExitCode
+
+    def to_json(self) -> str:
+        return json.dumps({**self.data, "checks": [c.as_json() for c in self.checks]}, indent=2)
+
+
+def status(inv: Inventory, probe: bool = True) -> StatusReport:
+    plan = make_plan(inv)
+    revision = local_revision()
+    checks: list[CheckResult] = []
+    hosts_out: dict[str, Any] = {}
+    with Session(inv, inv.hosts) as s:
+        s.connect()
+        for name, err in s.errors.items():
+            checks.append(CheckResult(f"reachable-{name}", False, err.sentence(), host=name))
+            hosts_out[name] = {"reachable": False, "error": err.sentence(), "services": []}
+        reachable = [hp for hp in plan.hosts if hp.name in s.remotes]
+
+        def read(hp: HostPlan):
+            extra = [("redis_port", cmd.in_workdir(hp.host.workdir, cmd.compose(
+                inv.project, hp.compose_files, "port", "redis", "6379")))] if "redis" in hp.services else []
+            return hoststate.read(s[hp.name], inv.project, hp.host.workdir,
+                                  with_env_password=bool(hp.worker_services), extra=extra)
+        states = {}
+        for hp, st in zip(reachable, parallel(read, reachable)):
+            if isinstance(st, Exception):
+                checks.append(CheckResult(f"reachable-{hp.name}", False, str(st), host=hp.name))
+                hosts_out[hp.name] = {"reachable": False, "error": str(st), "services": []}
+            else:
+                states[hp.name] = st
+        for hp in plan.hosts:
+            if hp.name in states:
+                hosts_out[hp.name] = _host_block(inv, hp, states[hp.name], s.connect_s[hp.name], revision,
+                                                 plan.config_hash, checks)
+        cross = [hp for hp in plan.hosts if hp.worker_services and hp.name in states]
+        for res in parallel(lambda hp: _worker_checks(inv, plan, s, hp, states[hp.name], probe), cross):
+            if isinstance(res, Exception):
+                raise res
+            checks.extend(res)
+        queue = {}
+        if plan.app.name in states and "redis" in plan.app.services:
+            queue = _queue_checks(inv, plan, s, checks)
+    unreachable = any(not h.get("reachable") for h in hosts_out.values())
+    ok = not unreachable and all(c.ok for c in checks)
+    code = ExitCode.OK if ok else (ExitCode.UNREACHABLE if unreachable else ExitCode.UNHEALTHY)
+    data = {"ok": ok, "mode": inv.mode, "inventory": inv.path, "revision": revision,
+            "config_hash": plan.config_hash, "hosts": hosts_out, "queue": queue}
+    return StatusReport(data, checks, code)
+
+
+def _host_block(inv, hp: HostPlan, st, connect_s: float, revision: str, config_hash: str, checks) -> dict:
+    current = by_service(st.containers)
+    services = []
+    bad = []
+    for svc in hp.services:
+        c = current.get(svc)
+        ok = service_ok(c)
+        if not ok:
+            bad.append(f"{svc} {describe(c)}")
+        services.append({"service": svc, "state": c.state if c else "missing", "health": (c.health or "none") if c else "none",
+                         "restarts": c.restart_count if c else 0, "ok": ok, "container": c.id[:12] if c else None})
+    checks.append(CheckResult(f"reachable-{hp.name}", True, f"SSH connect {connect_s * 1000:.0f} ms, "
+                              f"state read {st.rtt_s * 1000:.0f} ms", connect_s, hp.name,
+                              data={"rtt_ms": round(st.rtt_s * 1000, 1)}))
+    if not st.engine:
+        checks.append(CheckResult(f"engine-{hp.name}", False, f"the Docker engine is not answering "
+                                  f"({st.engine_error})", host=hp.name))
+    loops = [f"{s['service']} ({s['restarts']} restarts)" for s in services if s["restarts"] >= 3]
+    detail = "all running and healthy" if not bad else "; ".join(bad)
+    if loops:
+        detail += f"; CRASH LOOP: {', '.join(loops)}"
+    checks.append(CheckResult(f"services-{hp.name}", not bad, f"{len(hp.services) - len(bad)}/{len(hp.services)} "
+                              f"services ok: {detail}", host=hp.name))
+    dep = st.deployed or {}
+    in_sync = dep.get("config_hash") == config_hash and dep.get("host_hash") == host_hash(hp)
+    checks.append(CheckResult(f"config-{hp.name}", True,
+                              "deployed config matches the local one" if in_sync else
+                              f"deployed config {dep.get('config_hash', 'none')} (rev {dep.get('revision', '?')}) "
+                              f"differs from the local {config_hash} (rev {revision}): run start-all to apply",
+                              host=hp.name, warning=not in_sync))
+    drifted = [c.service for c in st.containers if c.service in hp.services and c.state == "running"
+               and st.env_hash and c.env_hash and c.env_hash != st.env_hash]
+    if drifted:
+        checks.append(CheckResult(f"env-drift-{hp.name}", False, f"{', '.join(drifted)} run with settings that differ "
+                                  "from the uploaded .env (a `docker restart` does not re-read it): run start-all, "
+                                  "which recreates them with `docker compose up -d`", host=hp.name))
+    gpu = {"present": st.has_gpu, "gpus": [dataclasses.asdict(g) for g in st.gpus or ()], "error": st.gpu_error}
+    block = {"reachable": True, "ssh_ms": round(connect_s * 1000, 1), "roles": list(hp.roles),
+             "engine": st.engine, "compose": st.compose.version if st.compose else None, "services": services,
+             "deployed": {"revision": dep.get("revision"), "config_hash": dep.get("config_hash"),
+                          "at": dep.get("at"), "by": dep.get("by"), "in_sync": in_sync},
+             "gpu": gpu}
+    if "redis_port" in st.extra:
+        code, out = st.extra["redis_port"]
+        bound = out.strip().splitlines()[0] if code == 0 and out.strip() else None
+        block["redis_published"] = bound
+        remote_workers = any(h != hp.name for h in inv_worker_names(inv))
+        if bound and bound.startswith("127.") and remote_workers:
+            checks.append(CheckResult(f"redis-bind-{hp.name}", False, f"Redis is published on {bound} (loopback) "
+                                      "but a worker runs on another host: set REDIS_BIND_IP to the tailnet address "
+                                      "(start-all does this for dual-server)", host=hp.name))
+    return block
+
+
+def inv_worker_names(inv: Inventory) -> list[str]:
+    return [h.name for h in inv.worker_hosts]
+
+
+def _worker_checks(inv, plan, s, hp: HostPlan, st, probe: bool) -> list[CheckResult]:
+    remote = s[hp.name]
+    out: list[CheckResult] = []
+    host, port = redis_target(plan, hp)
+    password = st.env_redis_password or inv.secrets["REDIS_PASSWORD"]
+    out.append(redis_ping(remote, host, port, password.reveal(), inv.timeouts.redis,
+                          name=f"redis-from-{hp.name}", app_host=plan.app.name))
+    url = hp.env.get("QUEUE_MANAGER_URL", "")
+    parts = urlsplit(str(url))
+    if parts.hostname and parts.hostname[0].isdigit():
+        out.append(http_check(remote, parts.hostname, parts.port or 80, "/health", f"queue-manager-from-{hp.name}",
+                              inv.timeouts.redis, f"QUEUE_MANAGER_URL {url} from {hp.name}"))
+    else:
+        res = remote.run(cmd.in_workdir(hp.host.workdir, cmd.compose(
+            inv.project, hp.compose_files, "exec", "-T", "worker", "curl", "-fsS", "-m", "5", f"{url}/health")),
+            step="queue manager check")
+        out.append(CheckResult(f"queue-manager-from-{hp.name}", res.ok,
+                               f"QUEUE_MANAGER_URL {url} from inside the worker container: "
+                               + ("answers" if res.ok else res.tail(160)), res.duration, hp.name))
+    if st.has_gpu:
+        g = st.gpus[0]
+        out.append(CheckResult(f"gpu-{hp.name}", True, f"{g.name}, {g.memory_used_mib}/{g.memory_total_mib} MiB, "
+                               f"{g.utilization_pct}% busy", host=hp.name))
+    elif hp.host.gpu != "none" and inv.mode in ("dual-server", "single-server-gpu"):
+        out.append(CheckResult(f"gpu-{hp.name}", hp.host.gpu != "required",
+                               f"no GPU found ({st.gpu_error or 'no nvidia-smi'}); the worker runs on CPU",
+                               host=hp.name, warning=True))
+    out.append(_device_check(inv, remote, hp))
+    if probe:
+        out.append(run_probe(remote, inv.ports.worker_comfyui, inv.timeouts.probe, inv.probe.workflow_graph,
+                             name=f"inference-{hp.name}"))
+    return out
+
+
+def _device_check(inv, remote, hp: HostPlan) -> CheckResult:
+    t0 = time.monotonic()
+    name = f"device-{hp.name}"
+    try:
+        status, body = http_via(remote, "127.0.0.1", inv.ports.worker_comfyui, "GET", "/system_stats",
+                                timeout=inv.timeouts.redis)
+        stats = parse_system_stats(json.loads(body))
+    except TunnelError as exc:
+        return CheckResult(name, False, f"worker ComfyUI not reachable: {exc.cause}", time.monotonic() - t0, hp.name)
+    except (OSError, ValueError, ParseError) as exc:
+        return CheckResult(name, False, f"worker ComfyUI /system_stats unusable: {exc}", time.monotonic() - t0, hp.name)
+    dev = stats.primary_device()
+    kind = dev.type if dev else "none"
+    detail = f"ComfyUI {stats.comfyui_version} on {kind}" + (f" ({stats.gpu_name}, {dev.vram_total // 2**20} MiB)"
+                                                            if kind == "cuda" else "")
+    warn = kind != "cuda" and inv.mode in ("dual-server", "single-server-gpu")
+    return CheckResult(name, True, detail, time.monotonic() - t0, hp.name, warning=warn,
+                       data={"device": kind, "cpu_flag": stats.cpu_flag})
+
+
+def _queue_checks(inv, plan, s, checks) -> dict:
+    remote = s[plan.app.name]
+    host = str(plan.app.env.get("REDIS_BIND_IP", "127.0.0.1"))
+    t0 = time.monotonic()
+    try:
+        with remote.tunnel(host, inv.ports.redis, inv.timeouts.redis) as sock:
+            r = redis_client(sock, inv.secrets["REDIS_PASSWORD"].reveal(), inv.timeouts.redis)
+            depth = r.zcard("queue:pending")
+            running = r.zcard("queue:running")
+            ttls = {hp.host.worker_id: r.ttl(f"worker:{hp.host.worker_id}:heartbeat")
+                    for hp in plan.hosts if hp.worker_services}
+    except Exception as exc:  # reported as a failed check, never a traceback
+        checks.append(CheckResult("queue", False, f"cannot read the queue from Redis on {plan.app.name}: "
+                                  f"{getattr(exc, 'cause', exc)}", time.monotonic() - t0, plan.app.name))
+        return {}
+    checks.append(CheckResult("queue", True, f"{depth} pending, {running} running", time.monotonic() - t0,
+                              plan.app.name, data={"depth": depth, "running": running}))
+    workers = {}
+    for wid, ttl in ttls.items():
+        if ttl is None or ttl < 0:
+            workers[wid] = {"heartbeat_age_s": None, "ok": False}
+            checks.append(CheckResult(f"heartbeat-{wid}", False, f"no worker:{wid}:heartbeat key in Redis: {wid} has "
+                                      f"not polled the queue manager for {inv.worker.heartbeat_timeout} s",
+                                      host=plan.app.name))
+        else:
+            age = inv.worker.heartbeat_timeout - ttl
+            workers[wid] = {"heartbeat_age_s": age, "ok": True}
+            checks.append(CheckResult(f"heartbeat-{wid}", True, f"last poll {age} s ago", host=plan.app.name,
+                                      data={"age_s": age}))
+    return {"depth": depth, "running": running, "workers": workers}

@@ -117,7 +117,7 @@ def lock_break(c, hosts=None, verbose=False):
 @task(help={"workers": "number of worker hosts (verda, verda-2, ...)",
             "sshd_only": "extra hosts with sshd but no Docker engine (scale benchmarks)",
             "users": "num_users in the lab inventory"})
-def lab_up(c, workers=1, sshd_only=0, users=5):
+def lab_up(c, workers=1, sshd_only=0, users=3):
     """Create the lab: hosts as network namespaces with their own sshd and Docker engine."""
     from comfyume_fab.lab.cli import up
     up(int(workers), int(sshd_only), int(users))

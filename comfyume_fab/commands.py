@@ -43,7 +43,7 @@ def in_workdir(workdir: str, argv: Sequence[str]) -> str:
 
 def up(workdir: str, project: str, files: Sequence[str], services: Iterable[str]) -> str:
     # `up -d` (never `docker restart`): a changed .env or image recreates the container.
-    return in_workdir(workdir, compose(project, files, "up", "-d", "--no-color", "--quiet-pull", *services))
+    return in_workdir(workdir, compose(project, files, "up", "-d", "--no-color", "--quiet-pull", "--remove-orphans", *services))
 
 
 def stop(workdir: str, project: str, files: Sequence[str], services: Iterable[str] = (), remove: bool = False) -> str:

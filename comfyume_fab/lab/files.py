@@ -5,6 +5,8 @@ import os
 import secrets as _random
 from pathlib import Path
 
+import yaml
+
 from .hostsvc import host_public_key
 from .layout import LabHost
 
@@ -36,42 +38,34 @@ def write_ssh_config(lab_dir: Path, hosts: list[LabHost], key: Path) -> Path:
     return path
 
 
+def inventory_dict(hosts: list[LabHost], key: Path, known_hosts: Path, num_users: int,
+                   mode: str = "dual-server", roles: dict[str, list[str]] | None = None,
+                   secrets_file: str = "secrets.env") -> dict:
+    """The lab inventory as data (tests adjust it); roles default to each host's lab role."""
+    roles = roles or {}
+    out: dict = {
+        "mode": mode,
+        "num_users": num_users,
+        "health": {"interval": "1s", "start_period": "5s"},
+        "timeouts": {"connect": 5, "health": 90, "redis": 3, "probe": 30},
+        "worker": {"poll_interval": 1, "heartbeat_timeout": 60},
+        "ssh": {"known_hosts": str(known_hosts)},
+        "secrets": {"env_file": secrets_file},
+        "hosts": {},
+    }
+    for h in hosts:
+        r = roles.get(h.name, [h.role])
+        out["hosts"][h.name] = {
+            "address": h.address, "user": h.user, "identity_file": str(key), "tailscale_ip": h.address,
+            "roles": r, "gpu": "auto" if "worker" in r else "none", "workdir": "comfyume"}
+    return out
+
+
 def inventory_text(hosts: list[LabHost], key: Path, known_hosts: Path, num_users: int,
                    mode: str = "dual-server") -> str:
-    lines = [
-        "# Inventory of the built-in lab, written by `invoke lab.up` (regenerated on every lab.up).",
-        "# The hosts are network namespaces on this machine, each with its own sshd and Docker engine.",
-        f"mode: {mode}",
-        f"num_users: {num_users}",
-        "health:",
-        "  interval: 1s",
-        "  start_period: 5s",
-        "timeouts:",
-        "  connect: 5",
-        "  health: 90",
-        "  redis: 3",
-        "  probe: 30",
-        "worker:",
-        "  poll_interval: 1",
-        "  heartbeat_timeout: 60",
-        "ssh:",
-        f"  known_hosts: {known_hosts}",
-        "secrets:",
-        "  env_file: secrets.env",
-        "hosts:",
-    ]
-    for h in hosts:
-        lines += [
-            f"  {h.name}:",
-            f"    address: {h.address}",
-            f"    user: {h.user}",
-            f"    identity_file: {key}",
-            f"    tailscale_ip: {h.address}",
-            f"    roles: [{h.role}]",
-            f"    gpu: {'none' if h.role == 'app' else 'auto'}",
-            "    workdir: comfyume",
-        ]
-    return "\n".join(lines) + "\n"
+    head = ("# Inventory of the built-in lab, written by `invoke lab.up` (regenerated on every lab.up).\n"
+            "# The hosts are network namespaces on this machine, each with its own sshd and Docker engine.\n")
+    return head + yaml.safe_dump(inventory_dict(hosts, key, known_hosts, num_users, mode), sort_keys=False)
 
 
 def write_lab_files(lab_dir: Path, hosts: list[LabHost], key: Path, num_users: int) -> Path:

@@ -26,7 +26,7 @@ def _require_root() -> None:
             raise LabError(f"{tool} is not installed; run `bash scripts/install-system.sh` as root first")
 
 
-def up(workers: int = 1, sshd_only: int = 0, num_users: int = 5,
+def up(workers: int = 1, sshd_only: int = 0, num_users: int = 3,
        say: Callable[[str], None] = print) -> Path:
     """Create the lab from scratch (first cleaning what an earlier run left) and return the
     path of the inventory it wrote."""

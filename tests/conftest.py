@@ -1,0 +1,110 @@
+"""Fixtures shared by unit and lab tests.
+
+The lab (network namespaces, sshd and a Docker engine per host) is one resource per machine:
+the session fixture takes an exclusive flock on it, reuses a lab that is up (as `.ci/run`
+leaves it) or brings one up, and heals every fault before each lab test.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+LOCK = Path("/run/comfyume-lab.lock")
+INVOKE = str(Path(sys.executable).with_name("invoke"))
+
+
+@dataclass
+class Lab:
+    dir: Path
+    hosts: dict  # name -> LabHost
+    key: Path
+    known_hosts: Path
+    secrets: dict  # name -> value (for assertions that they never leak)
+
+    def inventory(self, tmp: Path, names=("mello", "verda"), mode="dual-server", roles=None,
+                  num_users=3, **overrides) -> Path:
+        """Write an inventory for some lab hosts into `tmp` and return its path."""
+        from comfyume_fab.lab.files import inventory_dict
+        hosts = [self.hosts[n] for n in names]
+        data = inventory_dict(hosts, self.key, self.known_hosts, num_users, mode, roles=roles,
+                              secrets_file=str(self.dir / "secrets.env"))
+        for key, value in overrides.items():
+            if isinstance(value, dict) and isinstance(data.get(key), dict):
+                data[key].update(value)
+            else:
+                data[key] = value
+        tmp.mkdir(parents=True, exist_ok=True)
+        path = tmp / "hosts.yaml"
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        return path
+
+
+def _lab_is_up() -> bool:
+    from comfyume_fab.lab import hostsvc, manager
+    hosts = {h.name: h for h in manager.load_state()}
+    if not {"mello", "verda"} <= set(hosts):
+        return False
+    for h in hosts.values():
+        if not hostsvc.read_pid(h.sshd_pid) or (h.engine and not hostsvc.read_pid(h.dockerd_pid)):
+            return False
+    return (manager.LAB_DIR / "known_hosts").exists()
+
+
+@pytest.fixture(scope="session")
+def lab():
+    if os.geteuid() != 0 or not shutil.which("dockerd"):
+        pytest.fail("the lab tests need root and the lab's system packages: run `bash .ci/run` "
+                    "(or `bash scripts/install-system.sh`) as root")
+    from comfyume_fab.lab import faults, manager
+    LOCK.parent.mkdir(parents=True, exist_ok=True)
+    with open(LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not _lab_is_up():
+            manager.up(workers=1, num_users=3)
+        faults.heal_all()
+        secrets = {}
+        for line in (manager.LAB_DIR / "secrets.env").read_text().splitlines():
+            if "=" in line and not line.startswith("#"):
+                k, v = line.split("=", 1)
+                secrets[k] = v
+        yield Lab(manager.LAB_DIR, {h.name: h for h in manager.load_state()}, manager.LAB_DIR / "id_ed25519",
+                  manager.LAB_DIR / "known_hosts", secrets)
+
+
+@pytest.fixture
+def healed(lab):
+    """Undo every lab fault after the test, whatever happened in it."""
+    from comfyume_fab.lab import faults
+    yield lab
+    faults.heal_all()
+
+
+@pytest.fixture(scope="session")
+def inv(lab, tmp_path_factory) -> Path:
+    """The two-host dual-server inventory (mello app, verda worker) the lab tests drive."""
+    return lab.inventory(tmp_path_factory.mktemp("inv"))
+
+
+def invoke(*args: str, env: dict | None = None, timeout: float = 600, input: str | None = None):
+    """Run the real CLI as a user would (`invoke TASK ...`) and capture what it prints."""
+    full_env = dict(os.environ, **(env or {}))
+    full_env.pop("COMFYUME_HOSTS", None) if env is None or "COMFYUME_HOSTS" not in env else None
+    return subprocess.run([INVOKE, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout,
+                          env=full_env, input=input)
+
+
+@pytest.fixture
+def deployed(inv, healed):
+    """The dual-server deployment is up and healthy (a no-op rerun when it already is)."""
+    res = invoke("start-all", "--hosts", str(inv))
+    assert res.returncode == 0, res.stderr + res.stdout
+    return inv

@@ -44,7 +44,10 @@ class StartSummary:
 
 
 def host_hash(hp: HostPlan) -> str:
-    h = hashlib.sha256(hp.env_file_text().encode())
+    """What one host was given: files + environment. Secrets enter only through the planner's
+    salted, slow env_hash fingerprint, so the value stored on hosts reveals nothing."""
+    masked = "\n".join(f"{k}={v}" for k, v in sorted(hp.env_masked().items()))
+    h = hashlib.sha256((hp.env_hash + "\n" + masked).encode())
     for name in sorted(hp.files):
         h.update(name.encode() + b"\0" + hp.files[name].encode())
     return h.hexdigest()[:16]

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The test suite: unit tests and lab tests together (the lab fixture reuses a running lab
+# or brings one up). Needs root and scripts/setup.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -x .venv/bin/python ] || bash scripts/setup.sh
+exec .venv/bin/python -m pytest tests "$@"

@@ -1,0 +1,626 @@
+"""hosts.yaml loading: every validation message, exactly; all problems at once; no tracebacks."""
+from __future__ import annotations
+
+import logging
+import os
+
+import pytest
+
+from comfyume_fab.errors import ConfigError, ExitCode
+from comfyume_fab.inventory import DEFAULT_PROBE_GRAPH, load_inventory
+from comfyume_fab.secrets import Secret, parse_env_text
+
+ENV = {"REDIS_PASSWORD": "redis-pw-1", "ADMIN_PASSWORD": "admin-pw-2"}
+
+DUAL = """\
+mode: dual-server
+hosts:
+  mello:
+    address: mello
+    tailscale_ip: 100.99.216.71
+    roles: [app]
+  verda:
+    address: verda
+    roles: [worker]
+"""
+
+
+@pytest.fixture(autouse=True)
+def in_tmp(tmp_path, monkeypatch):
+    """Every test works in its own folder, so messages start with the path as given: hosts.yaml."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def load(text: str, environ: dict | None = None, name: str = "hosts.yaml"):
+    with open(name, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    return load_inventory(name, environ=dict(ENV if environ is None else environ))
+
+
+def problems(text: str, environ: dict | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load(text, environ)
+    assert info.value.code == ExitCode.CONFIG == 2
+    return info.value.problems
+
+
+# --- a good file ---------------------------------------------------------------------------------
+
+
+def test_dual_server_defaults():
+    inv = load(DUAL)
+    assert inv.path == "hosts.yaml"
+    assert inv.mode == "dual-server" and inv.project == "comfyume" and inv.num_users == 20
+    assert inv.images.frontend == "comfyume-frontend:v0.11.0" and inv.images.redis == "redis:7-alpine"
+    assert (inv.ports.redis, inv.ports.queue_manager, inv.ports.admin, inv.ports.frontend_base,
+            inv.ports.worker_comfyui) == (6379, 3000, 8080, 8188, 8300)
+    assert (inv.worker.poll_interval, inv.worker.heartbeat_timeout, inv.worker.provider) == (2, 60, "verda")
+    assert (inv.timeouts.connect, inv.timeouts.command, inv.timeouts.health, inv.timeouts.redis,
+            inv.timeouts.probe, inv.timeouts.lock_wait) == (10, 120, 180, 5, 60, 600)
+    assert (inv.health.interval, inv.health.start_period) == ("5s", "10s")
+    assert inv.probe.workflow is None and inv.probe.graph() == dict(DEFAULT_PROBE_GRAPH)
+    assert inv.ssh.accept_new_host_keys is False
+    assert inv.ssh.known_hosts == os.path.expanduser("~/.ssh/known_hosts")
+    mello, verda = inv.hosts
+    assert (mello.name, mello.roles, mello.gpu, mello.workdir, mello.worker_id, mello.line) == \
+        ("mello", ("app",), "none", "comfyume", None, 3)
+    assert (verda.name, verda.roles, verda.gpu, verda.worker_id, verda.line) == \
+        ("verda", ("worker",), "auto", "worker-1", 7)
+    assert verda.user is None and verda.port is None and verda.identity_file is None
+    assert inv.app_host is mello and inv.worker_hosts == (verda,)
+    assert inv.host("verda") is verda
+    assert inv.line_of("hosts.verda.roles[0]") == 9
+    assert inv.line_of(("hosts", "verda", "gpu")) == 7  # absent: its host's line
+    assert inv.secrets["REDIS_PASSWORD"] == Secret("redis-pw-1")
+
+
+def test_repo_hosts_yaml_is_valid_and_dual_server():
+    here = os.path.dirname(os.path.abspath(__file__))
+    inv = load_inventory(os.path.join(here, "..", "..", "hosts.yaml"), environ=ENV)
+    assert inv.mode == "dual-server"
+    assert [(h.name, h.roles, h.gpu, h.user) for h in inv.hosts] == \
+        [("mello", ("app",), "none", "dev"), ("verda", ("worker",), "required", "root")]
+    assert inv.app_host.tailscale_ip == "100.99.216.71"
+
+
+def test_worker_ids_default_in_order_and_skip_taken():
+    inv = load("""\
+mode: dual-server
+hosts:
+  mello: {address: mello, tailscale_ip: 100.64.0.1, roles: [app]}
+  a: {address: a, roles: [worker]}
+  b: {address: b, roles: [worker], worker_id: worker-1}
+  c: {address: c, roles: [worker]}
+""")
+    assert [h.worker_id for h in inv.worker_hosts] == ["worker-2", "worker-1", "worker-3"]
+
+
+def test_unknown_host_suggests():
+    inv = load(DUAL)
+    with pytest.raises(ConfigError) as info:
+        inv.host("verd")
+    assert info.value.problems == ["hosts.yaml: unknown host 'verd' (did you mean 'verda'? hosts in hosts.yaml: "
+                                   "mello, verda)"]
+
+
+def test_all_settings_read():
+    workflow = {"3": {"class_type": "EmptyImage", "inputs": {"width": 8}}}
+    with open("wf.json", "w") as fh:
+        fh.write(__import__("json").dumps(workflow))
+    with open("id_test", "w") as fh:
+        fh.write("key")
+    inv = load("""\
+mode: single-server-cpu
+project: lab-1
+num_users: 7
+images: {worker: local/worker:dev}
+ports: {redis: 16379, frontend_base: 9000}
+worker: {poll_interval: 0.5, heartbeat_timeout: 30, provider: local}
+timeouts: {connect: 2.5, lock_wait: 30}
+health: {interval: 500ms, start_period: 1m}
+probe: {workflow: wf.json}
+ssh: {known_hosts: kh, accept_new_host_keys: true}
+hosts:
+  box: {address: 10.0.0.5, user: dev, port: 2222, identity_file: id_test, roles: [worker, app],
+        workdir: /srv/comfyume, worker_id: w-one}
+""")
+    assert (inv.project, inv.num_users, inv.images.worker, inv.ports.redis, inv.ports.frontend_base) == \
+        ("lab-1", 7, "local/worker:dev", 16379, 9000)
+    assert (inv.worker.poll_interval, inv.worker.provider, inv.timeouts.connect, inv.timeouts.lock_wait) == \
+        (0.5, "local", 2.5, 30)
+    assert (inv.health.interval, inv.health.start_period) == ("500ms", "1m")
+    assert inv.probe.workflow == os.path.abspath("wf.json") and inv.probe.graph() == workflow
+    assert inv.ssh.known_hosts == os.path.abspath("kh") and inv.ssh.accept_new_host_keys is True
+    box = inv.hosts[0]
+    assert (box.address, box.user, box.port, box.identity_file, box.roles, box.gpu, box.workdir,
+            box.worker_id) == ("10.0.0.5", "dev", 2222, os.path.abspath("id_test"), ("app", "worker"),
+                               "auto", "/srv/comfyume", "w-one")
+
+
+# --- every message, exactly ----------------------------------------------------------------------
+
+CASES = {
+    "unknown role": (DUAL.replace("roles: [worker]", "roles: [wroker]"),
+                     ["hosts.yaml:9 hosts.verda.roles[0]: unknown role 'wroker' (expected one of: app, worker)"]),
+    "unknown key suggestion": (DUAL.replace("    address: verda\n", "    address: verda\n    tailscale_iip: 1.2.3.4\n"),
+                               ["hosts.yaml:9 hosts.verda.tailscale_iip: unknown key 'tailscale_iip' "
+                                "(did you mean 'tailscale_ip'?)"]),
+    "unknown top key": ("colour: red\n" + DUAL,
+                        ["hosts.yaml:1 colour: unknown key 'colour' (expected one of: mode, project, num_users, "
+                         "images, ports, worker, timeouts, health, probe, serverless, ssh, secrets, hosts)"]),
+    "unknown key in section": (DUAL + "ports: {admn: 9}\n",
+                               ["hosts.yaml:10 ports.admn: unknown key 'admn' (did you mean 'admin'?)"]),
+    "section not a mapping": (DUAL + "ports: 8080\n",
+                              ["hosts.yaml:10 ports: expected a mapping, got an integer (e.g. redis: 6379)"]),
+    "string for int": (DUAL + "num_users: '20'\n",
+                       ["hosts.yaml:10 num_users: expected an integer, got a string '20' (e.g. num_users: 20)"]),
+    "bool is not int": (DUAL + "ports: {redis: true}\n",
+                        ["hosts.yaml:10 ports.redis: expected an integer, got a boolean True (e.g. redis: 6379)"]),
+    "float is not int": (DUAL + "num_users: 2.5\n",
+                         ["hosts.yaml:10 num_users: expected an integer, got a number 2.5 (e.g. num_users: 20)"]),
+    "int for string": (DUAL + "images: {redis: 7}\n",
+                       ["hosts.yaml:10 images.redis: expected a string, got an integer 7 (e.g. redis: redis:7-alpine)"]),
+    "bool expected": (DUAL + "ssh: {accept_new_host_keys: 'yes'}\n",
+                      ["hosts.yaml:10 ssh.accept_new_host_keys: expected true or false, got a string 'yes' "
+                       "(e.g. accept_new_host_keys: False)"]),
+    "num_users range": (DUAL + "num_users: 0\n",
+                        ["hosts.yaml:10 num_users: 0 is out of range (expected an integer from 1 to 200)"]),
+    "port range": (DUAL + "ports:\n  redis: 70000\n  admin: 0\n",
+                   ["hosts.yaml:11 ports.redis: 70000 is out of range (expected a port from 1 to 65535)",
+                    "hosts.yaml:12 ports.admin: 0 is out of range (expected a port from 1 to 65535)"]),
+    "ssh port range": (DUAL.replace("    address: verda\n", "    address: verda\n    port: 65536\n"),
+                       ["hosts.yaml:9 hosts.verda.port: 65536 is out of range (expected a port from 1 to 65535)"]),
+    "timeout not positive": (DUAL + "timeouts: {connect: 0, probe: -1}\n",
+                             ["hosts.yaml:10 timeouts.connect: 0 is not greater than 0 "
+                              "(give a number of seconds greater than 0)",
+                              "hosts.yaml:10 timeouts.probe: -1 is not greater than 0 "
+                              "(give a number of seconds greater than 0)"]),
+    "heartbeat not int": (DUAL + "worker: {heartbeat_timeout: 1.5}\n",
+                          ["hosts.yaml:10 worker.heartbeat_timeout: expected an integer, got a number 1.5 "
+                           "(e.g. heartbeat_timeout: 60)"]),
+    "unknown provider": (DUAL + "worker: {provider: aws}\n",
+                         ["hosts.yaml:10 worker.provider: unknown provider 'aws' "
+                          "(expected one of: verda, runpod, modal, local)"]),
+    "unknown mode": (DUAL.replace("dual-server", "dual"),
+                     ["hosts.yaml:1 mode: unknown mode 'dual' (expected one of: frontend-testing, dual-server, "
+                      "single-server-gpu, single-server-cpu, serverless)"]),
+    "missing mode": (DUAL.replace("mode: dual-server\n", ""),
+                     ["hosts.yaml:1 mode: required key is missing (one of: frontend-testing, dual-server, "
+                      "single-server-gpu, single-server-cpu, serverless)"]),
+    "empty mode": (DUAL.replace("mode: dual-server", "mode:"),
+                   ["hosts.yaml:1 mode: has no value (one of: frontend-testing, dual-server, "
+                    "single-server-gpu, single-server-cpu, serverless)"]),
+    "missing hosts": ("mode: dual-server\n",
+                      ["hosts.yaml:1 hosts: required key is missing (list each machine under hosts:, "
+                       "see docs/inventory.md)"]),
+    "empty hosts": ("mode: dual-server\nhosts: {}\n",
+                    ["hosts.yaml:2 hosts: expected a mapping of host names, got an empty one "
+                     "(e.g. hosts: {mello: {address: mello, roles: [app]}})"]),
+    "hosts a list": ("mode: dual-server\nhosts: [mello]\n",
+                     ["hosts.yaml:2 hosts: expected a mapping of host names, got something else "
+                      "(e.g. hosts: {mello: {address: mello, roles: [app]}})"]),
+    "host not a mapping": (DUAL + "  extra: 5\n",
+                           ["hosts.yaml:10 hosts.extra: expected a mapping of host settings, got an integer 5 "
+                            "(e.g. extra: {address: extra, roles: [worker]})"]),
+    "missing address": (DUAL.replace("    address: verda\n", ""),
+                        ["hosts.yaml:7 hosts.verda.address: required key is missing "
+                         "(the SSH address: a hostname, IP address or ssh_config alias)"]),
+    "missing roles": (DUAL.replace("    roles: [worker]\n", ""),
+                      ["hosts.yaml:7 hosts.verda.roles: required key is missing "
+                       "(a list of roles, expected one of: app, worker)"]),
+    "roles not a list": (DUAL.replace("roles: [worker]", "roles: worker"),
+                         ["hosts.yaml:9 hosts.verda.roles: expected a list, got a string 'worker' "
+                          "(e.g. roles: [worker])"]),
+    "roles empty": (DUAL.replace("roles: [worker]", "roles: []"),
+                    ["hosts.yaml:9 hosts.verda.roles: no roles given (a list of roles, expected one of: app, worker)"]),
+    "role not a string": (DUAL.replace("roles: [worker]", "roles: [1]"),
+                          ["hosts.yaml:9 hosts.verda.roles[0]: expected a role name, got an integer 1 "
+                           "(expected one of: app, worker)"]),
+    "role twice": (DUAL.replace("roles: [worker]", "roles: [worker, worker]"),
+                   ["hosts.yaml:9 hosts.verda.roles[1]: role 'worker' is listed twice (list each role once)"]),
+    "duplicate host": (DUAL + "  verda:\n    address: other\n    roles: [worker]\n",
+                       ["hosts.yaml:10 hosts.verda: duplicate host 'verda', first defined on line 7 "
+                        "(give each host a unique name)"]),
+    "duplicate key": (DUAL.replace("    address: verda\n", "    address: verda\n    address: verda2\n"),
+                      ["hosts.yaml:9 hosts.verda.address: duplicate key 'address', first defined on line 8 "
+                       "(remove one: YAML keeps only one of them)"]),
+    "host name": (DUAL.replace("  verda:", "  Verda;x:"),
+                  ["hosts.yaml:7 hosts.Verda;x: host name 'Verda;x' is not allowed "
+                   "(use lowercase letters, digits, '-' and '_', starting with a letter or digit)"]),
+    "project name": (DUAL + "project: 'My App'\n",
+                     ["hosts.yaml:10 project: project name 'My App' is not allowed "
+                      "(use lowercase letters, digits, '-' and '_', starting with a letter or digit)"]),
+    "worker id name": (DUAL.replace("roles: [worker]", "roles: [worker]\n    worker_id: '$(id)'"),
+                       ["hosts.yaml:10 hosts.verda.worker_id: worker id '$(id)' is not allowed "
+                        "(use lowercase letters, digits, '-' and '_', starting with a letter or digit)"]),
+    "address metachar": (DUAL.replace("address: verda", "address: 'verda; rm -rf ~'"),
+                         ["hosts.yaml:8 hosts.verda.address: 'verda; rm -rf ~' is not a hostname, IP address or "
+                          "ssh_config alias (letters, digits, '-', '.' and '_' only, not starting with '-')"]),
+    "address option": (DUAL.replace("address: verda", "address: -oProxyCommand=x"),
+                       ["hosts.yaml:8 hosts.verda.address: '-oProxyCommand=x' is not a hostname, IP address or "
+                        "ssh_config alias (letters, digits, '-', '.' and '_' only, not starting with '-')"]),
+    "user": (DUAL.replace("address: verda", "address: verda\n    user: 'ro ot'"),
+             ["hosts.yaml:9 hosts.verda.user: 'ro ot' is not a valid login name "
+              "(letters, digits, '.', '_' and '-', not starting with '-')"]),
+    "tailscale ip": (DUAL.replace("100.99.216.71", "100.99.216"),
+                     ["hosts.yaml:5 hosts.mello.tailscale_ip: '100.99.216' is not an IP address "
+                      "(run 'tailscale ip -4' on that host and copy its address)"]),
+    "same tailscale ip": (DUAL.replace("roles: [worker]", "roles: [worker]\n    tailscale_ip: 100.99.216.71"),
+                          ["hosts.yaml:10 hosts.verda.tailscale_ip: 100.99.216.71 is also the tailscale_ip of mello "
+                           "on line 5 (each host has its own tailnet address; run 'tailscale ip -4' on each)"]),
+    "workdir": (DUAL.replace("roles: [worker]", "roles: [worker]\n    workdir: '../x;y'"),
+                ["hosts.yaml:10 hosts.verda.workdir: '../x;y' is not a safe folder name (letters, digits and "
+                 ". _ / ~ - only, no '..', not starting with '-'; a relative path starts at the login user's home)"]),
+    "workdir dotdot": (DUAL.replace("roles: [worker]", "roles: [worker]\n    workdir: a/../../b"),
+                       ["hosts.yaml:10 hosts.verda.workdir: 'a/../../b' is not a safe folder name (letters, digits "
+                        "and . _ / ~ - only, no '..', not starting with '-'; a relative path starts at the login "
+                        "user's home)"]),
+    "gpu value": (DUAL.replace("roles: [worker]", "roles: [worker]\n    gpu: yes"),
+                  ["hosts.yaml:10 hosts.verda.gpu: expected a string, got a boolean True (e.g. gpu: none)"]),
+    "gpu unknown": (DUAL.replace("roles: [worker]", "roles: [worker]\n    gpu: cuda"),
+                    ["hosts.yaml:10 hosts.verda.gpu: unknown gpu setting 'cuda' (expected one of: auto, required, none)"]),
+    "gpu required on app": (DUAL.replace("roles: [app]", "roles: [app]\n    gpu: required"),
+                            ["hosts.yaml:7 hosts.mello.gpu: gpu: required on mello, which has no worker role "
+                             "(only the worker uses a GPU; write gpu: none, or add worker to roles)"]),
+    "worker id on app": (DUAL.replace("roles: [app]", "roles: [app]\n    worker_id: worker-9"),
+                         ["hosts.yaml:7 hosts.mello.worker_id: mello has no worker role, so worker_id is not used "
+                          "(remove worker_id, or add worker to roles)"]),
+    "same worker id": (DUAL + "  verda2:\n    address: verda2\n    roles: [worker]\n    worker_id: w\n"
+                       "  verda3:\n    address: verda3\n    roles: [worker]\n    worker_id: w\n",
+                       ["hosts.yaml:17 hosts.verda3.worker_id: worker id 'w' is also used by verda2 on line 13 "
+                        "(give each worker its own id)"]),
+    "image": (DUAL + "images: {worker: 'bad image'}\n",
+              ["hosts.yaml:10 images.worker: 'bad image' is not an image reference "
+               "(letters, digits and . _ / : @ - only, e.g. comfyume-worker:v0.11.0)"]),
+    "duration": (DUAL + "health: {interval: 5 sec}\n",
+                 ["hosts.yaml:10 health.interval: '5 sec' is not a compose duration "
+                  "(a whole number and a unit: ms, s or m, e.g. 5s)"]),
+    "duration as int": (DUAL + "health: {start_period: 10}\n",
+                        ["hosts.yaml:10 health.start_period: expected a string, got an integer 10 "
+                         "(e.g. start_period: 10s)"]),
+    "identity file missing": (DUAL.replace("roles: [worker]", "roles: [worker]\n    identity_file: ~/no-such-key"),
+                              ["hosts.yaml:10 hosts.verda.identity_file: '~/no-such-key' does not exist (check the "
+                               "path and its permissions, or remove identity_file to let ssh_config choose the key)"]),
+    "identity file dir": (DUAL.replace("roles: [worker]", "roles: [worker]\n    identity_file: ."),
+                          ["hosts.yaml:10 hosts.verda.identity_file: '.' is a directory, not a file (check the "
+                           "path and its permissions, or remove identity_file to let ssh_config choose the key)"]),
+    "ssh config missing": (DUAL + "ssh: {config_file: nope.conf}\n",
+                           ["hosts.yaml:10 ssh.config_file: 'nope.conf' does not exist (check the path and its "
+                            "permissions, or remove config_file to use ~/.ssh/config)"]),
+    "probe missing": (DUAL + "probe: {workflow: probe.json}\n",
+                      ["hosts.yaml:10 probe.workflow: 'probe.json' does not exist (give an API-format workflow "
+                       "JSON, relative to hosts.yaml, or remove probe.workflow to use the built-in "
+                       "EmptyImage->SaveImage graph)"]),
+    "endpoint not url": (DUAL + "serverless: {endpoint: 'ftp://x'}\n",
+                         ["hosts.yaml:10 serverless.endpoint: 'ftp://x' is not an http(s) URL "
+                          "(e.g. https://api.example.com/v2/ENDPOINT/run; no spaces or quotes)"]),
+    "env_file not a string": (DUAL + "secrets: {env_file: 3}\n",
+                              ["hosts.yaml:10 secrets.env_file: expected a string, got an integer 3 "
+                               "(e.g. env_file: .secrets.env)"]),
+    # ports
+    "frontends past 65535": (DUAL + "ports: {frontend_base: 65530}\n",
+                             ["hosts.yaml:10 ports.frontend_base: user020 would get port 65549, past 65535 "
+                              "(lower frontend_base or num_users)"]),
+    "port in frontend range": (DUAL + "ports: {admin: 8190}\n",
+                               ["hosts.yaml:10 ports.admin: port 8190 clashes with the frontend ports 8188-8207 "
+                                "of user001-user020 (pick a port outside 8188-8207, or move frontend_base)"]),
+    "two equal ports": (DUAL + "ports:\n  redis: 7000\n  queue_manager: 7000\n",
+                        ["hosts.yaml:12 ports.queue_manager: port 7000 is also ports.redis "
+                         "(give each service its own port)"]),
+    # modes and roles
+    "dual with worker on app": (DUAL.replace("roles: [app]", "roles: [app, worker]"),
+                                ["hosts.yaml:6 hosts.mello.roles: mode dual-server runs the worker on its own host, "
+                                 "but mello has roles [app, worker] (give it roles: [app] and the worker another "
+                                 "host, or use mode single-server-gpu)"]),
+    "dual without app": (DUAL.replace("roles: [app]", "roles: [worker]"),
+                         ["hosts.yaml:2 hosts: mode dual-server needs exactly one host with roles [app], found none "
+                          "(add the app host, e.g. mello with roles: [app])"]),
+    "dual with two apps": (DUAL.replace("roles: [worker]", "roles: [app]\n    tailscale_ip: 100.64.0.9"),
+                           ["hosts.yaml:2 hosts: mode dual-server needs exactly one host with roles [app], found 2: "
+                            "mello, verda (keep one app host)",
+                            "hosts.yaml:2 hosts: mode dual-server needs at least one host with roles [worker], "
+                            "found none (add the GPU host with roles: [worker], or use mode single-server-gpu)"]),
+    "dual without tailscale ip": (DUAL.replace("    tailscale_ip: 100.99.216.71\n", ""),
+                                  ["hosts.yaml:3 hosts.mello.tailscale_ip: mode dual-server needs a tailscale_ip on "
+                                   "the app host (a remote worker reaches Redis and the queue manager at the app "
+                                   "host's tailnet address)"]),
+    "single on two hosts": (DUAL.replace("dual-server", "single-server-gpu"),
+                            ["hosts.yaml:2 hosts: mode single-server-gpu runs everything on one host, found 2 hosts: "
+                             "mello, verda (list one host with roles: [app, worker], or use mode dual-server)"]),
+    "single with app only": ("mode: single-server-cpu\nhosts:\n  box:\n    address: box\n    roles: [app]\n",
+                             ["hosts.yaml:5 hosts.box.roles: mode single-server-cpu needs roles [app, worker] on its "
+                              "one host, found [app] (write roles: [app, worker])"]),
+    "serverless with worker": (DUAL.replace("dual-server", "serverless") + "serverless: {endpoint: 'https://x.y/run'}\n",
+                               ["hosts.yaml:9 hosts.verda.roles: mode serverless runs no worker, but verda has the "
+                                "worker role (remove the worker role: the queue manager sends jobs to "
+                                "serverless.endpoint)"]),
+    "serverless without endpoint": ("mode: serverless\nhosts:\n  cpu:\n    address: cpu\n    roles: [app]\n",
+                                    ["hosts.yaml:1 serverless.endpoint: mode serverless needs serverless.endpoint "
+                                     "(the URL the queue manager sends jobs to, e.g. https://api.runpod.ai/v2/ENDPOINT)"]),
+    "frontend-testing with worker": ("mode: frontend-testing\nhosts:\n  box:\n    address: box\n    roles: [app, worker]\n",
+                                     ["hosts.yaml:5 hosts.box.roles: mode frontend-testing runs no worker, but box has "
+                                      "the worker role (remove the worker role: frontend-testing runs the UI only; "
+                                      "use single-server-cpu to infer)"]),
+    "frontend-testing two apps": ("mode: frontend-testing\nhosts:\n  a: {address: a, roles: [app]}\n"
+                                  "  b: {address: b, roles: [app]}\n",
+                                  ["hosts.yaml:2 hosts: mode frontend-testing needs exactly one host with roles [app], "
+                                   "found 2: a, b (keep one host with roles: [app])"]),
+    "serverless no app": ("mode: serverless\nserverless: {endpoint: 'https://x.y'}\nhosts:\n"
+                          "  w: {address: w, roles: [worker]}\n",
+                          ["hosts.yaml:3 hosts: mode serverless needs exactly one host with roles [app], found none "
+                           "(keep one host with roles: [app])",
+                           "hosts.yaml:4 hosts.w.roles: mode serverless runs no worker, but w has the worker role "
+                           "(remove the worker role: the queue manager sends jobs to serverless.endpoint)"]),
+    # yamlsrc key problems
+    "non-scalar key": (DUAL + "? [a, b]\n: 1\n",
+                       ["hosts.yaml:10 (top level): a key must be a plain word, not a list or mapping "
+                        "(write each key as a plain word followed by ': ')"]),
+    "merge key": ("base: &b {address: x}\n" + DUAL.replace("    address: verda\n", "    <<: *b\n"),
+                  ["hosts.yaml:1 base: unknown key 'base' (expected one of: mode, project, num_users, images, ports, "
+                   "worker, timeouts, health, probe, serverless, ssh, secrets, hosts)",
+                   "hosts.yaml:8 hosts.verda.address: required key is missing "
+                   "(the SSH address: a hostname, IP address or ssh_config alias)",
+                   "hosts.yaml:9 hosts.verda: merge keys ('<<') are not supported "
+                   "(write each key as a plain word followed by ': ')"]),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_message(name):
+    text, expected = CASES[name]
+    assert problems(text) == expected
+
+
+def test_every_problem_at_once_in_file_order():
+    text = """\
+mode: dual-serverr
+num_users: "20"
+projectt: x
+hosts:
+  mello:
+    address: "mel lo"
+    roles: [app]
+    tailscale_ip: 100.99.216
+  verda:
+    address: verda
+    roles: [wroker]
+"""
+    assert problems(text, environ={}) == [
+        "hosts.yaml:1 mode: unknown mode 'dual-serverr' (expected one of: frontend-testing, dual-server, "
+        "single-server-gpu, single-server-cpu, serverless)",
+        "hosts.yaml:1 secrets: REDIS_PASSWORD is not set (export REDIS_PASSWORD=... or name an env file that "
+        "has it in secrets.env_file)",
+        "hosts.yaml:2 num_users: expected an integer, got a string '20' (e.g. num_users: 20)",
+        "hosts.yaml:3 projectt: unknown key 'projectt' (did you mean 'project'?)",
+        "hosts.yaml:6 hosts.mello.address: 'mel lo' is not a hostname, IP address or ssh_config alias "
+        "(letters, digits, '-', '.' and '_' only, not starting with '-')",
+        "hosts.yaml:8 hosts.mello.tailscale_ip: '100.99.216' is not an IP address "
+        "(run 'tailscale ip -4' on that host and copy its address)",
+        "hosts.yaml:11 hosts.verda.roles[0]: unknown role 'wroker' (expected one of: app, worker)",
+    ]
+
+
+def test_unreadable_identity_file(monkeypatch):
+    with open("key", "w") as fh:
+        fh.write("x")
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, m, *a, **k: False if p.endswith("/key") else real(p, m))
+    assert problems(DUAL.replace("roles: [worker]", "roles: [worker]\n    identity_file: key")) == [
+        "hosts.yaml:10 hosts.verda.identity_file: 'key' is not readable by this user (check the path and its "
+        "permissions, or remove identity_file to let ssh_config choose the key)"]
+
+
+@pytest.mark.parametrize("content, expected", [
+    ('{"1": {"class_type": "X",\n "inputs": {}\n "x": 1}}',
+     "hosts.yaml:10 probe.workflow: bad.json:3: not valid JSON: Expecting ',' delimiter "
+     "(export it from ComfyUI with 'Export (API)')"),
+    ("[1, 2]",
+     "hosts.yaml:10 probe.workflow: bad.json is not an API-format workflow: the top level is not a non-empty "
+     "JSON object of nodes (export it from ComfyUI with 'Export (API)'; each node needs class_type and inputs)"),
+    ('{"1": {"inputs": {}}}',
+     "hosts.yaml:10 probe.workflow: bad.json is not an API-format workflow: node '1' has no class_type and "
+     "inputs (export it from ComfyUI with 'Export (API)'; each node needs class_type and inputs)"),
+])
+def test_probe_workflow_json(content, expected):
+    with open("bad.json", "w") as fh:
+        fh.write(content)
+    assert problems(DUAL + "probe: {workflow: bad.json}\n") == [expected]
+
+
+# --- malformed YAML: one line, never a traceback --------------------------------------------------
+
+MALFORMED = {
+    "tab": ("mode: x\n\tfoo: 1\n",
+            "hosts.yaml:2: malformed YAML: found character '\\t' that cannot start any token while scanning for "
+            "the next token (indent with spaces; YAML does not allow tabs for indentation)"),
+    "unclosed quote": ('mode: "dual-server\nhosts: {}\n',
+                       "hosts.yaml:1: malformed YAML: found unexpected end of stream while scanning a quoted scalar "
+                       "(a quote was opened and never closed)"),
+    "top-level list": ("- mode: dual-server\n",
+                       "hosts.yaml:1: malformed YAML: the top level is a list, not a mapping "
+                       "(the inventory is a mapping of keys such as 'mode:' and 'hosts:')"),
+    "top-level scalar": ("dual-server\n",
+                         "hosts.yaml:1: malformed YAML: the top level is a single value (str), not a mapping "
+                         "(the inventory is a mapping of keys such as 'mode:' and 'hosts:')"),
+    "empty": ("", "hosts.yaml:1: malformed YAML: the file is empty "
+                  "(start with 'mode: dual-server' and a 'hosts:' mapping; see docs/inventory.md)"),
+    "only comments": ("# nothing\n", "hosts.yaml:1: malformed YAML: the file is empty "
+                                     "(start with 'mode: dual-server' and a 'hosts:' mapping; see docs/inventory.md)"),
+    "colon in value": ("mode: a: b\n", "hosts.yaml:1: malformed YAML: mapping values are not allowed here "
+                                      "(quote a value that contains ': ', or check the indentation of this key)"),
+    "bad indentation": ("hosts:\n  a:\n    b: 1\n   c: 2\n",
+                        "hosts.yaml:4: malformed YAML: expected <block end>, but found '<block mapping start>' "
+                        "while parsing a block mapping (check the indentation: keys of one mapping must line up)"),
+    "unclosed flow": ("roles: [app, worker\nmode: x\n",
+                      "hosts.yaml:2: malformed YAML: expected ',' or ']', but got ':' while parsing a flow sequence "
+                      "(close each '[' with ']' and each '{' with '}', and separate items with ', ')"),
+    "two documents": ("mode: x\n---\nmode: y\n",
+                      "hosts.yaml:2: malformed YAML: expected a single document in the stream, but found another "
+                      "document (remove the '---' separator: the inventory is one YAML document)"),
+    "undefined alias": ("mode: *x\n", "hosts.yaml:1: malformed YAML: found undefined alias 'x' "
+                                     "(define each &anchor before its *alias, once)"),
+    "duplicate anchor": ("a: &x 1\nb: &x 2\n", "hosts.yaml:2: malformed YAML: found duplicate anchor 'x' "
+                                               "(define each &anchor before its *alias, once)"),
+    "recursive alias": ("a: &x [*x]\n", "hosts.yaml:1: malformed YAML: an alias refers to itself "
+                                        "(an &anchor cannot be used inside its own value)"),
+    "python tag": ("mode: !!python/object:os.system x\n",
+                   "hosts.yaml:1: malformed YAML: could not determine a constructor for the tag "
+                   "'tag:yaml.org,2002:python/object:os.system' (remove the !tag or quote the value)"),
+    "bad date": ("mode: 2001-02-30\n", "hosts.yaml:1: malformed YAML: '2001-02-30' is not a valid timestamp "
+                                       "(quote the value to keep it as text)"),
+    "control char": ("mode: a\x01\n", "hosts.yaml:1: malformed YAML: character U+0001 is not allowed "
+                                      "(remove the control character; save the file as UTF-8 text)"),
+    "alias bomb": ("a: &a [1,1,1,1,1,1,1,1,1,1]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a]\n"
+                   "c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c,*c]\n"
+                   "e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d,*d]\n",
+                   "hosts.yaml:5: malformed YAML: more than 20000 values (aliases expand too far) "
+                   "(an inventory is small; remove the nested aliases)"),
+}
+
+
+@pytest.mark.parametrize("name", list(MALFORMED))
+def test_malformed_yaml_is_one_line(name):
+    text, expected = MALFORMED[name]
+    assert problems(text) == [expected]
+
+
+def test_not_utf8_and_missing_file():
+    with open("hosts.yaml", "wb") as fh:
+        fh.write(b"mode: dual-server\nhosts: \xff\n")
+    with pytest.raises(ConfigError) as info:
+        load_inventory("hosts.yaml", environ=ENV)
+    assert info.value.problems == ["hosts.yaml:2: malformed YAML: the file is not UTF-8 text (save it as UTF-8)"]
+    with pytest.raises(ConfigError) as info:
+        load_inventory("nope.yaml", environ=ENV)
+    assert info.value.problems == ["nope.yaml: cannot read the inventory: No such file or directory "
+                                   "(check the path, or pass another with --inventory)"]
+    assert info.value.code == 2
+
+
+@pytest.mark.parametrize("text", [
+    "mode: [", "{", "hosts: {a: {roles: [}", "\t", "'", '"\\x"', "a: !!binary zz", "- - -", "? ?",
+    "mode: dual-server\nhosts:\n  a: {address: a, roles: [app], tailscale_ip: 100.64.0.1}\n  b: [x]\n",
+    "mode: dual-server\nhosts:\n  1: {address: 1, roles: [worker]}\n  2: null\n",
+    "mode: dual-server\nhosts:\n  a:\n", "mode: 5\nhosts: 5\nports: [1]\nimages: 'x'\n",
+    "num_users: .inf\n", "hosts: {a: {port: 1e9999}}\n", "x" * 5000 + ": 1\n",
+])
+def test_garbage_gives_config_error_only(text):
+    with pytest.raises(ConfigError) as info:
+        load(text)
+    assert info.value.problems and all("\n" not in p for p in info.value.problems)
+
+
+# --- secrets -------------------------------------------------------------------------------------
+
+def test_secret_never_prints():
+    secret = Secret("hunter2-$(x)")
+    assert repr(secret) == str(secret) == f"{secret}" == f"{secret!r}" == f"{secret:>20}" == "***"
+    assert "%s %r" % (secret, secret) == "*** ***"
+    assert secret.reveal() == "hunter2-$(x)"
+    assert secret == Secret("hunter2-$(x)") and secret != Secret("other") and secret != "hunter2-$(x)"
+    assert len({secret, Secret("hunter2-$(x)")}) == 1
+    with pytest.raises(AttributeError):
+        secret._value = "x"
+    with pytest.raises(TypeError):
+        __import__("pickle").dumps(secret)
+
+
+def test_inventory_host_and_logs_never_show_secrets(caplog):
+    inv = load(DUAL)
+    for text in (repr(inv), str(inv), f"{inv}", repr(inv.hosts), str(inv.secrets), repr(inv.app_host)):
+        assert "redis-pw-1" not in text and "admin-pw-2" not in text
+    assert "'REDIS_PASSWORD': ***" in repr(inv)
+    with caplog.at_level(logging.INFO):
+        logging.getLogger("t").info("secrets %s %r", inv.secrets["REDIS_PASSWORD"], inv.secrets)
+    assert "redis-pw-1" not in caplog.text and "***" in caplog.text
+
+
+def test_env_var_beats_env_file_and_file_fills_gaps():
+    with open(".secrets.env", "w") as fh:
+        fh.write("# comment\n\nexport REDIS_PASSWORD='from-file'\nADMIN_PASSWORD=\"admin from file\"\n"
+                 "SERVERLESS_API_KEY=key$(x);`y`\n")
+    text = DUAL + "secrets: {env_file: .secrets.env}\n"
+    inv = load(text, environ={"REDIS_PASSWORD": "from-env"})
+    assert inv.secrets["REDIS_PASSWORD"].reveal() == "from-env"
+    assert inv.secrets["ADMIN_PASSWORD"].reveal() == "admin from file"
+    assert inv.secrets["SERVERLESS_API_KEY"].reveal() == "key$(x);`y`"
+    assert inv.env_file == os.path.abspath(".secrets.env")
+    inv = load(text, environ={"REDIS_PASSWORD": ""})  # an empty variable does not hide the file
+    assert inv.secrets["REDIS_PASSWORD"].reveal() == "from-file"
+
+
+def test_env_file_relative_to_inventory(tmp_path):
+    os.mkdir("conf")
+    with open("conf/s.env", "w") as fh:
+        fh.write("REDIS_PASSWORD=r\nADMIN_PASSWORD=a\n")
+    with open("conf/hosts.yaml", "w") as fh:
+        fh.write(DUAL + "secrets: {env_file: s.env}\n")
+    inv = load_inventory("conf/hosts.yaml", environ={})
+    assert inv.secrets["REDIS_PASSWORD"].reveal() == "r"
+
+
+SECRET_CASES = {
+    "missing with env file": (DUAL + "secrets: {env_file: .secrets.env}\n", {},
+                              ["hosts.yaml:10 secrets: REDIS_PASSWORD is not set "
+                               "(export REDIS_PASSWORD=... or add it to .secrets.env)",
+                               "hosts.yaml:10 secrets: ADMIN_PASSWORD is not set "
+                               "(export ADMIN_PASSWORD=... or add it to .secrets.env)"]),
+    "missing without env file": (DUAL, {"ADMIN_PASSWORD": "adm-secret-9"},
+                                 ["hosts.yaml:1 secrets: REDIS_PASSWORD is not set "
+                                  "(export REDIS_PASSWORD=... or name an env file that has it in secrets.env_file)"]),
+    "empty redis password": (DUAL, {"REDIS_PASSWORD": "", "ADMIN_PASSWORD": "adm-secret-9"},
+                             ["hosts.yaml:1 secrets: REDIS_PASSWORD is empty (Redis across the tailnet must always "
+                              "require a password; set a non-empty value)"]),
+    "empty admin password": (DUAL, {"REDIS_PASSWORD": "red-secret-9", "ADMIN_PASSWORD": ""},
+                             ["hosts.yaml:1 secrets: ADMIN_PASSWORD is empty (an empty password lets anyone in; "
+                              "set a non-empty value)"]),
+    "quote in password": (DUAL, {"REDIS_PASSWORD": "it's-secret", "ADMIN_PASSWORD": "adm\nsecret"},
+                          ["hosts.yaml:1 secrets: REDIS_PASSWORD contains a character that cannot be used (the env "
+                           "file and the Redis config cannot carry single quotes, double quotes, backslashes, "
+                           "newlines or other control characters safely; choose a value without them)",
+                           "hosts.yaml:1 secrets: ADMIN_PASSWORD contains a character that cannot be used (the env "
+                           "file and the Redis config cannot carry single quotes, double quotes, backslashes, "
+                           "newlines or other control characters safely; choose a value without them)"]),
+    "admin not needed for frontend-testing": ("mode: frontend-testing\nhosts:\n  a: {address: a, roles: [app]}\n",
+                                              {"REDIS_PASSWORD": "r"}, None),
+    "redis always needed": ("mode: frontend-testing\nhosts:\n  a: {address: a, roles: [app]}\n", {},
+                            ["hosts.yaml:1 secrets: REDIS_PASSWORD is not set (export REDIS_PASSWORD=... or name "
+                             "an env file that has it in secrets.env_file)"]),
+}
+
+
+@pytest.mark.parametrize("name", list(SECRET_CASES))
+def test_secret_messages(name):
+    text, environ, expected = SECRET_CASES[name]
+    if expected is None:
+        assert load(text, environ).secrets.keys() == {"REDIS_PASSWORD"}
+        return
+    got = problems(text, environ)
+    assert got == expected
+    for value in environ.values():
+        if value:
+            assert not any(value in line for line in got)
+
+
+def test_env_file_problems():
+    with open(".secrets.env", "w") as fh:
+        fh.write("REDIS_PASSWORD=ok\nthis is not a pair\nADMIN_PASSWORD='unclosed\n")
+    assert problems(DUAL + "secrets:\n  env_file: .secrets.env\n", {}) == [
+        "hosts.yaml:10 secrets: ADMIN_PASSWORD is not set (export ADMIN_PASSWORD=... or add it to .secrets.env)",
+        "hosts.yaml:11 secrets.env_file: .secrets.env:2: expected KEY=value "
+        "(write lines like REDIS_PASSWORD=...; '#' starts a comment)",
+        "hosts.yaml:11 secrets.env_file: .secrets.env:3: ADMIN_PASSWORD: the value's opening quote is never closed "
+        "(write lines like REDIS_PASSWORD=...; '#' starts a comment)",
+    ]
+    os.remove(".secrets.env")
+    os.mkdir(".secrets.env")
+    assert problems(DUAL + "secrets:\n  env_file: .secrets.env\n", ENV) == [
+        "hosts.yaml:11 secrets.env_file: cannot read '.secrets.env': Is a directory "
+        "(check its permissions (chmod 600, owned by you), or export the secrets instead)"]
+
+
+def test_parse_env_text():
+    parsed = parse_env_text("A=1\n B = ' spaced $(x) ' \n#C=3\nexport D=\"d\"\nE=\n")
+    assert dict(parsed.values) == {"A": "1", "B": " spaced $(x) ", "D": "d", "E": ""}
+    assert parsed.problems == ()

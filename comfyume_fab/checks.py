@@ -50,7 +50,7 @@ class _TunnelConnection(redis.Connection):
 def redis_client(sock, password: str | None, timeout: float) -> redis.Redis:
     pool = redis.ConnectionPool(connection_class=_TunnelConnection, tunnel_socket=sock, password=password,
                                 socket_timeout=timeout, decode_responses=True, max_connections=1)
-    return redis.Redis(connection_pool=pool, retry_on_timeout=False, retry=None)
+    return redis.Redis(connection_pool=pool, retry=None)
 
 
 def redis_ping(via: Remote, host: str, port: int, password: str | None, timeout: float,

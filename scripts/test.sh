@@ -3,5 +3,5 @@
 # or brings one up). Needs root and scripts/setup.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ -x .venv/bin/python ] || bash scripts/setup.sh
+bash scripts/setup.sh
 exec .venv/bin/python -m pytest tests "$@"

@@ -12,7 +12,7 @@ def lab_pids() -> list[int]:
     """Processes whose command line names a lab folder (sshd, dockerd, containerd, shims,
     docker-proxy) or whose cgroup is one of the lab engines' (the containers' processes)."""
     me = os.getpid()
-    markers = (str(LAB_ROOT), str(RUN_ROOT))
+    markers = (f"{LAB_ROOT}/", f"{RUN_ROOT}/")  # folder boundaries: /run/comfyume-lab.lock is not ours
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == me:

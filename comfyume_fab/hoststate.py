@@ -41,7 +41,7 @@ class HostState:
         return (running or found or [None])[0]
 
 
-def read(remote: Remote, project: str, workdir: str, *, timeout: float = 60,
+def read(remote: Remote, project: str, workdir: str, *, timeout: float | None = None,
          with_env_password: bool = False, extra: list[tuple[str, str]] = ()) -> HostState:
     env_path = cmd.q(cmd.workdir_path(workdir, cmd.ENV_FILE))
     parts = cmd.preflight_parts() + [
@@ -53,8 +53,13 @@ def read(remote: Remote, project: str, workdir: str, *, timeout: float = 60,
         # Read into memory only (for the Redis check as the worker sees it); never printed.
         parts.append(("envpw", f"grep '^REDIS_PASSWORD=' {env_path}"))
     res = remote.run(cmd.sections(parts), timeout=timeout, step="read host state")
-    sec = cmd.split_sections(res.stdout)
-    st = HostState(remote.name, res.duration)
+    return parse_state(remote.name, res.stdout, res.duration, [name for name, _ in extra])
+
+
+def parse_state(name: str, stdout: str, rtt_s: float = 0.0, extra_names=()) -> HostState:
+    """Pure: the sectioned script's output -> HostState (tested on output recorded on real hosts)."""
+    sec = cmd.split_sections(stdout)
+    st = HostState(name, rtt_s)
     code, out = sec.get("engine", (1, "no answer"))
     if code == 0 and out.strip():
         st.engine = out.strip()
@@ -96,7 +101,7 @@ def read(remote: Remote, project: str, workdir: str, *, timeout: float = 60,
     code, out = sec.get("envhash", (1, ""))
     if code == 0 and "=" in out:
         st.env_hash = _env_value(out)
-    st.extra = {name: sec.get(name, (1, "")) for name, _ in extra}
+    st.extra = {n: sec.get(n, (1, "")) for n in extra_names}
     return st
 
 

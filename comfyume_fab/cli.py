@@ -26,14 +26,24 @@ def load(option: str | None):
 @contextmanager
 def errors(verbose: bool = False, task: str = ""):
     """FabError -> one sentence on stderr + its exit code; Ctrl-C -> 130; a bug -> exit 1 with a hint."""
+    if verbose:
+        from . import remote
+
+        def trace(host: str, command: str, seconds: float, code: int) -> None:
+            print(f"  [{host}] {seconds * 1000:7.1f} ms exit {code}: {command[:160]}", file=sys.stderr)
+        remote.TRACE = trace
     try:
         yield
     except FabError as exc:
         if verbose:
             traceback.print_exc()
         label = f"{task}: " if task and not isinstance(exc.code, type(None)) else ""
-        for line in exc.sentence().splitlines():
-            print(f"error: {label}{line}" if exc.code != ExitCode.CONFIG else line, file=sys.stderr)
+        if exc.code == ExitCode.CONFIG:  # one line per problem in the inventory
+            for line in exc.sentence().splitlines():
+                print(line, file=sys.stderr)
+        else:  # one line, even when a cause quotes multi-line output from a host
+            text = " | ".join(part.strip() for part in exc.sentence().splitlines() if part.strip())
+            print(f"error: {label}{text}", file=sys.stderr)
         raise Exit(code=int(exc.code))
     except KeyboardInterrupt:
         print(f"\n{task}: interrupted; the deploy lock (if held) was released; rerun to converge", file=sys.stderr)

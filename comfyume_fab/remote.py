@@ -26,6 +26,8 @@ from fabric import Config, Connection
 from .errors import FabError, UnreachableError
 
 CHUNK = 32768
+# Set by `--verbose`: called as TRACE(host, command, seconds, exit) after every remote command.
+TRACE: Callable[[str, str, float, int], None] | None = None
 
 # paramiko logs channel failures at ERROR; they become sentences here instead.
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
@@ -84,6 +86,7 @@ class Target:
     accept_new_host_keys: bool = False
     ssh_config: str | None = None
     connect_timeout: float = 10.0
+    command_timeout: float = 120.0  # default bound of one remote command and of each SFTP request
 
 
 class Remote:
@@ -126,6 +129,10 @@ class Remote:
                 host=self.name, step="connect",
                 hint="check identity_file in hosts.yaml and the key in the host's authorized_keys") from None
         except paramiko.SSHException as exc:
+            if t.identity_file and "private key" in str(exc):
+                raise UnreachableError(f"cannot use the SSH key {t.identity_file}: {exc}", host=self.name,
+                                       step="connect", hint="identity_file in hosts.yaml must be a private key "
+                                       "file (e.g. ~/.ssh/id_ed25519), not a .pub or another file") from None
             if "not found in known_hosts" in str(exc):
                 raise UnreachableError(
                     f"{conn.host} is not in {known}; refusing an unknown host key",
@@ -164,8 +171,11 @@ class Remote:
         self.close()
 
     # -- commands ---------------------------------------------------------------------------
-    def run(self, command: str, *, timeout: float = 120, step: str = "run") -> Result:
-        """Run one shell command line (already quoted by the builders) and collect its output."""
+    def run(self, command: str, *, timeout: float | None = None, step: str = "run") -> Result:
+        """Run one shell command line (already quoted by the builders) and collect its output;
+        give up after `timeout` s (default: the target's command_timeout, timeouts.command)."""
+        if timeout is None:
+            timeout = self.target.command_timeout
         t0 = time.monotonic()
         try:
             chan = self.transport.open_session(timeout=self.target.connect_timeout)
@@ -184,12 +194,19 @@ class Remote:
                                    f"{exc or type(exc).__name__}", host=self.name, step=step) from None
         dt = time.monotonic() - t0
         self.log.append((command, dt, code))
+        if TRACE is not None:
+            TRACE(self.name, command, dt, code)
         return Result(command, out.decode(errors="replace"), err.decode(errors="replace"), code, dt)
 
     # -- files ------------------------------------------------------------------------------
     def sftp(self):
         if self._sftp is None:
-            self._sftp = self.conn.sftp()
+            # Bounded like a command: without a timeout a request on a dead connection waits forever
+            # (and paramiko's default wait for a channel is an hour).
+            chan = self.transport.open_session(timeout=self.target.connect_timeout)
+            chan.settimeout(self.target.command_timeout)
+            chan.invoke_subsystem("sftp")
+            self._sftp = paramiko.SFTPClient(chan)
         return self._sftp
 
     def put(self, path: str, data: bytes, mode: int = 0o600,

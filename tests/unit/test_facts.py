@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import os
 import json
 import re
 import shutil
@@ -435,18 +436,11 @@ def test_inspect_malformed(output, pattern):
     raises(ParseError, pattern, parse_inspect, output)
 
 
-def _engine_answers() -> bool:
-    if shutil.which("docker") is None:
-        return False
-    try:
-        return subprocess.run(["docker", "info"], capture_output=True, timeout=20).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
-@pytest.mark.skipif(not _engine_answers(), reason="no Docker engine answers `docker info` here")
-def test_inspect_format_against_a_real_container(tmp_path):
-    """An image made from an empty tar: the container is only created, never run, so no binary is needed."""
+@pytest.mark.lab
+def test_inspect_format_against_a_real_container(tmp_path, lab):
+    """Against the lab's mello engine. An image made from an empty tar: the container is only
+    created, never run, so no binary is needed."""
+    engine_env = dict(os.environ, DOCKER_HOST=lab.hosts["mello"].docker_host)
     tag = f"comfyume-fab-facts-test:{uuid.uuid4().hex[:12]}"
     name = f"comfyume-fab-facts-{uuid.uuid4().hex[:12]}"
     archive = io.BytesIO()
@@ -457,7 +451,8 @@ def test_inspect_format_against_a_real_container(tmp_path):
     (tmp_path / "empty.tar").write_bytes(archive.getvalue())
 
     def docker(*args: str) -> str:
-        return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=60, check=True).stdout
+        return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=60, check=True,
+                              env=engine_env).stdout
 
     docker("import", str(tmp_path / "empty.tar"), tag)
     try:
@@ -472,8 +467,8 @@ def test_inspect_format_against_a_real_container(tmp_path):
         assert (info.env_hash, info.image, info.restart_count, info.exit_code) == ("abc123", tag, 0, 0)
         assert len(info.id) == 64 and info.started_at.startswith("0001-01-01")
     finally:
-        subprocess.run(["docker", "rm", "-f", name], capture_output=True, timeout=60)
-        subprocess.run(["docker", "rmi", "-f", tag], capture_output=True, timeout=60)
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, timeout=60, env=engine_env)
+        subprocess.run(["docker", "rmi", "-f", tag], capture_output=True, timeout=60, env=engine_env)
 
 
 # --- docker compose version ---------------------------------------------------------------------

@@ -201,3 +201,53 @@ def test_stop_all_stops_workers_first_then_the_app_host(lab, deployed):
     assert stops("verda") and stops("mello")
     assert max(stops("verda")) < min(stops("mello"))
     assert all(state == "exited" for _, _, state in containers(lab, "mello"))
+
+
+def test_wait_lock_waits_for_the_holder_then_runs(lab, deployed):
+    lock = lab.hosts["mello"].home / "comfyume" / ".deploy-lock"
+    lock.mkdir()
+    (lock / "info").write_text("colleague@laptop task=start-all pid=7 since=2026-11-26T00:00:00Z rev=abc\n")
+    subprocess.run(["chown", "-R", lab.hosts["mello"].user, str(lock)], check=True)
+    proc = subprocess.Popen([INVOKE, "start-all", "--wait-lock", "--hosts", str(deployed)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(3)
+        assert proc.poll() is None, "start-all --wait-lock gave up instead of waiting"
+        subprocess.run(["rm", "-rf", str(lock)], check=True)  # the colleague's run finishes
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        subprocess.run(["rm", "-rf", str(lock)])
+    assert proc.returncode == 0, err
+    assert "waiting for the deploy lock held by colleague@laptop" in err
+
+
+def test_stop_verda_when_idle_waits_for_the_queue_to_drain(lab, deployed):
+    verda, mello = lab.hosts["verda"], lab.hosts["mello"]
+    (wid,) = [c[0] for c in containers(lab, "verda")]
+    hostsvc.docker(verda, "pause", wid)  # the worker stops polling for a moment
+    job = {"user_id": "user001", "workflow": {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 7}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "idle"}}}}
+    post = ["python3", "-c", "import json,sys,urllib.request as u;print(u.urlopen(u.Request("
+            "'http://127.0.0.1:3000/api/jobs',data=sys.argv[1].encode(),headers={'Content-Type':'application/json'}"
+            ")).read().decode())", json.dumps(job)]
+    qm = [c[0] for c in containers(lab, "mello") if c[1] == "queue-manager"][0]
+    hostsvc.docker(mello, "exec", qm, *post)
+    proc = subprocess.Popen([INVOKE, "stop-verda", "--when-idle", "--hosts", str(deployed)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(3)
+        assert proc.poll() is None, "stop-verda --when-idle did not wait for the pending job"
+        assert [c[2] for c in containers(lab, "verda")] == ["paused"]
+        hostsvc.docker(verda, "unpause", wid)  # the worker takes the job and finishes it
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        hostsvc.docker(verda, "unpause", wid, check=False)
+    assert proc.returncode == 0, err
+    assert "waiting for 1 pending" in err and "queue idle" in err
+    assert [c[2] for c in containers(lab, "verda")] == ["exited"]
+    assert invoke("start-all", "--hosts", str(deployed)).returncode == 0

@@ -1,0 +1,649 @@
+"""The fault matrix (issue 6): each row a real fault in the lab, and what the user sees.
+
+Every row asserts the exit code, ONE `error:` line naming the host, the step and the cause (or, for
+`status`, the failing check's line), no traceback, the time to give up against its configured bound
+(short timeouts in the test inventories), and what runs afterwards on each host, read from the
+hosts' own Docker engines. Every test undoes its fault (`healed` + try/finally) and leaves the
+dual-server deployment up and healthy. docs/reliability.md tables these rows.
+"""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from comfyume_fab.checks import redis_client
+from comfyume_fab.errors import ExitCode, UnreachableError
+from comfyume_fab.inventory import load_inventory
+from comfyume_fab.lab import faults, hostsvc
+from comfyume_fab.lock import DeployLock
+from comfyume_fab.remote import CHUNK, Remote
+from comfyume_fab.session import target
+from tests.conftest import INVOKE, REPO, invoke
+
+pytestmark = pytest.mark.lab
+
+# Short bounds so that every give-up is quick; SLACK covers the CLI's start (Python, imports) and
+# the SSH handshakes on a busy machine.
+FAST = {"connect": 3, "command": 20, "health": 20, "redis": 2, "probe": 5, "lock_wait": 30}
+SLACK = 4.0
+APP = ("redis", "queue-manager", "admin", "user001", "user002", "user003")
+WORKER = ("worker",)
+HOSTS = {"mello": APP, "verda": WORKER}
+CHECK_LINE = re.compile(r"^\s+\[\s*(FAIL|ok|warn)\] ([\w.-]+): (.*)$", re.M)
+NEVER_HEALTHY = "cfab-test/never-healthy:1"
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def fast_inventory(lab, tmp_path: Path, name: str = "fast", timeouts: dict | None = None, **overrides) -> Path:
+    """The dual-server lab inventory (same plan as the session's) with short timeouts."""
+    return lab.inventory(tmp_path / name, timeouts={**FAST, **(timeouts or {})}, **overrides)
+
+
+def edit_inventory(path: Path, fn) -> Path:
+    data = yaml.safe_load(path.read_text())
+    fn(data)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def cli(*args: str, **kw):
+    """Run the real CLI; (result, wall seconds)."""
+    t0 = time.monotonic()
+    res = invoke(*args, **kw)
+    took = time.monotonic() - t0
+    print(f"GIVE-UP {' '.join(a for a in args if not a.startswith('/'))}: exit {res.returncode} in {took:.1f} s")
+    return res, took
+
+
+def one_error(res, code: ExitCode, host: str, step: str, *causes: str) -> str:
+    """The run exited `code` with exactly one `error:` line naming host, step and each cause."""
+    out = res.stdout + res.stderr
+    assert "Traceback" not in out, out
+    assert res.returncode == int(code), out
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, res.stderr
+    line = errors[0]
+    assert f"host {host}, step {step}: " in line, line
+    for cause in causes:
+        assert cause in line, f"{cause!r} not in {line!r}"
+    return line
+
+
+def status_checks(res) -> dict[str, tuple[str, str]]:
+    """status's text output -> {check name: (ok|warn|FAIL, detail)}."""
+    assert "Traceback" not in res.stdout + res.stderr
+    return {name: (mark, detail) for mark, name, detail in CHECK_LINE.findall(res.stdout)}
+
+
+def containers(lab, name: str) -> dict[str, dict]:
+    """The comfyume project's containers on one host, read from that host's engine."""
+    h = lab.hosts[name]
+    ids = hostsvc.docker(h, "ps", "-aq", "--filter", "label=com.docker.compose.project=comfyume").stdout.split()
+    if not ids:
+        return {}
+    fmt = ('{{index .Config.Labels "com.docker.compose.service"}}|{{.Id}}|{{.State.Status}}|'
+           '{{if .State.Health}}{{.State.Health.Status}}{{end}}|{{.RestartCount}}|{{.State.Pid}}')
+    out = {}
+    for line in hostsvc.docker(h, "inspect", "--format", fmt, *ids).stdout.splitlines():
+        svc, cid, state, health, restarts, pid = line.split("|")
+        out[svc] = {"id": cid, "state": state, "health": health, "restarts": int(restarts), "pid": int(pid)}
+    return out
+
+
+def snapshot(lab) -> dict[str, dict[str, str]]:
+    return {name: {svc: c["id"] for svc, c in containers(lab, name).items()} for name in HOSTS}
+
+
+def assert_up(lab, name: str, services=None, same_as: dict | None = None) -> None:
+    """Every service of the host runs and is healthy (and, given `same_as`, in the same container)."""
+    services = services or HOSTS[name]
+    now = containers(lab, name)
+    bad = {svc: now.get(svc) for svc in services
+           if not now.get(svc) or now[svc]["state"] != "running" or now[svc]["health"] not in ("", "healthy")}
+    assert not bad, f"{name}: not running and healthy: {bad}"
+    if same_as is not None:
+        assert {svc: now[svc]["id"] for svc in services} == {svc: same_as[name][svc] for svc in services}, \
+            f"{name}: containers were recreated"
+
+
+def lock_dir(lab) -> Path:
+    return lab.hosts["mello"].home / "comfyume" / ".deploy-lock"
+
+
+def workdir_file(lab, host: str, name: str) -> Path:
+    return lab.hosts[host].home / "comfyume" / name
+
+
+def converge(inv_path: Path) -> None:
+    """The next plain start-all brings everything back (the deployment is left healthy)."""
+    res = invoke("start-all", "--hosts", str(inv_path))
+    assert res.returncode == 0, res.stderr + res.stdout
+
+
+def stop_containers(lab, name: str, services) -> None:
+    ids = [c["id"] for svc, c in containers(lab, name).items() if svc in services]
+    hostsvc.docker(lab.hosts[name], "stop", "-t", "2", *ids)
+
+
+def worker_exec(lab, *argv: str):
+    cid = containers(lab, "verda")["worker"]["id"]
+    return hostsvc.docker(lab.hosts["verda"], "exec", cid, *argv)
+
+
+def lab_remote(inv_path: Path, host: str) -> Remote:
+    inv = load_inventory(str(inv_path))
+    return Remote(target(inv, inv.host(host)))
+
+
+class Watched:
+    """A CLI run whose progress lines (stderr) are read as they come; `action` runs once, on the
+    first line containing `trigger`."""
+
+    def __init__(self, *args: str, trigger: str, action):
+        env = {k: v for k, v in os.environ.items() if k != "COMFYUME_HOSTS"}
+        self.proc = subprocess.Popen([INVOKE, *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True, env=env)
+        self.trigger, self.action = trigger, action
+        self.lines: list[str] = []
+        self.stdout = ""
+        self.fired_at: float | None = None
+        self.action_error: BaseException | None = None
+        self._threads = [threading.Thread(target=self._err, daemon=True),
+                         threading.Thread(target=self._out, daemon=True)]
+        for t in self._threads:
+            t.start()
+
+    def _err(self):
+        for line in self.proc.stderr:
+            self.lines.append(line.rstrip("\n"))
+            if self.fired_at is None and self.trigger in line:
+                try:
+                    self.action()
+                except BaseException as exc:  # reported by the test
+                    self.action_error = exc
+                self.fired_at = time.monotonic()
+
+    def _out(self):
+        self.stdout = self.proc.stdout.read()
+
+    def wait(self, timeout: float) -> int:
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise
+        for t in self._threads:
+            t.join(5)
+        return rc
+
+    @property
+    def stderr(self) -> str:
+        return "\n".join(self.lines)
+
+
+# ------------------------------------------------------------------ 1. app host unreachable
+def test_01_app_host_cut_off_during_start_all_gives_up_at_connect_and_touches_nothing(lab, deployed, tmp_path):
+    fast = fast_inventory(lab, tmp_path)
+    before = snapshot(lab)
+    faults.cut("mello")
+    try:
+        res, took = cli("start-all", "--hosts", str(fast))
+        running_meanwhile = containers(lab, "mello")
+    finally:
+        faults.reconnect("mello")
+    one_error(res, ExitCode.UNREACHABLE, "mello", "connect", "cannot reach 100.64.0.1:22")
+    assert took < FAST["connect"] + SLACK
+    # the cut host's containers kept running; nothing was started, stopped or locked anywhere
+    assert all(c["state"] == "running" for c in running_meanwhile.values())
+    assert_up(lab, "mello", same_as=before)
+    assert_up(lab, "verda", same_as=before)
+    assert not lock_dir(lab).exists()
+
+
+def test_01_app_host_cut_off_during_status_is_reported_with_everything_else(lab, deployed, tmp_path):
+    fast = fast_inventory(lab, tmp_path)
+    faults.cut("mello")
+    try:
+        res, took = cli("status", "--hosts", str(fast))
+    finally:
+        faults.reconnect("mello")
+    assert res.returncode == ExitCode.UNREACHABLE
+    checks = status_checks(res)
+    mark, detail = checks["reachable-mello"]
+    assert mark == "FAIL" and detail.startswith("host mello, step connect: cannot reach 100.64.0.1:22")
+    assert "mello: UNREACHABLE  host mello, step connect: cannot reach 100.64.0.1:22" in res.stdout
+    # the rest is still reported in the same pass: verda's services, and the link to the lost host
+    assert checks["services-verda"][0] == "ok"
+    assert checks["redis-from-verda"] == ("FAIL", checks["redis-from-verda"][1])
+    assert "no answer from 100.64.0.1:6379 within 2 s" in checks["redis-from-verda"][1]
+    # connect (parallel) + verda's Redis and queue-manager checks, each bounded by timeouts.redis
+    assert took < FAST["connect"] + 2 * FAST["redis"] + SLACK
+
+
+# ------------------------------------------------------ 2. worker host lost after the app host came up
+def test_02_worker_cut_off_after_the_app_host_came_up_leaves_the_app_host_running(lab, deployed, tmp_path):
+    fast = fast_inventory(lab, tmp_path)
+    # Make this run really bring the app host up, and really start the worker.
+    stop_containers(lab, "mello", APP)
+    stop_containers(lab, "verda", WORKER)
+    run = Watched("start-all", "--hosts", str(fast), trigger="verda: docker compose up -d",
+                  action=lambda: faults.cut("verda"))
+    try:
+        rc = run.wait(timeout=FAST["command"] + FAST["health"] + 60)
+        ended = time.monotonic()
+    finally:
+        faults.reconnect("verda")
+    assert run.action_error is None and run.fired_at is not None, run.stderr
+    res = subprocess.CompletedProcess([], rc, run.stdout, run.stderr)
+    line = one_error(res, ExitCode.UNREACHABLE, "verda", "compose up", "the app host was left running")
+    assert "did not finish within 20 s" in line or "SSH connection broke" in line
+    # the app host came up in this run before the worker was lost ...
+    trigger_at = next(i for i, ln in enumerate(run.lines) if "verda: docker compose up -d" in ln)
+    assert any("mello: user003 healthy" in ln for ln in run.lines[:trigger_at]), run.stderr
+    # ... gave up within the command bound after the cut, and the app host stays up, unlocked
+    assert ended - run.fired_at < FAST["command"] + SLACK
+    assert_up(lab, "mello")
+    assert not lock_dir(lab).exists()
+    converge(fast)
+
+
+# -------------------------------------------------------------- 3. SSH auth refused, host key changed
+def test_03_ssh_login_refused_with_the_wrong_key(lab, deployed, tmp_path):
+    key = tmp_path / "not-authorized"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    fast = edit_inventory(fast_inventory(lab, tmp_path),
+                          lambda d: d["hosts"]["verda"].update(identity_file=str(key)))
+    before = snapshot(lab)
+    res, took = cli("start-all", "--hosts", str(fast))
+    one_error(res, ExitCode.UNREACHABLE, "verda", "connect",
+              "SSH login as cfab-verda@100.64.0.2 was refused (authentication failed)",
+              "check identity_file in hosts.yaml")
+    assert took < FAST["connect"] + SLACK
+    assert_up(lab, "mello", same_as=before)
+    assert_up(lab, "verda", same_as=before)
+    assert not lock_dir(lab).exists()
+
+
+def test_03_changed_host_key_is_refused_never_accepted(lab, deployed, tmp_path):
+    fast = fast_inventory(lab, tmp_path)
+    h = lab.hosts["verda"]
+    priv, pub = h.host_key.read_bytes(), Path(str(h.host_key) + ".pub").read_bytes()
+    known = lab.known_hosts.read_bytes()
+    before = snapshot(lab)
+    faults.replace_host_key("verda")
+    try:
+        res, took = cli("start-all", "--hosts", str(fast))
+    finally:
+        faults.restore_host_key("verda", priv, pub)
+    one_error(res, ExitCode.UNREACHABLE, "verda", "connect",
+              f"the SSH host key of 100.64.0.2 has CHANGED since it was recorded in {lab.known_hosts}; "
+              "refusing to connect")
+    assert took < FAST["connect"] + SLACK
+    assert lab.known_hosts.read_bytes() == known  # never auto-updated
+    assert_up(lab, "mello", same_as=before)
+    assert_up(lab, "verda", same_as=before)
+
+
+# -------------------------------------------------------------- 4. engine stopped, Compose v2 missing
+def test_04_engine_stopped_on_the_worker_host(lab, deployed, tmp_path):
+    fast = fast_inventory(lab, tmp_path)
+    before = snapshot(lab)
+    faults.stop_engine("verda")
+    try:
+        res, took = cli("start-all", "--hosts", str(fast))
+        one_error(res, ExitCode.UNHEALTHY, "verda", "preflight", "the Docker engine is not answering",
+                  "start it on the host")
+        assert took < FAST["connect"] + SLACK
+        st, st_took = cli("status", "--hosts", str(fast))
+        assert st.returncode == ExitCode.UNHEALTHY
+        checks = status_checks(st)
+        assert checks["engine-verda"][0] == "FAIL"
+        assert checks["engine-verda"][1].startswith("the Docker engine is not answering")
+        assert "engine DOWN" in st.stdout
+        assert st_took < FAST["connect"] + FAST["probe"] + SLACK
+    finally:
+        faults.start_engine("verda")
+    assert_up(lab, "mello", same_as=before)  # preflight failed before the lock: nothing touched
+    converge(fast)
+
+
+def test_04_compose_v2_missing_on_the_worker_host(lab, deployed, tmp_path):
+    fast = fast_inventory(lab, tmp_path)
+    before = snapshot(lab)
+    faults.hide_compose("verda")
+    try:
+        res, took = cli("start-all", "--hosts", str(fast))
+    finally:
+        faults.restore_compose("verda")
+    one_error(res, ExitCode.UNHEALTHY, "verda", "preflight", "Compose v2 (`docker compose`) is not installed",
+              "install the docker-compose-plugin package")
+    assert took < FAST["connect"] + SLACK
+    assert_up(lab, "mello", same_as=before)
+    assert_up(lab, "verda", same_as=before)
+    assert not lock_dir(lab).exists()
+
+
+# ------------------------------------------------------------- 5. a service that never becomes healthy
+def test_05_worker_that_never_becomes_healthy_is_named_with_its_logs(lab, deployed, tmp_path):
+    # A real image whose process never answers the worker's healthcheck (Redis, not ComfyUI).
+    hostsvc.docker(lab.hosts["verda"], "tag", "redis:7-alpine", NEVER_HEALTHY)
+    fast = fast_inventory(lab, tmp_path)
+    broken = fast_inventory(lab, tmp_path, "broken", timeouts={"health": 10}, images={"worker": NEVER_HEALTHY})
+    before = snapshot(lab)
+    try:
+        res, took = cli("start-all", "--hosts", str(broken))
+        line = one_error(res, ExitCode.UNHEALTHY, "verda", "wait healthy",
+                         "service worker did not become healthy within 10 s", "last log lines:",
+                         "Ready to accept connections", "the app host was left running")
+        assert "unhealthy" in line or "starting" in line
+        # bounded by timeouts.health (10 s) plus the steps before it
+        assert took < 10 + 2 * SLACK
+        assert_up(lab, "mello", same_as=before)
+        assert containers(lab, "verda")["worker"]["state"] == "running"  # said so: it runs, unhealthy
+    finally:
+        converge(fast)
+        hostsvc.docker(lab.hosts["verda"], "rmi", NEVER_HEALTHY, check=False)
+
+
+def test_05_app_service_that_never_becomes_healthy_names_it_and_what_it_held_back(lab, deployed, tmp_path):
+    # queue-manager never healthy: Compose's depends_on chain fails `up -d` itself.
+    hostsvc.docker(lab.hosts["mello"], "tag", "redis:7-alpine", NEVER_HEALTHY)
+    fast = fast_inventory(lab, tmp_path)
+    broken = fast_inventory(lab, tmp_path, "broken", images={"queue_manager": NEVER_HEALTHY})
+    try:
+        res, took = cli("start-all", "--hosts", str(broken))
+        one_error(res, ExitCode.UNHEALTHY, "mello", "compose up",
+                  "service queue-manager failed while `docker compose up -d` waited for it: running, unhealthy",
+                  "not started because of it: admin, user001", "last log lines:", "Ready to accept connections")
+        assert took < FAST["command"] + SLACK
+        now = containers(lab, "mello")
+        assert now["redis"]["state"] == "running"  # nothing lost
+        assert now["admin"]["state"] == "created" and now["user001"]["state"] == "created"  # and it said so
+        assert "worker" in containers(lab, "verda")  # the worker stage never ran: the worker is untouched
+    finally:
+        converge(fast)
+        hostsvc.docker(lab.hosts["mello"], "rmi", NEVER_HEALTHY, check=False)
+    assert_up(lab, "mello")
+
+
+# ------------------------------------------------------------------------- 6. a crash-looping worker
+def test_06_crash_looping_worker_shows_restarts_and_last_log_lines(lab, deployed, tmp_path):
+    fast = fast_inventory(lab, tmp_path)
+    before = snapshot(lab)
+    worker_exec(lab, "touch", "/tmp/standin-crash")
+    os.kill(containers(lab, "verda")["worker"]["pid"], signal.SIGKILL)  # a crash (as the OOM killer would)
+    try:
+        deadline = time.monotonic() + 30
+        while containers(lab, "verda")["worker"]["restarts"] < 3:
+            assert time.monotonic() < deadline, "the worker never crash-looped"
+            time.sleep(0.3)
+        res, took = cli("status", "--hosts", str(fast))
+        assert res.returncode == ExitCode.UNHEALTHY
+        mark, detail = status_checks(res)["services-verda"]
+        assert mark == "FAIL"
+        assert re.search(r"CRASH LOOP: worker \(\d+ restarts\)", detail), detail
+        assert "worker last log lines: " in detail and "crash requested by /tmp/standin-crash" in detail
+        assert re.search(r"^\s+worker\s+\S+\s+\S+\s+\d+\s+<-- CRASH LOOP$", res.stdout, re.M), res.stdout
+        assert took < FAST["connect"] + FAST["probe"] + SLACK
+        start, start_took = cli("start-all", "--hosts", str(fast))
+        one_error(start, ExitCode.UNHEALTHY, "verda", "wait healthy", "service worker is crash-looping",
+                  "crash requested by /tmp/standin-crash", "the app host was left running")
+        assert start_took < FAST["health"] + SLACK
+        assert_up(lab, "mello", same_as=before)
+    finally:
+        hostsvc.docker(lab.hosts["verda"], "rm", "-f", containers(lab, "verda")["worker"]["id"], check=False)
+    converge(fast)
+
+
+# ---------------------------------------------------- 7. Redis down, password mismatch, loopback bind
+def test_07_redis_down_is_diagnosed_and_the_next_start_all_brings_it_back(lab, deployed, tmp_path):
+    fast = fast_inventory(lab, tmp_path)
+    before = snapshot(lab)
+    stop_containers(lab, "mello", ["redis"])
+    res, took = cli("status", "--hosts", str(fast))
+    assert res.returncode == ExitCode.UNHEALTHY
+    checks = status_checks(res)
+    assert checks["services-mello"][0] == "FAIL" and "redis exited" in checks["services-mello"][1]
+    assert "redis last log lines: " in checks["services-mello"][1]
+    assert checks["redis-from-verda"] == (
+        "FAIL", "nothing accepts connections on 100.64.0.1:6379 as seen from verda: Redis on mello is bound to "
+        "127.0.0.1 or not running; set REDIS_BIND_IP to the tailnet address 100.64.0.1 (the planner does this "
+        "for a remote worker) and rerun start-all")
+    assert checks["queue"][0] == "FAIL"
+    assert took < FAST["connect"] + 2 * FAST["redis"] + SLACK
+    assert_up(lab, "verda", same_as=before)  # the worker keeps running
+    converge(fast)
+    assert_up(lab, "mello", same_as=before)  # the same Redis container started again: its data kept
+
+
+def test_07_redis_password_mismatch_on_the_worker_host(lab, deployed, tmp_path):
+    fast = fast_inventory(lab, tmp_path)
+    env = workdir_file(lab, "verda", ".env")
+    original = env.read_text()
+    assert "REDIS_PASSWORD=" in original
+    env.write_text(re.sub(r"(?m)^REDIS_PASSWORD=.*$", "REDIS_PASSWORD='not-the-password'", original))
+    try:
+        res, took = cli("status", "--hosts", str(fast))
+        assert res.returncode == ExitCode.UNHEALTHY
+        assert status_checks(res)["redis-from-verda"] == (
+            "FAIL", "Redis at 100.64.0.1:6379 rejected the password that verda uses: REDIS_PASSWORD differs "
+            "between the hosts; rerun start-all to upload the same secret everywhere")
+        assert took < FAST["connect"] + 2 * FAST["redis"] + SLACK
+        assert "not-the-password" not in res.stdout + res.stderr
+        # the advice works: start-all replaces the hand-edited file
+        converge(fast)
+        assert env.read_text() == original
+    finally:
+        if env.read_text() != original:
+            env.write_text(original)
+    assert invoke("status", "--no-probe", "--hosts", str(fast)).returncode == 0
+
+
+def test_07_redis_bound_to_loopback_with_a_remote_worker(lab, deployed, tmp_path):
+    fast = fast_inventory(lab, tmp_path)
+    env = workdir_file(lab, "mello", ".env")
+    original = env.read_text()
+    assert "REDIS_BIND_IP='100.64.0.1'" in original
+    env.write_text(original.replace("REDIS_BIND_IP='100.64.0.1'", "REDIS_BIND_IP='127.0.0.1'"))
+    up_redis = "cd comfyume && docker compose -p comfyume --env-file .env -f app.yml -f frontends.yml up -d redis"
+    try:
+        with lab_remote(fast, "mello") as mello:  # by hand on the host, as someone "fixing" things would
+            assert mello.run(up_redis, timeout=60).ok
+        res, took = cli("status", "--hosts", str(fast))
+        assert res.returncode == ExitCode.UNHEALTHY
+        checks = status_checks(res)
+        assert checks["redis-bind-mello"] == (
+            "FAIL", "Redis is published on 127.0.0.1:6379 (loopback) but a worker runs on another host: set "
+            "REDIS_BIND_IP to the tailnet address (start-all does this for dual-server)")
+        assert checks["redis-from-verda"][0] == "FAIL"
+        assert checks["redis-from-verda"][1].startswith("nothing accepts connections on 100.64.0.1:6379 as seen "
+                                                        "from verda: Redis on mello is bound to 127.0.0.1")
+        assert took < FAST["connect"] + 2 * FAST["redis"] + SLACK
+        converge(fast)  # start-all re-uploads the .env and recreates Redis on the tailnet address
+        assert env.read_text() == original
+        ports = hostsvc.docker(lab.hosts["mello"], "port", containers(lab, "mello")["redis"]["id"], "6379").stdout
+        assert ports.strip() == "100.64.0.1:6379"
+    finally:
+        if env.read_text() != original:
+            env.write_text(original)
+            with lab_remote(fast, "mello") as mello:
+                mello.run(up_redis, timeout=60)
+    assert_up(lab, "mello")
+
+
+# ------------------------------------------------------ 8. tailnet cut between worker and app host
+def test_08_tailnet_partition_between_worker_and_app_host(lab, deployed, tmp_path):
+    fast = fast_inventory(lab, tmp_path)
+    before = snapshot(lab)
+    faults.partition("verda", "mello")  # both stay reachable from the operator
+    try:
+        res, took = cli("status", "--hosts", str(fast))
+        assert res.returncode == ExitCode.UNHEALTHY
+        checks = status_checks(res)
+        assert checks["reachable-mello"][0] == "ok" and checks["reachable-verda"][0] == "ok"
+        assert checks["redis-from-verda"] == (
+            "FAIL", "no answer from 100.64.0.1:6379 within 2 s as seen from verda: the tailnet or a firewall "
+            "between the hosts drops the traffic (is tailscale up on both, and did the app host's tailnet "
+            "address change?)")
+        assert checks["queue-manager-from-verda"][0] == "FAIL"
+        assert took < FAST["connect"] + 2 * FAST["redis"] + SLACK
+        start, start_took = cli("start-all", "--hosts", str(fast))
+        one_error(start, ExitCode.UNHEALTHY, "verda", "redis from worker",
+                  "no answer from 100.64.0.1:6379 within 2 s as seen from verda",
+                  "the app host was left running; fix this and rerun start-all")
+        assert start_took < FAST["connect"] + FAST["redis"] + SLACK
+    finally:
+        faults.heal_network("verda")
+    assert_up(lab, "mello", same_as=before)
+    assert_up(lab, "verda", same_as=before)  # the worker was never stopped or recreated
+    assert not lock_dir(lab).exists()
+
+
+# ------------------------------------------------------------ 9. the worker's ComfyUI: 500 or a hang
+@pytest.mark.parametrize("fault", ["500", "hang"])
+def test_09_worker_comfyui_failing_fails_the_probe_within_its_bound(lab, deployed, tmp_path, fault):
+    fast = fast_inventory(lab, tmp_path)
+    before = snapshot(lab)
+    worker_exec(lab, "sh", "-c", f"echo {fault} > /tmp/standin-fault")
+    try:
+        res, took = cli("status", "--hosts", str(fast))
+        assert res.returncode == ExitCode.UNHEALTHY
+        mark, detail = status_checks(res)["inference-verda"]
+        assert mark == "FAIL" and detail.startswith("the worker's ComfyUI on verda (127.0.0.1:8300) ")
+        start, start_took = cli("start-all", "--hosts", str(fast))
+        line = one_error(start, ExitCode.UNHEALTHY, "verda", "inference probe",
+                         "the worker's ComfyUI on verda (127.0.0.1:8300)",
+                         "the app host and the worker were left running")
+        if fault == "hang":
+            assert "gave no answer within 5 s" in detail and "gave no answer within 5 s" in line
+        else:
+            assert "HTTP 500" in detail and "HTTP 500" in line
+        assert took < FAST["connect"] + FAST["probe"] + SLACK
+        assert start_took < FAST["connect"] + FAST["probe"] + SLACK
+    finally:
+        worker_exec(lab, "rm", "-f", "/tmp/standin-fault")
+    assert_up(lab, "mello", same_as=before)
+    assert_up(lab, "verda", same_as=before)
+    assert not lock_dir(lab).exists()
+
+
+# --------------------------------------------------------------- 10. the deploy lock, and Ctrl-C
+def test_10_second_deploy_while_the_lock_is_held_is_refused_with_the_holder(lab, deployed, tmp_path):
+    fast = fast_inventory(lab, tmp_path)
+    before = snapshot(lab)
+    with lab_remote(fast, "mello") as mello:
+        with DeployLock(mello, "comfyume", "start-all", "cafe1234"):
+            res, took = cli("start-all", "--hosts", str(fast))
+            line = one_error(res, ExitCode.LOCKED, "mello", "lock", "another deploy holds the lock: ",
+                             "task=start-all", "rev=cafe1234", "wait for it with --wait-lock", "lock-break")
+            assert re.search(r"lock: \S+@\S+ task=start-all pid=\d+ since=\S+Z rev=cafe1234", line), line
+            assert took < FAST["connect"] + SLACK
+            stop, _ = cli("stop-all", "--hosts", str(fast))
+            one_error(stop, ExitCode.LOCKED, "mello", "lock", "another deploy holds the lock: ")
+            assert snapshot(lab) == before
+            # --wait-lock waits (bounded by timeouts.lock_wait) and goes on once the holder is done
+            lock = DeployLock.__new__(DeployLock)
+        releaser = None
+    assert not lock_dir(lab).exists()
+    with lab_remote(fast, "mello") as mello:
+        held = DeployLock(mello, "comfyume", "start-all", "cafe1234")
+        held.acquire()
+        releaser = threading.Timer(3.0, held.release)
+        releaser.start()
+        try:
+            res, took = cli("start-all", "--wait-lock", "--hosts", str(fast))
+        finally:
+            releaser.join()
+    assert res.returncode == 0, res.stderr
+    assert "waiting for the deploy lock held by" in res.stderr
+    assert 3.0 <= took < FAST["lock_wait"]
+    assert snapshot(lab) == before
+
+
+def test_10_ctrl_c_in_the_middle_of_start_all_releases_the_lock_and_the_rerun_converges(lab, deployed, tmp_path):
+    fast = fast_inventory(lab, tmp_path)
+    stop_containers(lab, "mello", APP)  # so that the app host stage has real work to interrupt
+    run = Watched("start-all", "--hosts", str(fast), trigger="mello: docker compose up -d",
+                  action=lambda: run.proc.send_signal(signal.SIGINT))
+    rc = run.wait(timeout=60)
+    ended = time.monotonic()
+    assert run.fired_at is not None and run.action_error is None, run.stderr
+    assert rc == ExitCode.INTERRUPTED, run.stderr
+    assert "Traceback" not in run.stderr + run.stdout
+    assert "start-all: interrupted; the deploy lock (if held) was released; rerun to converge" in run.stderr
+    assert ended - run.fired_at < SLACK
+    assert not lock_dir(lab).exists()
+    converge(fast)
+    assert_up(lab, "mello")
+    assert_up(lab, "verda")
+
+
+# ----------------------------------------------------------- 11. a connection dropped mid-upload
+def test_11_upload_dropped_mid_transfer_leaves_the_previous_env_file_in_use(lab, deployed, tmp_path):
+    fast = fast_inventory(lab, tmp_path)
+    env = workdir_file(lab, "mello", ".env")
+    original, stat = env.read_bytes(), env.stat()
+    big = b"# a new env file, bigger than one SFTP chunk\n" + b"PADDING=" + b"x" * (8 * CHUNK) + b"\n"
+    sent = []
+    remote = lab_remote(fast, "mello").open()
+
+    def drop_after_first_chunk(n: int) -> None:
+        sent.append(n)
+        if len(sent) == 2:
+            remote.transport.close()  # the connection dies mid-transfer
+    try:
+        with pytest.raises(UnreachableError) as err:
+            remote.put("comfyume/.env", big, on_chunk=drop_after_first_chunk)
+    finally:
+        remote.close()
+    assert str(err.value).startswith("host mello, step upload: uploading comfyume/.env failed: ")
+    assert "the previous file (if any) is still the one in use" in str(err.value)
+    assert len(sent) == 2  # really mid-transfer: 2 of 9 chunks were written
+    assert env.read_bytes() == original  # the file in use is untouched, same inode
+    assert env.stat().st_ino == stat.st_ino
+    partial = list(env.parent.glob(".env.part-*"))
+    try:
+        for p in partial:  # what was left is a side file, private, never the one Compose reads
+            assert (p.stat().st_mode & 0o777) == 0o600 and 0 < p.stat().st_size < len(big)
+    finally:
+        for p in partial:
+            p.unlink()
+    res = invoke("status", "--no-probe", "--hosts", str(fast))
+    assert res.returncode == 0, res.stdout
+    assert "deployed config matches the local one" in res.stdout
+
+
+# ------------------------------------------------------- 12. Redis data survives stop-all, start-all
+def test_12_redis_data_survives_stop_all_then_start_all(lab, deployed, tmp_path):
+    fast = fast_inventory(lab, tmp_path)
+    password = lab.secrets["REDIS_PASSWORD"]
+    value = os.urandom(8).hex()
+
+    def redis(fn):
+        with lab_remote(fast, "mello") as mello, mello.tunnel("100.64.0.1", 6379, 3) as sock:
+            return fn(redis_client(sock, password, 3))
+    assert redis(lambda r: r.set("cfab-test:survives", value))
+    try:
+        for down in (False, True):  # stopped, then removed (`--down`): the volume is kept either way
+            res, _ = cli("stop-all", *(["--down"] if down else []), "--hosts", str(fast))
+            assert res.returncode == 0, res.stderr
+            assert res.stdout.strip() == "stop-all: stopped mello, verda"
+            for name in HOSTS:
+                left = containers(lab, name)
+                assert (left == {}) if down else all(c["state"] == "exited" for c in left.values()), left
+            volumes = hostsvc.docker(lab.hosts["mello"], "volume", "ls", "--format", "{{.Name}}").stdout.split()
+            assert "comfyume_redis-data" in volumes
+            converge(fast)
+            assert redis(lambda r: r.get("cfab-test:survives")) == value
+    finally:
+        if invoke("status", "--no-probe", "--hosts", str(fast)).returncode != 0:
+            converge(fast)
+        redis(lambda r: r.delete("cfab-test:survives"))

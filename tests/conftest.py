@@ -18,7 +18,6 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-LOCK = Path("/run/comfyume-lab.lock")
 INVOKE = str(Path(sys.executable).with_name("invoke"))
 
 
@@ -65,9 +64,10 @@ def lab():
         pytest.fail("the lab tests need root and the lab's system packages: run `bash .ci/run` "
                     "(or `bash scripts/install-system.sh`) as root")
     from comfyume_fab.lab import faults, manager
-    LOCK.parent.mkdir(parents=True, exist_ok=True)
-    with open(LOCK, "w") as lock:
+    manager.LOCK.parent.mkdir(parents=True, exist_ok=True)
+    with open(manager.LOCK, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        os.environ[manager.LOCK_HELD_ENV] = "1"  # our own `invoke lab.up` subprocesses must not wait on us
         if not _lab_is_up():
             manager.up(workers=1, num_users=3)
         faults.heal_all()

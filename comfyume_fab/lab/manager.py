@@ -1,13 +1,15 @@
 """`lab.up` and `lab.down`: bring the simulated hosts up from nothing, and remove every trace."""
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from . import hostsvc, images, network, procs
 from .files import write_lab_files
@@ -26,14 +28,61 @@ def _require_root() -> None:
             raise LabError(f"{tool} is not installed; run `bash scripts/install-system.sh` as root first")
 
 
+LOCK = Path("/run/comfyume-lab.lock")
+LOCK_HELD_ENV = "COMFYUME_LAB_LOCK_HELD"
+
+
+@contextmanager
+def lab_lock() -> Iterator[None]:
+    """The lab is one resource per machine: hold its exclusive lock while changing it (a caller
+    that already holds it, e.g. the test session, says so with $COMFYUME_LAB_LOCK_HELD=1)."""
+    if os.environ.get(LOCK_HELD_ENV) == "1" or _held_by_ancestor():
+        yield
+        return
+    LOCK.parent.mkdir(parents=True, exist_ok=True)
+    with open(LOCK, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+def _held_by_ancestor() -> bool:
+    """Is the lab lock held by this process or one of its ancestors (`flock LOCK cmd`, a pytest
+    session running `invoke lab.up`)? /proc/locks names the holder's pid and the file's inode."""
+    try:
+        inode = LOCK.stat().st_ino
+        holders = set()
+        with open("/proc/locks") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) > 5 and parts[1] == "FLOCK" and parts[5].endswith(f":{inode}"):
+                    holders.add(int(parts[4]))
+    except (OSError, ValueError):
+        return False
+    pid = os.getpid()
+    while pid > 1:
+        if pid in holders:
+            return True
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                pid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return False
+    return False
+
+
 def up(workers: int = 1, sshd_only: int = 0, num_users: int = 3,
        say: Callable[[str], None] = print) -> Path:
     """Create the lab from scratch (first cleaning what an earlier run left) and return the
     path of the inventory it wrote."""
     _require_root()
+    with lab_lock():
+        return _up(workers, sshd_only, num_users, say)
+
+
+def _up(workers: int, sshd_only: int, num_users: int, say: Callable[[str], None]) -> Path:
     t0 = time.monotonic()
     hosts = lab_hosts(workers, sshd_only)
-    down(say=lambda _m: None)
+    _down()
     LAB_DIR.mkdir(parents=True, exist_ok=True)
     key = _operator_key()
     network.bridge_up()
@@ -56,6 +105,12 @@ def up(workers: int = 1, sshd_only: int = 0, num_users: int = 3,
 
 def down(say: Callable[[str], None] = print) -> None:
     """Stop every lab process and remove namespaces, bridge, users and folders (cache kept)."""
+    with lab_lock():
+        _down()
+    say("lab: down (no lab process, namespace, bridge or folder left; image cache kept)")
+
+
+def _down() -> None:
     hosts = load_state()
     for host in hosts:
         hostsvc.stop_sshd(host)
@@ -73,7 +128,6 @@ def down(say: Callable[[str], None] = print) -> None:
         if name.startswith(USER_PREFIX):
             hostsvc.remove_user(name)
     (LAB_DIR / "state.json").unlink(missing_ok=True)
-    say("lab: down (no lab process, namespace, bridge or folder left; image cache kept)")
 
 
 def _operator_key() -> Path:

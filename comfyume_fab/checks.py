@@ -8,14 +8,16 @@ they report every failure in one pass; only a broken SSH session raises.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import http.client
 import json
 import time
 from typing import Any
 
-import redis
-
 from .remote import Remote, TunnelError
+
+# redis-py is imported on first use (~60 ms: it loads its asyncio and cluster clients too), so
+# a task can import it in the background while it connects (see `prefetch_redis`).
 
 
 @dataclasses.dataclass
@@ -35,20 +37,31 @@ class CheckResult:
         return out
 
 
-class _TunnelConnection(redis.Connection):
-    """A redis-py connection whose socket is an SSH tunnel opened from another host."""
-
-    def __init__(self, *, tunnel_socket, **kwargs):
-        self._tunnel_socket = tunnel_socket
-        super().__init__(**kwargs)
-
-    def _connect(self):
-        self._tunnel_socket.settimeout(self.socket_timeout)
-        return self._tunnel_socket
+def prefetch_redis() -> None:
+    """Import redis-py now (call it in a background thread while SSH connections open)."""
+    _tunnel_connection_class()
 
 
-def redis_client(sock, password: str | None, timeout: float) -> redis.Redis:
-    pool = redis.ConnectionPool(connection_class=_TunnelConnection, tunnel_socket=sock, password=password,
+@functools.lru_cache(maxsize=None)
+def _tunnel_connection_class():
+    import redis
+
+    class _TunnelConnection(redis.Connection):
+        """A redis-py connection whose socket is an SSH tunnel opened from another host."""
+
+        def __init__(self, *, tunnel_socket, **kwargs):
+            self._tunnel_socket = tunnel_socket
+            super().__init__(**kwargs)
+
+        def _connect(self):
+            self._tunnel_socket.settimeout(self.socket_timeout)
+            return self._tunnel_socket
+    return _TunnelConnection
+
+
+def redis_client(sock, password: str | None, timeout: float) -> "redis.Redis":
+    import redis
+    pool = redis.ConnectionPool(connection_class=_tunnel_connection_class(), tunnel_socket=sock, password=password,
                                 socket_timeout=timeout, decode_responses=True, max_connections=1)
     return redis.Redis(connection_pool=pool, retry=None)
 
@@ -56,6 +69,7 @@ def redis_client(sock, password: str | None, timeout: float) -> redis.Redis:
 def redis_ping(via: Remote, host: str, port: int, password: str | None, timeout: float,
                name: str, app_host: str) -> CheckResult:
     """Authenticate and PING Redis at host:port with a connection that `via` opens."""
+    import redis
     t0 = time.monotonic()
 
     def done(ok: bool, detail: str, **data) -> CheckResult:

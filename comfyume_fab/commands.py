@@ -66,17 +66,39 @@ def inspect_project(project: str) -> str:
     return f"ids=$({ids}) && {{ [ -z \"$ids\" ] || {insp} $ids; }}"
 
 
+def published_port(project: str, service: str, port: int) -> str:
+    """Where the running container of a compose service publishes `port`: the same answer as
+    `docker compose port`, from the engine alone (no compose files to load: ~0.1 s less CPU)."""
+    ps = shlex.join(["docker", "ps", "-q", "--filter", f"label=com.docker.compose.project={project}",
+                     "--filter", f"label=com.docker.compose.service={service}"])
+    return f"set -- $({ps}) && [ $# -gt 0 ] && docker port \"$1\" {int(port)}/tcp"
+
+
 def mkdir(workdir: str) -> str:
-    return shlex.join(["mkdir", "-p", "-m", "700", workdir_path(workdir)])
+    # chmod too: `-m` applies only to a folder mkdir creates, not to one an older run left 0755
+    path = workdir_path(workdir)
+    return f"{shlex.join(['mkdir', '-p', '-m', '700', path])} && {shlex.join(['chmod', '700', path])}"
 
 
-def sections(parts: Sequence[tuple[str, str]]) -> str:
+def sections(parts: Sequence[tuple[str, str]], parallel: bool = True) -> str:
     """Run several shell snippets in one round trip; each one's output and exit status is
-    framed by marker lines that `split_sections` reads back."""
+    framed by marker lines that `split_sections` reads back. With `parallel` (the default) the
+    snippets run at the same time, each in a subshell writing to its own file in a private
+    temporary folder, and are printed in order afterwards (the host-state read waits for its
+    slowest snippet instead of their sum); without a temporary folder they run one by one."""
     chunks = []
     for name, snippet in parts:
         chunks.append(f"echo {SECTION}-begin {name}; {{ {snippet} ; }} 2>&1; echo {SECTION}-end {name} $?")
-    return "; ".join(chunks)
+    serial = "; ".join(chunks)
+    if not parallel or len(parts) < 2:
+        return serial
+    start = " ".join(f"( {{ {snippet} ; }} >\"$cfab_d/{i}\" 2>&1; echo $? >\"$cfab_d/{i}.rc\" ) &"
+                     for i, (_, snippet) in enumerate(parts))
+    show = "; ".join(f"echo {SECTION}-begin {name}; cat \"$cfab_d/{i}\"; "
+                     f"echo {SECTION}-end {name} $(cat \"$cfab_d/{i}.rc\" 2>/dev/null || echo 255)"
+                     for i, (name, _) in enumerate(parts))
+    return (f"cfab_d=$(mktemp -d 2>/dev/null); if [ -n \"$cfab_d\" ]; then {start} wait; {show}; "
+            f"rm -rf \"$cfab_d\"; else {serial}; fi")
 
 
 def split_sections(text: str) -> dict[str, tuple[int, str]]:
@@ -92,6 +114,21 @@ def split_sections(text: str) -> dict[str, tuple[int, str]]:
         elif current is not None:
             lines.append(line)
     return out
+
+
+# Where the Docker CLI looks for the Compose v2 plugin, in its order (docker/cli's plugin manager).
+CLI_PLUGIN_DIRS = ('"${DOCKER_CONFIG:-$HOME/.docker}/cli-plugins"', "/usr/local/lib/docker/cli-plugins",
+                   "/usr/local/libexec/docker/cli-plugins", "/usr/lib/docker/cli-plugins",
+                   "/usr/libexec/docker/cli-plugins")
+
+
+def compose_version_direct() -> str:
+    """What `docker compose version` prints, from the plugin binary the Docker CLI would run (one Go
+    program started instead of three: the CLI, the plugin's metadata query, the plugin; ~60 ms of
+    CPU less per host). Falls back to `docker compose version` when no plugin folder has it."""
+    return (f"cfab_c=; for d in {' '.join(CLI_PLUGIN_DIRS)}; do if [ -x \"$d/docker-compose\" ]; then "
+            f"cfab_c=\"$d/docker-compose\"; break; fi; done; "
+            f"if [ -n \"$cfab_c\" ]; then \"$cfab_c\" version; else docker compose version; fi")
 
 
 def preflight_parts() -> list[tuple[str, str]]:
@@ -110,7 +147,7 @@ def preflight_parts() -> list[tuple[str, str]]:
 def lock_acquire(workdir: str, info: str) -> str:
     d = q(workdir_path(workdir, LOCK_DIR))
     # mkdir is atomic: exactly one of two racing deploys creates the directory.
-    return (f"mkdir -p {q(workdir_path(workdir))} && if mkdir {d} 2>/dev/null; then printf '%s\\n' {q(info)} > {d}/info; "
+    return (f"mkdir -p -m 700 {q(workdir_path(workdir))} && if mkdir {d} 2>/dev/null; then printf '%s\\n' {q(info)} > {d}/info; "
             f"echo acquired; else cat {d}/info 2>/dev/null || echo unknown; exit 3; fi")
 
 

@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 from . import commands as cmd
 from . import hoststate
 from .audit import audit_line, deployed_record, local_revision
-from .checks import CheckResult, redis_ping
+from .checks import CheckResult, prefetch_redis, redis_ping
 from .errors import FabError, UnhealthyError
-from .health import by_service, service_ok, wait_healthy
+from .facts import parse_inspect
+from .health import by_service, service_ok, up_failed, wait_healthy
 from .inventory import Inventory
 from .lock import DeployLock
 from .preflight import preflight_problems
@@ -55,13 +57,20 @@ def host_hash(hp: HostPlan) -> str:
 
 def start_all(inv: Inventory, say: Callable[[str], None], warn: Callable[[str], None],
               wait_lock: float = 0.0) -> StartSummary:
-    revision = local_revision()
     with Session(inv, inv.hosts) as s:
         say(f"connecting to {len(inv.hosts)} host(s): {', '.join(h.name for h in inv.hosts)}")
-        s.connect()
-        s.require_all()
-        states = dict(zip([h.name for h in inv.hosts], parallel(
-            lambda h: hoststate.read(s[h.name], inv.project, h.workdir), inv.hosts)))
+        # While connecting and reading: `git` for the revision, the planner's slow secret
+        # fingerprints (cached, so the real plan below, made with what the preflight saw, is
+        # quick) and the import of redis-py for the Redis checks.
+        with ThreadPoolExecutor(1) as bg:
+            revision_f = bg.submit(local_revision)
+            bg.submit(_warm_plan, inv)
+            bg.submit(prefetch_redis)
+            s.connect()
+            s.require_all()
+            states = dict(zip([h.name for h in inv.hosts], parallel(
+                lambda h: hoststate.read(s[h.name], inv.project, h.workdir), inv.hosts)))
+        revision = revision_f.result()
         for name, st in states.items():
             if isinstance(st, Exception):
                 raise st
@@ -86,8 +95,10 @@ def start_all(inv: Inventory, say: Callable[[str], None], warn: Callable[[str], 
                 _deploy_stage(inv, s, app, app.app_services, states[app.name], outcomes[app.name], say)
             # 2. Redis reachable from every worker host, from the worker's vantage point
             worker_plans = [hp for hp in plan.hosts if hp.worker_services]
-            for hp in worker_plans:
-                check = _redis_from_worker(inv, s, plan, hp)
+            pings = parallel(lambda hp: _redis_from_worker(inv, s, plan, hp), worker_plans)
+            for hp, check in zip(worker_plans, pings):
+                if isinstance(check, Exception):
+                    raise check
                 checks.append(check)
                 if not check.ok:
                     raise UnhealthyError(check.detail, host=hp.name, step="redis from worker",
@@ -125,13 +136,16 @@ def _deploy_stage(inv: Inventory, s: Session, hp: HostPlan, services, state, out
     wd = hp.host.workdir
     current = by_service(state.containers)
     want = host_hash(hp)
-    uploaded = remote.run(cmd.read_file(wd, UPLOADED), step="read upload marker").stdout.strip()
+    # The marker AND the files' checksums: a hand-edited .env on the host (a wrong REDIS_PASSWORD, a
+    # loopback REDIS_BIND_IP) must be replaced by the next start-all, not trusted because of the marker.
+    uploaded = remote.run(_uploaded_command(wd, hp), step="read upload marker").stdout.strip()
+    want_seen = _uploaded_expected(hp, want)
     labels_ok = all(service_ok(current.get(svc)) and current[svc].env_hash == hp.env.get("CFAB_ENV_HASH")
                     for svc in services)
-    if uploaded == want and labels_ok:
+    if uploaded == want_seen and labels_ok:
         say(f"{hp.name}: {', '.join(services)} already running with this configuration (nothing to do)")
         return
-    if uploaded != want:
+    if uploaded != want_seen:
         say(f"{hp.name}: uploading {len(hp.files)} compose file(s) and the env file (0600) to {wd}")
         remote.run(cmd.mkdir(wd), step="upload")
         for name, text in hp.files.items():
@@ -143,15 +157,38 @@ def _deploy_stage(inv: Inventory, s: Session, hp: HostPlan, services, state, out
     res = remote.run(cmd.up(wd, inv.project, hp.compose_files, services), timeout=inv.timeouts.command,
                      step="compose up")
     if not res.ok:
-        raise UnhealthyError(f"`docker compose up -d` failed: {res.tail()}", host=hp.name, step="compose up",
-                             hint="the message above is Compose's own; fix the cause and rerun start-all")
+        up_failed(remote, inv.project, wd, hp.compose_files, services, res.stderr or res.stdout)
     wait_healthy(remote, inv.project, wd, hp.compose_files, services, inv.timeouts.health, say)
-    after = hoststate.read(remote, inv.project, wd)
-    for c in after.containers:
-        if c.service in services and before.get(c.service) != c.id:
+    # The containers as they are now: one `docker inspect` (what wait_healthy's last poll ran),
+    # not a sectioned state read.
+    res = remote.run(cmd.inspect_project(inv.project), step="read containers")
+    after = parse_inspect(res.stdout) if res.ok else ()
+    for c in after:
+        # recreated, or started again (a stopped worker that `up -d` started in the same container)
+        if c.service in services and c.service not in outcome.changed and (
+                before.get(c.service) != c.id or not service_ok(current.get(c.service))):
             outcome.changed.append(c.service)
     outcome.unchanged = outcome.unchanged and not outcome.changed
-    state.containers = after.containers
+    state.containers = tuple(after)
+
+
+def _uploaded_command(wd: str, hp: HostPlan) -> str:
+    names = [cmd.ENV_FILE, *sorted(hp.files)]
+    return f"{cmd.read_file(wd, UPLOADED)}; {cmd.in_workdir(wd, ['sha256sum', '--', *names])} 2>/dev/null"
+
+
+def _uploaded_expected(hp: HostPlan, want: str) -> str:
+    """What `_uploaded_command` prints when the host holds exactly this plan's files."""
+    texts = {cmd.ENV_FILE: hp.env_file_text(), **hp.files}
+    sums = [f"{hashlib.sha256(texts[n].encode()).hexdigest()}  {n}" for n in [cmd.ENV_FILE, *sorted(hp.files)]]
+    return "\n".join([want, *sums])
+
+
+def _warm_plan(inv: Inventory) -> None:
+    try:
+        make_plan(inv)
+    except Exception:  # noqa: BLE001 - the real make_plan reports it, in its place
+        pass
 
 
 def redis_target(plan: Plan, hp: HostPlan) -> tuple[str, int]:

@@ -34,7 +34,9 @@ def by_service(containers: Sequence[ContainerInfo]) -> dict[str, ContainerInfo]:
 
 
 def wait_healthy(remote: Remote, project: str, workdir: str, files: Sequence[str], services: Sequence[str],
-                 timeout: float, say: Callable[[str], None], interval: float = 1.0) -> float:
+                 timeout: float, say: Callable[[str], None], interval: float = 0.25) -> float:
+    """`interval` is short because a poll is one `docker inspect` round trip (~50 ms) while a
+    late one keeps the whole deploy waiting: healthchecks can pass every second."""
     t0 = time.monotonic()
     deadline = t0 + timeout
     shown: dict[str, str] = {}
@@ -71,8 +73,29 @@ def last_logs(remote: Remote, project: str, workdir: str, files: Sequence[str], 
     return " | ".join(text[-lines:]) or "(no log lines)"
 
 
-def _fail(remote, project, workdir, files, svc, c, what) -> None:
+def _fail(remote, project, workdir, files, svc, c, what, step: str = "wait healthy", extra: str = "") -> None:
     logs = last_logs(remote, project, workdir, files, svc)
-    raise UnhealthyError(f"service {svc} {what}: {describe(c)}; last log lines: {logs}",
-                         host=remote.name, step="wait healthy",
+    raise UnhealthyError(f"service {svc} {what}: {describe(c)}{extra}; last log lines: {logs}",
+                         host=remote.name, step=step,
                          hint=f"inspect it with `docker compose -p {project} logs {svc}` on {remote.name}")
+
+
+def up_failed(remote: Remote, project: str, workdir: str, files: Sequence[str], services: Sequence[str],
+              output: str) -> None:
+    """`docker compose up -d` failed: when a service it waited for is unhealthy, exited or
+    crash-looping (a `depends_on: service_healthy` chain), name it with its last log lines and the
+    services left unstarted; else quote the last lines of Compose's own output. Always raises."""
+    res = remote.run(cmd.inspect_project(project), step="compose up")
+    current = by_service(parse_inspect(res.stdout)) if res.ok else {}
+    bad = [svc for svc in services if current.get(svc) is not None and
+           (current[svc].health == "unhealthy" or current[svc].state in ("exited", "dead", "restarting")
+            or current[svc].restart_count >= CRASH_LOOP_RESTARTS)]
+    if bad:
+        waiting = [svc for svc in services if current.get(svc) is not None and current[svc].state == "created"]
+        extra = f"; not started because of it: {', '.join(waiting)}" if waiting else ""
+        _fail(remote, project, workdir, files, bad[0], current[bad[0]],
+              "failed while `docker compose up -d` waited for it", step="compose up", extra=extra)
+    lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
+    raise UnhealthyError(f"`docker compose up -d` failed: {' | '.join(lines[-3:])[-400:] or 'no output'}",
+                         host=remote.name, step="compose up",
+                         hint="the message above is Compose's own; fix the cause and rerun start-all")

@@ -42,9 +42,12 @@ class HostState:
 
 
 def read(remote: Remote, project: str, workdir: str, *, timeout: float | None = None,
-         with_env_password: bool = False, extra: list[tuple[str, str]] = ()) -> HostState:
+         with_env_password: bool = False, extra: list[tuple[str, str]] = (),
+         preflight: tuple[str, ...] | None = None) -> HostState:
+    """`preflight`: the names of the preflight sections to run (default: all of them; `status`
+    runs only engine and nvidia, and skips e.g. the costly `docker info`)."""
     env_path = cmd.q(cmd.workdir_path(workdir, cmd.ENV_FILE))
-    parts = cmd.preflight_parts() + [
+    parts = [p for p in cmd.preflight_parts() if preflight is None or p[0] in preflight] + [
         ("containers", cmd.inspect_project(project)),
         ("deployed", cmd.read_file(workdir, cmd.DEPLOYED)),
         ("envhash", f"grep '^CFAB_ENV_HASH=' {env_path}"),

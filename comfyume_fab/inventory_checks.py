@@ -59,6 +59,14 @@ def suggest(word: str, choices: Sequence[str]) -> str | None:
     return close[0] if close else None
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _one_line(text: str) -> str:
+    """Control characters (newlines, terminal escapes) shown as Python escapes: one line, inert."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+
+
 def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -74,6 +82,7 @@ class Checker:
     def err(self, path: Path, what: str, hint: str, line: int | None = None) -> None:
         """Record one problem at `path` (line: its own, or its nearest ancestor's)."""
         line = line if line is not None else self.doc.line_of(path)
+        what, hint = _one_line(what), _one_line(hint)  # a quoted value may hold a newline or an escape
         self.found.append((line, f"{self.filename}:{line} {format_path(path) or '(top level)'}: {what} ({hint})"))
 
     @property

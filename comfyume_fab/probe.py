@@ -60,6 +60,7 @@ def run_probe(via: Remote, port: int, timeout: float, user_graph: Mapping[str, A
                                 {"prompt": graph, "client_id": f"comfyume-fab-{uuid.uuid4().hex[:8]}"},
                                 timeout=max(0.5, deadline - time.monotonic()))
         prompt_id = parse_prompt_response(status, body)
+        pause = 0.01  # the model-free graph finishes in milliseconds: poll soon, then every 0.1 s
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -72,11 +73,14 @@ def run_probe(via: Remote, port: int, timeout: float, user_graph: Mapping[str, A
             result = parse_history(json.loads(body or b"{}"), prompt_id)
             if result is not None:
                 break
-            time.sleep(min(0.1, max(0.0, left)))
+            time.sleep(min(pause, max(0.0, left)))
+            pause = min(0.1, pause * 2)
     except TunnelError as exc:
         return fail(f"{where} is not reachable: {exc.cause} (is the worker container running?)",
                     diagnosis=exc.kind)
     except PromptRejected as exc:
+        if exc.status >= 500:  # the server failed; the workflow was not judged at all
+            return fail(f"{where} failed with a server error: {exc}", diagnosis="http")
         return fail(f"{where} rejected the probe workflow: {exc}", diagnosis="rejected")
     except (OSError, http.client.HTTPException) as exc:
         return fail(f"{where} gave no answer within {timeout:g} s ({exc or type(exc).__name__})",

@@ -189,7 +189,14 @@ class Remote:
         except socket.timeout:
             raise UnreachableError(f"`{_short(command)}` did not finish within {timeout:g} s",
                                    host=self.name, step=step) from None
-        except (paramiko.SSHException, EOFError, OSError) as exc:
+        except paramiko.SSHException as exc:
+            if "Timeout opening channel" not in str(exc):
+                raise UnreachableError(f"the SSH connection broke while running `{_short(command)}`: "
+                                       f"{exc or type(exc).__name__}", host=self.name, step=step) from None
+            raise UnreachableError(f"the host stopped answering over SSH (no reply within "
+                                   f"{self.target.connect_timeout:g} s) before `{_short(command)}` could start",
+                                   host=self.name, step=step) from None
+        except (EOFError, OSError) as exc:
             raise UnreachableError(f"the SSH connection broke while running `{_short(command)}`: "
                                    f"{exc or type(exc).__name__}", host=self.name, step=step) from None
         dt = time.monotonic() - t0

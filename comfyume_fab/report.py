@@ -42,7 +42,7 @@ def start_text(summary) -> str:
     lines = []
     for hp in plan.hosts:
         o = summary.outcomes[hp.name]
-        what = "unchanged" if o.unchanged else f"(re)created {', '.join(o.changed)}"
+        what = "unchanged" if o.unchanged else f"(re)created or started {', '.join(o.changed)}"
         lines.append(f"  {hp.name}: {len(hp.services)} service(s) healthy, {what}")
     for c in summary.checks:
         lines.append(f"  [{_mark(c.ok, c.warning):>4}] {c.name}: {c.detail}")

@@ -16,7 +16,7 @@ def target(inv: Inventory, host: Host) -> Target:
     return Target(name=host.name, address=host.address, user=host.user, port=host.port,
                   identity_file=host.identity_file, known_hosts=inv.ssh.known_hosts,
                   accept_new_host_keys=inv.ssh.accept_new_host_keys, ssh_config=inv.ssh.config_file,
-                  connect_timeout=float(inv.timeouts.connect))
+                  connect_timeout=float(inv.timeouts.connect), command_timeout=float(inv.timeouts.command))
 
 
 def parallel(fn: Callable[[T], object], items: Iterable[T]) -> list[object]:

@@ -6,17 +6,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlsplit
 
 from . import commands as cmd
 from . import hoststate
 from .audit import local_revision
-from .checks import CheckResult, http_check, redis_client, redis_ping
+from .checks import CheckResult, http_check, prefetch_redis, redis_client, redis_ping
 from .deploy import host_hash, redis_target
-from .errors import ExitCode
+from .errors import ExitCode, FabError
 from .facts import ParseError, parse_system_stats
-from .health import by_service, describe, service_ok
+from .health import by_service, describe, last_logs, service_ok
 from .inventory import Inventory
 from .probe import run_probe
 from .checks import http_via
@@ -35,25 +36,31 @@ class StatusReport:
         return json.dumps({**self.data, "checks": [c.as_json() for c in self.checks]}, indent=2)
 
 
+# What status shows of the preflight (not `docker info`, tailscale, ...: start-all's business);
+# the Compose version is read from the plugin binary directly (commands.compose_version_direct).
+STATUS_PREFLIGHT = ("engine", "nvidia")
+
+
 def status(inv: Inventory, probe: bool = True) -> StatusReport:
-    plan = make_plan(inv)
-    revision = local_revision()
     checks: list[CheckResult] = []
     hosts_out: dict[str, Any] = {}
     with Session(inv, inv.hosts) as s:
-        s.connect()
+        # Connect to every host and read its state while this thread plans (the plan's scrypt
+        # fingerprints and `git`); redis-py is imported for the checks meanwhile.
+        with ThreadPoolExecutor(2) as bg:
+            reading = bg.submit(_connect_and_read, inv, s)
+            bg.submit(prefetch_redis)
+            plan = make_plan(inv)
+            revision = local_revision()
+            read = reading.result()
         for name, err in s.errors.items():
             checks.append(CheckResult(f"reachable-{name}", False, err.sentence(), host=name))
             hosts_out[name] = {"reachable": False, "error": err.sentence(), "services": []}
-        reachable = [hp for hp in plan.hosts if hp.name in s.remotes]
-
-        def read(hp: HostPlan):
-            extra = [("redis_port", cmd.in_workdir(hp.host.workdir, cmd.compose(
-                inv.project, hp.compose_files, "port", "redis", "6379")))] if "redis" in hp.services else []
-            return hoststate.read(s[hp.name], inv.project, hp.host.workdir,
-                                  with_env_password=bool(hp.worker_services), extra=extra)
         states = {}
-        for hp, st in zip(reachable, parallel(read, reachable)):
+        for hp in plan.hosts:
+            if hp.name not in read:
+                continue
+            st = read[hp.name]
             if isinstance(st, Exception):
                 checks.append(CheckResult(f"reachable-{hp.name}", False, str(st), host=hp.name))
                 hosts_out[hp.name] = {"reachable": False, "error": str(st), "services": []}
@@ -63,14 +70,26 @@ def status(inv: Inventory, probe: bool = True) -> StatusReport:
             if hp.name in states:
                 hosts_out[hp.name] = _host_block(inv, hp, states[hp.name], s.connect_s[hp.name], revision,
                                                  plan.config_hash, checks)
+                _failing_logs(inv, s[hp.name], hp, hosts_out[hp.name], checks)
+        # Every worker's checks and the queue read run at the same time (reported in this order).
         cross = [hp for hp in plan.hosts if hp.worker_services and hp.name in states]
-        for res in parallel(lambda hp: _worker_checks(inv, plan, s, hp, states[hp.name], probe), cross):
+        jobs: list[HostPlan | None] = list(cross)
+        if plan.app.name in states and "redis" in plan.app.services:
+            jobs.append(None)
+        queue, queue_checks = {}, []
+
+        def job(hp: HostPlan | None):
+            if hp is None:
+                return _queue_checks(inv, plan, s, queue_checks)
+            return _worker_checks(inv, plan, s, hp, states[hp.name], probe)
+        for hp, res in zip(jobs, parallel(job, jobs)):
             if isinstance(res, Exception):
                 raise res
-            checks.extend(res)
-        queue = {}
-        if plan.app.name in states and "redis" in plan.app.services:
-            queue = _queue_checks(inv, plan, s, checks)
+            if hp is None:
+                queue = res
+            else:
+                checks.extend(res)
+        checks.extend(queue_checks)
     unreachable = any(not h.get("reachable") for h in hosts_out.values())
     ok = not unreachable and all(c.ok for c in checks)
     code = ExitCode.OK if ok else (ExitCode.UNREACHABLE if unreachable else ExitCode.UNHEALTHY)
@@ -121,7 +140,7 @@ def _host_block(inv, hp: HostPlan, st, connect_s: float, revision: str, config_h
              "deployed": {"revision": dep.get("revision"), "config_hash": dep.get("config_hash"),
                           "at": dep.get("at"), "by": dep.get("by"), "in_sync": in_sync},
              "gpu": gpu}
-    if "redis_port" in st.extra:
+    if "redis_port" in st.extra and "redis" in hp.services:
         code, out = st.extra["redis_port"]
         bound = out.strip().splitlines()[0] if code == 0 and out.strip() else None
         block["redis_published"] = bound
@@ -133,29 +152,73 @@ def _host_block(inv, hp: HostPlan, st, connect_s: float, revision: str, config_h
     return block
 
 
+def _failing_logs(inv, remote, hp: HostPlan, block: dict, checks) -> None:
+    """The last log lines of every service whose container exited, restarts or is unhealthy, in
+    its services check and as `last_logs` in --json (the only way to see WHY from here)."""
+    failing = [sv for sv in block["services"] if sv["container"] and not sv["ok"] and
+               (sv["restarts"] or sv["state"] in ("exited", "restarting", "dead") or sv["health"] == "unhealthy")]
+    notes = []
+    for sv in failing:
+        try:
+            sv["last_logs"] = last_logs(remote, inv.project, hp.host.workdir, hp.compose_files, sv["service"], lines=5)
+        except FabError:
+            continue
+        notes.append(f"{sv['service']} last log lines: {sv['last_logs']}")
+    check = next((c for c in checks if c.name == f"services-{hp.name}"), None)
+    if notes and check is not None:
+        check.detail += "; " + "; ".join(notes)
+
+
+def _connect_and_read(inv: Inventory, s: Session) -> dict[str, Any]:
+    """Connect to every host, then read every reachable one's state: host name -> HostState, or
+    the exception its read raised. Needs no plan (it runs while the plan is made)."""
+    s.connect()
+    hosts = [h for h in inv.hosts if h.name in s.remotes]
+
+    def read(host) -> hoststate.HostState:
+        # Every app host gets the Redis port section; _host_block looks at it where the plan runs Redis.
+        extra = [("compose", cmd.compose_version_direct())]
+        if host.is_app:
+            extra.append(("redis_port", cmd.published_port(inv.project, "redis", 6379)))
+        return hoststate.read(s[host.name], inv.project, host.workdir, with_env_password=host.is_worker,
+                              extra=extra, preflight=STATUS_PREFLIGHT)
+    return dict(zip([h.name for h in hosts], parallel(read, hosts)))
+
+
 def inv_worker_names(inv: Inventory) -> list[str]:
     return [h.name for h in inv.worker_hosts]
 
 
 def _worker_checks(inv, plan, s, hp: HostPlan, st, probe: bool) -> list[CheckResult]:
+    """Redis, the queue manager, the device and the inference probe, from the worker's vantage
+    point, all at once (independent channels on the one connection); reported in this order."""
     remote = s[hp.name]
-    out: list[CheckResult] = []
     host, port = redis_target(plan, hp)
     password = st.env_redis_password or inv.secrets["REDIS_PASSWORD"]
-    out.append(redis_ping(remote, host, port, password.reveal(), inv.timeouts.redis,
-                          name=f"redis-from-{hp.name}", app_host=plan.app.name))
     url = hp.env.get("QUEUE_MANAGER_URL", "")
     parts = urlsplit(str(url))
-    if parts.hostname and parts.hostname[0].isdigit():
-        out.append(http_check(remote, parts.hostname, parts.port or 80, "/health", f"queue-manager-from-{hp.name}",
-                              inv.timeouts.redis, f"QUEUE_MANAGER_URL {url} from {hp.name}"))
-    else:
+
+    def queue_manager() -> CheckResult:
+        if parts.hostname and parts.hostname[0].isdigit():
+            return http_check(remote, parts.hostname, parts.port or 80, "/health", f"queue-manager-from-{hp.name}",
+                              inv.timeouts.redis, f"QUEUE_MANAGER_URL {url} from {hp.name}")
         res = remote.run(cmd.in_workdir(hp.host.workdir, cmd.compose(
             inv.project, hp.compose_files, "exec", "-T", "worker", "curl", "-fsS", "-m", "5", f"{url}/health")),
             step="queue manager check")
-        out.append(CheckResult(f"queue-manager-from-{hp.name}", res.ok,
-                               f"QUEUE_MANAGER_URL {url} from inside the worker container: "
-                               + ("answers" if res.ok else res.tail(160)), res.duration, hp.name))
+        return CheckResult(f"queue-manager-from-{hp.name}", res.ok,
+                           f"QUEUE_MANAGER_URL {url} from inside the worker container: "
+                           + ("answers" if res.ok else res.tail(160)), res.duration, hp.name)
+    jobs = [lambda: redis_ping(remote, host, port, password.reveal(), inv.timeouts.redis,
+                               name=f"redis-from-{hp.name}", app_host=plan.app.name),
+            queue_manager, lambda: _device_check(inv, remote, hp)]
+    if probe:
+        jobs.append(lambda: run_probe(remote, inv.ports.worker_comfyui, inv.timeouts.probe, inv.probe.workflow_graph,
+                                      name=f"inference-{hp.name}"))
+    results = parallel(lambda fn: fn(), jobs)
+    for res in results:
+        if isinstance(res, Exception):
+            raise res
+    out: list[CheckResult] = results[:2]
     if st.has_gpu:
         g = st.gpus[0]
         out.append(CheckResult(f"gpu-{hp.name}", True, f"{g.name}, {g.memory_used_mib}/{g.memory_total_mib} MiB, "
@@ -164,11 +227,7 @@ def _worker_checks(inv, plan, s, hp: HostPlan, st, probe: bool) -> list[CheckRes
         out.append(CheckResult(f"gpu-{hp.name}", hp.host.gpu != "required",
                                f"no GPU found ({st.gpu_error or 'no nvidia-smi'}); the worker runs on CPU",
                                host=hp.name, warning=True))
-    out.append(_device_check(inv, remote, hp))
-    if probe:
-        out.append(run_probe(remote, inv.ports.worker_comfyui, inv.timeouts.probe, inv.probe.workflow_graph,
-                             name=f"inference-{hp.name}"))
-    return out
+    return out + results[2:]
 
 
 def _device_check(inv, remote, hp: HostPlan) -> CheckResult:

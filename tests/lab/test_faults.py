@@ -8,6 +8,7 @@ dual-server deployment up and healthy. docs/reliability.md tables these rows.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -63,15 +64,18 @@ def cli(*args: str, **kw):
     return res, took
 
 
-def one_error(res, code: ExitCode, host: str, step: str, *causes: str) -> str:
-    """The run exited `code` with exactly one `error:` line naming host, step and each cause."""
+def one_error(res, code: ExitCode, host: str, step: str | tuple[str, ...], *causes: str) -> str:
+    """The run exited `code` with exactly one `error:` line naming host, step (one of them, when
+    the moment a fault lands decides which step meets it) and each cause."""
     out = res.stdout + res.stderr
     assert "Traceback" not in out, out
     assert res.returncode == int(code), out
     errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, res.stderr
     line = errors[0]
-    assert f"host {host}, step {step}: " in line, line
+    print(f"SEEN exit {res.returncode}: {line}")
+    steps = (step,) if isinstance(step, str) else step
+    assert any(f"host {host}, step {s}: " in line for s in steps), line
     for cause in causes:
         assert cause in line, f"{cause!r} not in {line!r}"
     return line
@@ -80,6 +84,7 @@ def one_error(res, code: ExitCode, host: str, step: str, *causes: str) -> str:
 def status_checks(res) -> dict[str, tuple[str, str]]:
     """status's text output -> {check name: (ok|warn|FAIL, detail)}."""
     assert "Traceback" not in res.stdout + res.stderr
+    print("SEEN exit", res.returncode, *[ln for ln in res.stdout.splitlines() if "FAIL" in ln or "UNREACH" in ln or "<--" in ln], sep="\n")
     return {name: (mark, detail) for mark, name, detail in CHECK_LINE.findall(res.stdout)}
 
 
@@ -89,12 +94,12 @@ def containers(lab, name: str) -> dict[str, dict]:
     ids = hostsvc.docker(h, "ps", "-aq", "--filter", "label=com.docker.compose.project=comfyume").stdout.split()
     if not ids:
         return {}
-    fmt = ('{{index .Config.Labels "com.docker.compose.service"}}|{{.Id}}|{{.State.Status}}|'
-           '{{if .State.Health}}{{.State.Health.Status}}{{end}}|{{.RestartCount}}|{{.State.Pid}}')
     out = {}
-    for line in hostsvc.docker(h, "inspect", "--format", fmt, *ids).stdout.splitlines():
-        svc, cid, state, health, restarts, pid = line.split("|")
-        out[svc] = {"id": cid, "state": state, "health": health, "restarts": int(restarts), "pid": int(pid)}
+    for c in json.loads(hostsvc.docker(h, "inspect", *ids).stdout):
+        state = c["State"]
+        out[c["Config"]["Labels"]["com.docker.compose.service"]] = {
+            "id": c["Id"], "state": state["Status"], "health": (state.get("Health") or {}).get("Status", ""),
+            "restarts": c["RestartCount"], "pid": state["Pid"]}
     return out
 
 
@@ -145,7 +150,7 @@ def lab_remote(inv_path: Path, host: str) -> Remote:
 
 class Watched:
     """A CLI run whose progress lines (stderr) are read as they come; `action` runs once, on the
-    first line containing `trigger`."""
+    first line containing `trigger`, given this object."""
 
     def __init__(self, *args: str, trigger: str, action):
         env = {k: v for k, v in os.environ.items() if k != "COMFYUME_HOSTS"}
@@ -166,7 +171,7 @@ class Watched:
             self.lines.append(line.rstrip("\n"))
             if self.fired_at is None and self.trigger in line:
                 try:
-                    self.action()
+                    self.action(self)
                 except BaseException as exc:  # reported by the test
                     self.action_error = exc
                 self.fired_at = time.monotonic()
@@ -235,7 +240,7 @@ def test_02_worker_cut_off_after_the_app_host_came_up_leaves_the_app_host_runnin
     stop_containers(lab, "mello", APP)
     stop_containers(lab, "verda", WORKER)
     run = Watched("start-all", "--hosts", str(fast), trigger="verda: docker compose up -d",
-                  action=lambda: faults.cut("verda"))
+                  action=lambda _run: faults.cut("verda"))
     try:
         rc = run.wait(timeout=FAST["command"] + FAST["health"] + 60)
         ended = time.monotonic()
@@ -243,8 +248,12 @@ def test_02_worker_cut_off_after_the_app_host_came_up_leaves_the_app_host_runnin
         faults.reconnect("verda")
     assert run.action_error is None and run.fired_at is not None, run.stderr
     res = subprocess.CompletedProcess([], rc, run.stdout, run.stderr)
-    line = one_error(res, ExitCode.UNREACHABLE, "verda", "compose up", "the app host was left running")
-    assert "did not finish within 20 s" in line or "SSH connection broke" in line
+    print(f"GIVE-UP start-all, verda cut mid-run: exit {rc} {ended - run.fired_at:.1f} s after the cut")
+    # the cut meets `compose up` (or, if that was quicker than the cut, the health wait after it)
+    line = one_error(res, ExitCode.UNREACHABLE, "verda", ("compose up", "wait healthy"),
+                     "the app host was left running")
+    assert re.search(r"the host stopped answering over SSH \(no reply within 3 s\) before `.*` could start"
+                     r"|`.*` did not finish within 20 s", line), line
     # the app host came up in this run before the worker was lost ...
     trigger_at = next(i for i, ln in enumerate(run.lines) if "verda: docker compose up -d" in ln)
     assert any("mello: user003 healthy" in ln for ln in run.lines[:trigger_at]), run.stderr
@@ -394,8 +403,10 @@ def test_06_crash_looping_worker_shows_restarts_and_last_log_lines(lab, deployed
         assert re.search(r"^\s+worker\s+\S+\s+\S+\s+\d+\s+<-- CRASH LOOP$", res.stdout, re.M), res.stdout
         assert took < FAST["connect"] + FAST["probe"] + SLACK
         start, start_took = cli("start-all", "--hosts", str(fast))
-        one_error(start, ExitCode.UNHEALTHY, "verda", "wait healthy", "service worker is crash-looping",
-                  "crash requested by /tmp/standin-crash", "the app host was left running")
+        line = one_error(start, ExitCode.UNHEALTHY, "verda", ("wait healthy", "compose up"), "service worker ",
+                         "crash requested by /tmp/standin-crash", "the app host was left running")
+        assert re.search(r"service worker (is crash-looping \(\d+ restarts\)|failed while `docker compose up -d` "
+                         r"waited for it): restarting", line) or "is crash-looping" in line, line
         assert start_took < FAST["health"] + SLACK
         assert_up(lab, "mello", same_as=before)
     finally:
@@ -525,7 +536,8 @@ def test_09_worker_comfyui_failing_fails_the_probe_within_its_bound(lab, deploye
         if fault == "hang":
             assert "gave no answer within 5 s" in detail and "gave no answer within 5 s" in line
         else:
-            assert "HTTP 500" in detail and "HTTP 500" in line
+            for text in (detail, line):
+                assert "failed with a server error: ComfyUI answered POST /prompt with HTTP 500" in text
         assert took < FAST["connect"] + FAST["probe"] + SLACK
         assert start_took < FAST["connect"] + FAST["probe"] + SLACK
     finally:
@@ -549,10 +561,8 @@ def test_10_second_deploy_while_the_lock_is_held_is_refused_with_the_holder(lab,
             stop, _ = cli("stop-all", "--hosts", str(fast))
             one_error(stop, ExitCode.LOCKED, "mello", "lock", "another deploy holds the lock: ")
             assert snapshot(lab) == before
-            # --wait-lock waits (bounded by timeouts.lock_wait) and goes on once the holder is done
-            lock = DeployLock.__new__(DeployLock)
-        releaser = None
     assert not lock_dir(lab).exists()
+    # --wait-lock waits (bounded by timeouts.lock_wait) and goes on once the holder is done
     with lab_remote(fast, "mello") as mello:
         held = DeployLock(mello, "comfyume", "start-all", "cafe1234")
         held.acquire()
@@ -572,13 +582,14 @@ def test_10_ctrl_c_in_the_middle_of_start_all_releases_the_lock_and_the_rerun_co
     fast = fast_inventory(lab, tmp_path)
     stop_containers(lab, "mello", APP)  # so that the app host stage has real work to interrupt
     run = Watched("start-all", "--hosts", str(fast), trigger="mello: docker compose up -d",
-                  action=lambda: run.proc.send_signal(signal.SIGINT))
+                  action=lambda me: me.proc.send_signal(signal.SIGINT))
     rc = run.wait(timeout=60)
     ended = time.monotonic()
     assert run.fired_at is not None and run.action_error is None, run.stderr
     assert rc == ExitCode.INTERRUPTED, run.stderr
     assert "Traceback" not in run.stderr + run.stdout
     assert "start-all: interrupted; the deploy lock (if held) was released; rerun to converge" in run.stderr
+    print(f"GIVE-UP start-all, SIGINT: exit {rc} {ended - run.fired_at:.1f} s after the signal")
     assert ended - run.fired_at < SLACK
     assert not lock_dir(lab).exists()
     converge(fast)

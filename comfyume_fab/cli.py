@@ -50,6 +50,9 @@ def errors(verbose: bool = False, task: str = ""):
         raise Exit(code=int(ExitCode.INTERRUPTED))
     except Exit:
         raise
+    except BrokenPipeError:  # `invoke plan --json | head`: the reader left; not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise Exit(code=int(ExitCode.OK))
     except Exception as exc:  # a bug: keep it to one line unless asked
         if verbose:
             traceback.print_exc()

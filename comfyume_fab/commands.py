@@ -80,6 +80,12 @@ def mkdir(workdir: str) -> str:
     return f"{shlex.join(['mkdir', '-p', '-m', '700', path])} && {shlex.join(['chmod', '700', path])}"
 
 
+def clean_partials(workdir: str) -> str:
+    """Remove what an upload cut off mid-transfer left beside the real files (never in use)."""
+    base = q(workdir_path(workdir))
+    return f"rm -f -- {base}/.*.part-* {base}/*.part-*"
+
+
 def sections(parts: Sequence[tuple[str, str]], parallel: bool = True) -> str:
     """Run several shell snippets in one round trip; each one's output and exit status is
     framed by marker lines that `split_sections` reads back. With `parallel` (the default) the

@@ -174,7 +174,9 @@ def _deploy_stage(inv: Inventory, s: Session, hp: HostPlan, services, state, out
 
 def _uploaded_command(wd: str, hp: HostPlan) -> str:
     names = [cmd.ENV_FILE, *sorted(hp.files)]
-    return f"{cmd.read_file(wd, UPLOADED)}; {cmd.in_workdir(wd, ['sha256sum', '--', *names])} 2>/dev/null"
+    # Also removes what an upload cut off mid-transfer left beside the real files.
+    return (f"{cmd.clean_partials(wd)} 2>/dev/null; {cmd.read_file(wd, UPLOADED)}; "
+            f"{cmd.in_workdir(wd, ['sha256sum', '--', *names])} 2>/dev/null")
 
 
 def _uploaded_expected(hp: HostPlan, want: str) -> str:

@@ -40,7 +40,15 @@ def ensure_user(host: LabHost, authorized_key: str) -> None:
 
 
 def remove_user(name: str) -> None:
-    sh(["userdel", name], check=False)
+    """Delete a lab login user. Its SSH sessions outlive a stopped sshd (an open connection,
+    a ControlPersist master), and userdel refuses a user that still runs processes: end them."""
+    for _ in range(20):
+        sh(["pkill", "-KILL", "-u", name], check=False)
+        if sh(["userdel", name], check=False).returncode == 0:
+            break
+        time.sleep(0.1)
+    else:
+        raise LabError(f"could not delete the lab user {name}: {sh(['userdel', name], check=False).stderr.strip()}")
     sh(["groupdel", name], check=False)
 
 

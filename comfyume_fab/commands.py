@@ -141,10 +141,12 @@ def preflight_parts() -> list[tuple[str, str]]:
     """What start-all and status learn about a host before touching it."""
     return [
         ("engine", "docker version --format '{{.Server.Version}}'"),
-        ("compose", "docker compose version"),
+        ("compose", compose_version_direct()),
         ("legacy_compose", "command -v docker-compose >/dev/null && docker-compose version --short"),
         ("nvidia", shlex.join(NVIDIA_QUERY)),
-        ("runtimes", "docker info --format '{{json .Runtimes}}'"),
+        # Only a GPU host's runtimes matter (preflight.py); `docker info` costs ~0.1-0.2 s of CPU.
+        ("runtimes", "if command -v nvidia-smi >/dev/null 2>&1; then docker info --format '{{json .Runtimes}}'; "
+                     "else echo '{}'; fi"),
         ("nvidia_toolkit", "command -v nvidia-container-runtime-hook || command -v nvidia-ctk"),
         ("tailscale", "command -v tailscale >/dev/null && tailscale ip -4"),
     ]

@@ -45,7 +45,7 @@ def read(remote: Remote, project: str, workdir: str, *, timeout: float | None = 
          with_env_password: bool = False, extra: list[tuple[str, str]] = (),
          preflight: tuple[str, ...] | None = None) -> HostState:
     """`preflight`: the names of the preflight sections to run (default: all of them; `status`
-    runs only engine and nvidia, and skips e.g. the costly `docker info`)."""
+    runs only engine, compose and nvidia)."""
     env_path = cmd.q(cmd.workdir_path(workdir, cmd.ENV_FILE))
     parts = [p for p in cmd.preflight_parts() if preflight is None or p[0] in preflight] + [
         ("containers", cmd.inspect_project(project)),

@@ -36,9 +36,8 @@ class StatusReport:
         return json.dumps({**self.data, "checks": [c.as_json() for c in self.checks]}, indent=2)
 
 
-# What status shows of the preflight (not `docker info`, tailscale, ...: start-all's business);
-# the Compose version is read from the plugin binary directly (commands.compose_version_direct).
-STATUS_PREFLIGHT = ("engine", "nvidia")
+# What status shows of the preflight (not the runtimes, tailscale, ...: start-all's business).
+STATUS_PREFLIGHT = ("engine", "compose", "nvidia")
 
 
 def status(inv: Inventory, probe: bool = True) -> StatusReport:
@@ -177,9 +176,7 @@ def _connect_and_read(inv: Inventory, s: Session) -> dict[str, Any]:
 
     def read(host) -> hoststate.HostState:
         # Every app host gets the Redis port section; _host_block looks at it where the plan runs Redis.
-        extra = [("compose", cmd.compose_version_direct())]
-        if host.is_app:
-            extra.append(("redis_port", cmd.published_port(inv.project, "redis", 6379)))
+        extra = [("redis_port", cmd.published_port(inv.project, "redis", 6379))] if host.is_app else []
         return hoststate.read(s[host.name], inv.project, host.workdir, with_env_password=host.is_worker,
                               extra=extra, preflight=STATUS_PREFLIGHT)
     return dict(zip([h.name for h in hosts], parallel(read, hosts)))

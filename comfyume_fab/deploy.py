@@ -126,8 +126,14 @@ def start_all(inv: Inventory, say: Callable[[str], None], warn: Callable[[str], 
                 say(f"{hp.name}: inference {probe.detail}")
             # 5. record who deployed what on every host
             changed = any(not o.unchanged for o in outcomes.values())
-            parallel(lambda hp: _record(s, hp, plan, revision, "start-all", "changed" if changed else "unchanged"),
-                     plan.hosts)
+            records = parallel(lambda hp: _record(s, hp, plan, revision, "start-all",
+                                                  "changed" if changed else "unchanged"), plan.hosts)
+            for hp, res in zip(plan.hosts, records):
+                if isinstance(res, FabError):
+                    res.hint = "the deployment is up, but this host's deploy record or audit line is missing"
+                    raise res
+                if isinstance(res, Exception):
+                    raise res
         return StartSummary(plan, outcomes, checks, warnings)
 
 
@@ -212,4 +218,6 @@ def _record(s: Session, hp: HostPlan, plan: Plan, revision: str, task: str, resu
     wd = hp.host.workdir
     remote.put(cmd.workdir_path(wd, cmd.DEPLOYED),
                deployed_record(revision, plan.config_hash, host_hash(hp), plan.mode), mode=0o600)
-    remote.run(cmd.audit(wd, audit_line(task, revision, plan.config_hash, plan.mode, result)), step="audit")
+    res = remote.run(cmd.audit(wd, audit_line(task, revision, plan.config_hash, plan.mode, result)), step="audit")
+    if not res.ok:
+        raise UnhealthyError(f"writing the audit line failed: {res.tail()}", host=hp.name, step="audit")

@@ -13,14 +13,14 @@ from . import commands as cmd
 from . import hoststate
 from .audit import audit_line, deployed_record, local_revision
 from .checks import CheckResult, prefetch_redis, redis_ping
-from .errors import FabError, UnhealthyError
+from .errors import UnhealthyError
 from .facts import parse_inspect
 from .health import by_service, service_ok, up_failed, wait_healthy
 from .inventory import Inventory
 from .lock import DeployLock
 from .preflight import preflight_problems
 from .probe import run_probe
-from .session import Session, parallel
+from .session import Session, gather
 from .topology import HostPlan, Plan, make_plan
 
 UPLOADED = "uploaded.sha256"
@@ -68,12 +68,9 @@ def start_all(inv: Inventory, say: Callable[[str], None], warn: Callable[[str], 
             bg.submit(prefetch_redis)
             s.connect()
             s.require_all()
-            states = dict(zip([h.name for h in inv.hosts], parallel(
+            states = dict(zip([h.name for h in inv.hosts], gather(
                 lambda h: hoststate.read(s[h.name], inv.project, h.workdir), inv.hosts)))
         revision = revision_f.result()
-        for name, st in states.items():
-            if isinstance(st, Exception):
-                raise st
         problems, notes = preflight_problems(inv, states)
         for note in notes:
             warn(note)
@@ -95,46 +92,31 @@ def start_all(inv: Inventory, say: Callable[[str], None], warn: Callable[[str], 
                 _deploy_stage(inv, s, app, app.app_services, states[app.name], outcomes[app.name], say)
             # 2. Redis reachable from every worker host, from the worker's vantage point
             worker_plans = [hp for hp in plan.hosts if hp.worker_services]
-            pings = parallel(lambda hp: _redis_from_worker(inv, s, plan, hp), worker_plans)
-            for hp, check in zip(worker_plans, pings):
-                if isinstance(check, Exception):
-                    raise check
-                checks.append(check)
-                if not check.ok:
-                    raise UnhealthyError(check.detail, host=hp.name, step="redis from worker",
-                                         hint="the app host was left running; fix this and rerun start-all")
-                say(f"{hp.name}: {check.detail}")
+            pings = gather(lambda hp: _redis_from_worker(inv, s, plan, hp), worker_plans)
+            _require(worker_plans, pings, checks, say, "redis from worker", "",
+                     "the app host was left running; fix this and rerun start-all")
             # 3. workers up, in parallel
-            results = parallel(lambda hp: _deploy_stage(inv, s, hp, hp.worker_services, states[hp.name],
-                                                        outcomes[hp.name], say), worker_plans)
-            for hp, res in zip(worker_plans, results):
-                if isinstance(res, FabError):
-                    res.hint = (res.hint + "; " if res.hint else "") + "the app host was left running"
-                    raise res
-                if isinstance(res, Exception):
-                    raise res
+            gather(lambda hp: _deploy_stage(inv, s, hp, hp.worker_services, states[hp.name], outcomes[hp.name], say),
+                   worker_plans, hint="the app host was left running")
             # 4. inference answers on every worker
-            probes = parallel(lambda hp: run_probe(s[hp.name], inv.ports.worker_comfyui, inv.timeouts.probe,
-                                                   inv.probe.workflow_graph), worker_plans)
-            for hp, probe in zip(worker_plans, probes):
-                if isinstance(probe, Exception):
-                    raise probe
-                checks.append(probe)
-                if not probe.ok:
-                    raise UnhealthyError(probe.detail, host=hp.name, step="inference probe",
-                                         hint="the app host and the worker were left running; see the worker's logs")
-                say(f"{hp.name}: inference {probe.detail}")
+            probes = gather(lambda hp: run_probe(s[hp.name], inv.ports.worker_comfyui, inv.timeouts.probe,
+                                                 inv.probe.workflow_graph), worker_plans)
+            _require(worker_plans, probes, checks, say, "inference probe", "inference ",
+                     "the app host and the worker were left running; see the worker's logs")
             # 5. record who deployed what on every host
             changed = any(not o.unchanged for o in outcomes.values())
-            records = parallel(lambda hp: _record(s, hp, plan, revision, "start-all",
-                                                  "changed" if changed else "unchanged"), plan.hosts)
-            for hp, res in zip(plan.hosts, records):
-                if isinstance(res, FabError):
-                    res.hint = "the deployment is up, but this host's deploy record or audit line is missing"
-                    raise res
-                if isinstance(res, Exception):
-                    raise res
+            gather(lambda hp: _record(s, hp, plan, revision, "start-all", "changed" if changed else "unchanged"),
+                   plan.hosts, hint="the deployment is up, but this host's deploy record or audit line is missing")
         return StartSummary(plan, outcomes, checks, warnings)
+
+
+def _require(plans, results, checks: list, say, step: str, label: str, hint: str) -> None:
+    """Keep every check result; stop at the first failed one, naming its host and step."""
+    for hp, check in zip(plans, results):
+        checks.append(check)
+        if not check.ok:
+            raise UnhealthyError(check.detail, host=hp.name, step=step, hint=hint)
+        say(f"{hp.name}: {label}{check.detail}")
 
 
 def _deploy_stage(inv: Inventory, s: Session, hp: HostPlan, services, state, outcome: HostOutcome, say) -> None:

@@ -36,6 +36,18 @@ def parallel(fn: Callable[[T], object], items: Iterable[T]) -> list[object]:
         return list(pool.map(guard, items))
 
 
+def gather(fn: Callable[[T], object], items: Iterable[T], hint: str | None = None) -> list[object]:
+    """`parallel`, for ordered steps: the first exception is raised (a FabError gets `hint`
+    appended: what was left running), else the results come back in order."""
+    results = parallel(fn, items)
+    for res in results:
+        if isinstance(res, Exception):
+            if hint and isinstance(res, FabError):
+                res.hint = f"{res.hint}; {hint}" if res.hint else hint
+            raise res
+    return results
+
+
 class Session:
     """Remotes for the hosts a task touches. `connect()` opens them all in parallel and
     records each host's SSH round trip; unreachable hosts are kept in `.errors`."""

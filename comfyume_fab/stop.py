@@ -12,7 +12,7 @@ from .checks import redis_client
 from .errors import ConfigError, UnhealthyError
 from .inventory import Inventory
 from .lock import DeployLock
-from .session import Session, parallel
+from .session import Session, gather
 from .topology import HostPlan, make_plan
 
 
@@ -44,9 +44,7 @@ def stop_workers(inv: Inventory, say: Callable[[str], None], only: str | None = 
         with DeployLock(s[app.name], app.host.workdir, "stop-verda", revision, wait=wait_lock, say=say):
             if when_idle:
                 _wait_idle(inv, plan, s, say, idle_timeout)
-            for hp, res in zip(workers, parallel(lambda hp: _stop_worker(inv, s, hp, down, say), workers)):
-                if isinstance(res, Exception):
-                    raise res
+            gather(lambda hp: _stop_worker(inv, s, hp, down, say), workers)
             after = _app_snapshot(s, inv, app)
             if before != after:
                 raise UnhealthyError(f"app-host containers changed during stop-verda: before {before}, after {after}",
@@ -109,9 +107,7 @@ def stop_all(inv: Inventory, say: Callable[[str], None], down: bool = False, wai
         s.require_all()
         with DeployLock(s[app.name], app.host.workdir, "stop-all", revision, wait=wait_lock, say=say):
             workers = [hp for hp in plan.hosts if hp.worker_services and hp.name != app.name]
-            for hp, res in zip(workers, parallel(lambda hp: _stop_worker(inv, s, hp, down, say), workers)):
-                if isinstance(res, Exception):
-                    raise res
+            gather(lambda hp: _stop_worker(inv, s, hp, down, say), workers)
             say(f"{app.name}: {'removing' if down else 'stopping'} {', '.join(app.services)}")
             res = s[app.name].run(cmd.stop(app.host.workdir, inv.project, app.compose_files, (), remove=down),
                                   timeout=inv.timeouts.command, step="stop app host")

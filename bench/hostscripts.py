@@ -50,16 +50,15 @@ class LabSpec:
 
 def lab_spec(inventory: Path) -> LabSpec:
     import hashlib
-    from comfyume_fab.audit import audit_line, deployed_record, local_revision
-    from comfyume_fab.deploy import host_hash
     from comfyume_fab.inventory import load_inventory
-    from comfyume_fab.topology import make_plan
+    from comfyume_fab.ops.audit import audit_line, deployed_record, local_revision
+    from comfyume_fab.plan.planner import make_plan
     inv = load_inventory(str(inventory))
     plan = make_plan(inv)
     rev = local_revision()
     hosts = []
     for hp in plan.hosts:
-        hh = host_hash(hp)
+        hh = hp.host_hash
         texts = {".env": hp.env_file_text(), **hp.files}
         names = (".env", *sorted(hp.files))
         sums = [f"{hashlib.sha256(texts[n].encode()).hexdigest()}  {n}" for n in names]
@@ -134,10 +133,11 @@ def _record(h: HostInfo, spec: LabSpec) -> str:
 def _status_extras(h: HostInfo, spec: LabSpec) -> str:
     """What `invoke status` also reads and shows: engine and Compose versions, the env hash of the
     uploaded .env (drift check) and, on the app host, where Redis is published. The same
-    command lines as the tool's (comfyume_fab.commands), run one after the other."""
-    from comfyume_fab import commands as cmd
-    out = ("echo '== engine'; docker version --format '{{.Server.Version}}'\n"
-           f"echo '== compose'; {cmd.compose_version_direct()}\n"
+    command lines as the tool's (comfyume_fab.host.facts, .commands), run one after the other."""
+    from comfyume_fab.host import commands as cmd
+    from comfyume_fab.host.facts import compose, docker
+    out = (f"echo '== engine'; {docker.ENGINE_COMMAND}\n"
+           f"echo '== compose'; {compose.VERSION_COMMAND}\n"
            "echo '== envhash'; grep '^CFAB_ENV_HASH=' .env\n")
     if h.role == "app":
         out += f"echo '== redis_port'; {cmd.published_port(spec.project, 'redis', spec.redis_port)}\n"
@@ -166,11 +166,11 @@ def status_script(h: HostInfo, spec: LabSpec, full: bool = True) -> str:
 # --- no-op start-all, by hand (three phases over one multiplexed connection per host) ----------
 
 def _preflight() -> str:
-    """The tool's own preflight command lines (comfyume_fab.commands.preflight_parts), one after
+    """The tool's own preflight command lines (comfyume_fab.host.facts.preflight), one after
     the other, failing on a missing engine or Compose."""
-    from comfyume_fab import commands as cmd
+    from comfyume_fab.host.facts.preflight import preflight_parts
     out = "echo '== preflight'\n"
-    for name, snippet in cmd.preflight_parts():
+    for name, snippet in preflight_parts():
         out += f"{{ {snippet} ; }}" + (" || exit 30\n" if name in ("engine", "compose") else " 2>&1; true\n")
     return out
 

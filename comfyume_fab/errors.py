@@ -72,3 +72,18 @@ class UnhealthyError(FabError):
 
 class LockedError(FabError):
     code = ExitCode.LOCKED
+
+
+class DriftError(FabError):
+    """The inventory no longer matches the host (e.g. a moved tailnet address): fix hosts.yaml."""
+
+    code = ExitCode.CONFIG
+
+
+class TunnelError(UnhealthyError):
+    """A TCP connection started on the far host failed (a cross-host link is down, exit 4);
+    `kind` is refused | timeout | prohibited | broken."""
+
+    def __init__(self, kind: str, cause: str, **kw):
+        self.kind = kind
+        super().__init__(cause, **kw)

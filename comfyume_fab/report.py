@@ -1,7 +1,11 @@
 """Human-readable renderings of a status report and a start-all summary."""
 from __future__ import annotations
 
-from .status import StatusReport
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # a type only: rendering never runs an operation
+    from .ops.start import StartSummary
+    from .ops.status import StatusReport
 
 
 def _mark(ok: bool, warning: bool = False) -> str:
@@ -28,7 +32,7 @@ def status_text(rep: StatusReport) -> str:
         width = max([len(s["service"]) for s in h["services"]] + [7])
         lines.append(f"  {'SERVICE':<{width}}  {'STATE':<10} {'HEALTH':<10} RESTARTS")
         for s in h["services"]:
-            flag = "" if s["ok"] else "   <-- " + ("CRASH LOOP" if s["restarts"] >= 3 else "not ok")
+            flag = "" if s["ok"] else "   <-- " + ("CRASH LOOP" if s.get("crash_loop") else "not ok")
             lines.append(f"  {s['service']:<{width}}  {s['state']:<10} {s['health']:<10} {s['restarts']:>8}{flag}")
     lines.append("")
     lines.append("checks:")
@@ -37,7 +41,7 @@ def status_text(rep: StatusReport) -> str:
     return "\n".join(lines)
 
 
-def start_text(summary) -> str:
+def start_text(summary: StartSummary) -> str:
     plan = summary.plan
     lines = []
     for hp in plan.hosts:

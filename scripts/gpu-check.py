@@ -21,7 +21,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from comfyume_fab import commands, facts  # noqa: E402  (pure modules: stdlib only)
+from comfyume_fab.host import commands  # noqa: E402  (pure modules: stdlib only)
+from comfyume_fab.host.facts import ParseError, comfyui, nvidia  # noqa: E402
+from comfyume_fab.host.facts.preflight import preflight_parts  # noqa: E402
 
 results: list[dict] = []
 raw: dict[str, str] = {}
@@ -61,31 +63,31 @@ def start_worker(port: int, device: str, tmp: str) -> subprocess.Popen:
 def main() -> int:
     out = Path(sys.argv[1]) if len(sys.argv) > 1 else None
     try:
-        q = subprocess.run(commands.NVIDIA_QUERY, capture_output=True, text=True)
+        q = subprocess.run(list(nvidia.QUERY), capture_output=True, text=True)
     except FileNotFoundError:
         check("nvidia-smi query parses", False, "nvidia-smi is not installed here: this is not a GPU host")
         return finish(out)
     raw["nvidia-smi-query.csv"] = q.stdout
     try:
-        gpus = facts.parse_nvidia_smi_query(q.stdout) if q.returncode == 0 else ()
-    except facts.ParseError as exc:
+        gpus = nvidia.parse_nvidia_smi_query(q.stdout) if q.returncode == 0 else ()
+    except ParseError as exc:
         gpus = ()
         check("nvidia-smi query parses", False, str(exc))
     if not check("nvidia-smi query parses", bool(gpus), f"{len(gpus)} GPU(s): " + "; ".join(
             f"{g.name} {g.memory_used_mib}/{g.memory_total_mib} MiB {g.utilization_pct}%" for g in gpus)
             if gpus else f"exit {q.returncode}: {(q.stderr or q.stdout).strip()[:200]}"):
         return finish(out)
-    lst = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True)
+    lst = subprocess.run(list(nvidia.LIST), capture_output=True, text=True)
     raw["nvidia-smi-L.txt"] = lst.stdout
-    listed = facts.parse_nvidia_smi_list(lst.stdout)
+    listed = nvidia.parse_nvidia_smi_list(lst.stdout)
     check("nvidia-smi -L agrees", [x.name for x in listed] == [g.name for g in gpus], str([x.name for x in listed]))
 
-    script = commands.sections(commands.preflight_parts())
+    script = commands.sections(preflight_parts())
     pre = subprocess.run(["bash", "-c", script], capture_output=True, text=True)
     raw["preflight-sections.txt"] = pre.stdout
     sec = commands.split_sections(pre.stdout)
     code, text = sec.get("nvidia", (1, ""))
-    check("preflight script's GPU section", code == 0 and facts.parse_nvidia_smi_query(text)[0].name == gpus[0].name,
+    check("preflight script's GPU section", code == 0 and nvidia.parse_nvidia_smi_query(text)[0].name == gpus[0].name,
           f"exit {code}; engine section exit {sec.get('engine', (None,))[0]}, runtimes exit {sec.get('runtimes', (None,))[0]}")
 
     try:
@@ -98,7 +100,7 @@ def main() -> int:
         x = torch.randn(2048, 2048, device="cuda")
         torch.cuda.synchronize()
         y = (x @ x).sum().item()
-        check("torch sees the same GPU", facts.gpu_display_name(entry["name"]) == gpus[0].name,
+        check("torch sees the same GPU", comfyui.gpu_display_name(entry["name"]) == gpus[0].name,
               f"{entry['name']}, {total // 2**20} MiB (nvidia-smi: {gpus[0].memory_total_mib} MiB); matmul ok ({y:.1f})")
     except ImportError:
         check("torch sees the same GPU", True, "torch not installed here: skipped this cross-check only")
@@ -108,7 +110,7 @@ def main() -> int:
         try:
             _, stats = http(18301, "GET", "/system_stats")
             raw["standin-system_stats-gpu.json"] = json.dumps(stats)
-            parsed = facts.parse_system_stats(stats)
+            parsed = comfyui.parse_system_stats(stats)
             dev = parsed.primary_device()
             check("worker starts on the GPU when there is one", dev.type == "cuda" and not parsed.cpu_flag
                   and parsed.gpu_name == gpus[0].name, f"device {dev.name!r}, argv {list(parsed.argv)}")
@@ -116,10 +118,10 @@ def main() -> int:
                                                                   "color": int(time.time()) % 0xFFFFFF}},
                      "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "gpu-check"}}}
             status, body = http(18301, "POST", "/prompt", {"prompt": graph, "client_id": "gpu-check"})
-            pid = facts.parse_prompt_response(status, body)
+            pid = comfyui.parse_prompt_response(status, body)
             for _ in range(100):
                 _, hist = http(18301, "GET", f"/history/{pid}")
-                res = facts.parse_history(hist, pid)
+                res = comfyui.parse_history(hist, pid)
                 if res:
                     break
                 time.sleep(0.05)
@@ -130,7 +132,7 @@ def main() -> int:
         cpu_worker = start_worker(18302, "cpu", tmp)
         try:
             _, stats = http(18302, "GET", "/system_stats")
-            parsed = facts.parse_system_stats(stats)
+            parsed = comfyui.parse_system_stats(stats)
             check("WORKER_DEVICE=cpu forces CPU even with a GPU", parsed.primary_device().type == "cpu"
                   and parsed.cpu_flag, f"argv {list(parsed.argv)}")
         finally:

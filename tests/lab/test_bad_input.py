@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 import redis as redis_py
 
-from comfyume_fab.checks import redis_client
+from comfyume_fab.checks.links import redis_client
 from comfyume_fab.errors import ExitCode
 from comfyume_fab.inventory import load_inventory
 from comfyume_fab.lab import hostsvc
-from comfyume_fab.remote import Remote
-from comfyume_fab.session import target
+from comfyume_fab.host.ssh import Remote
+from comfyume_fab.host.session import target
 from tests.conftest import INVOKE, REPO, invoke
 
 pytestmark = pytest.mark.lab

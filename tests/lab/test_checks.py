@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from comfyume_fab.checks import redis_ping
+from comfyume_fab.checks.links import redis_ping
 from comfyume_fab.lab import faults, hostsvc
-from comfyume_fab.probe import run_probe
-from comfyume_fab.remote import Remote, Target
+from comfyume_fab.checks.probe import run_probe
+from comfyume_fab.host.ssh import Remote, Target
 from tests.conftest import invoke
 
 pytestmark = pytest.mark.lab

@@ -20,13 +20,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from comfyume_fab.checks import redis_client
+from comfyume_fab.checks.links import redis_client
 from comfyume_fab.errors import ExitCode, UnreachableError
 from comfyume_fab.inventory import load_inventory
 from comfyume_fab.lab import faults, hostsvc
-from comfyume_fab.lock import DeployLock
-from comfyume_fab.remote import CHUNK, Remote
-from comfyume_fab.session import target
+from comfyume_fab.ops.lock import DeployLock
+from comfyume_fab.host.ssh import CHUNK, Remote
+from comfyume_fab.host.session import target
 from tests.conftest import INVOKE, REPO, invoke
 
 pytestmark = pytest.mark.lab

@@ -9,7 +9,7 @@ import pytest
 
 from comfyume_fab.errors import UnreachableError
 from comfyume_fab.lab import faults, hostsvc, manager, network, procs
-from comfyume_fab.remote import Remote, Target
+from comfyume_fab.host.ssh import Remote, Target
 
 pytestmark = pytest.mark.lab
 

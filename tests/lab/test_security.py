@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 import redis as redis_py
 
-from comfyume_fab.audit import local_revision
-from comfyume_fab.checks import redis_client
+from comfyume_fab.ops.audit import local_revision
+from comfyume_fab.checks.links import redis_client
 from comfyume_fab.errors import ExitCode
 from comfyume_fab.inventory import load_inventory
 from comfyume_fab.lab import faults, hostsvc
-from comfyume_fab.lock import who
-from comfyume_fab.remote import Remote
-from comfyume_fab.session import target
+from comfyume_fab.ops.audit import who
+from comfyume_fab.host.ssh import Remote
+from comfyume_fab.host.session import target
 from tests.conftest import REPO, invoke
 
 pytestmark = pytest.mark.lab

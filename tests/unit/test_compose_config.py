@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from comfyume_fab.inventory import load_inventory
-from comfyume_fab.topology import make_plan
+from comfyume_fab.plan.planner import make_plan
 
 APP_IP = "100.99.216.71"
 

@@ -1,25 +1,19 @@
-"""The pure parsers in comfyume_fab.facts, fed with output recorded from the real programs."""
+"""The pure parsers in comfyume_fab.host.facts, fed with output recorded from the real programs."""
 from __future__ import annotations
 
-import io
-import os
 import json
 import re
-import shutil
-import subprocess
-import tarfile
-import uuid
 from pathlib import Path
 
 import pytest
 
-from comfyume_fab import facts
-from comfyume_fab.facts import (
-    INSPECT_FORMAT, ComposeContainer, ComposeVersion, Device, Gpu, ListedGpu, ParseError, PromptRejected,
-    executed_without_cache, parse_compose_ps, parse_compose_version, parse_history, parse_inspect,
-    parse_key_values, parse_nvidia_smi_list, parse_nvidia_smi_query, parse_prompt_response,
-    parse_system_stats, parse_tailscale_ip,
-)
+from comfyume_fab.host.facts import ParseError
+from comfyume_fab.host.facts.comfyui import (Device, PromptRejected, gpu_display_name, parse_history,
+                                             parse_prompt_response, parse_system_stats)
+from comfyume_fab.host.facts.compose import ComposeVersion, parse_compose_version
+from comfyume_fab.host.facts.docker import INSPECT_FIELDS, INSPECT_FORMAT, ContainerInfo, parse_inspect
+from comfyume_fab.host.facts.nvidia import Gpu, ListedGpu, parse_nvidia_smi_list, parse_nvidia_smi_query
+from comfyume_fab.host.facts.tailscale import parse_tailscale_ip
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 H100 = FIXTURES / "h100"
@@ -153,7 +147,7 @@ def test_system_stats_real_h100_device_entry():
     ("mps", "mps"),
 ])
 def test_gpu_display_name(name, expected):
-    assert facts.gpu_display_name(name) == expected
+    assert gpu_display_name(name) == expected
 
 
 def test_system_stats_without_versions_or_devices():
@@ -261,7 +255,6 @@ def test_history_real_success():
     assert result.images == ("probe_00007_.png",)
     assert result.outputs == {"2": {"images": [{"filename": "probe_00007_.png", "subfolder": "", "type": "output"}]}}
     assert result.succeeded and result.fully_executed
-    assert executed_without_cache(result, ["1", "2"])
 
 
 def test_history_served_from_cache():
@@ -272,8 +265,6 @@ def test_history_served_from_cache():
     assert result.cached_nodes == ("1", "2")
     assert result.executed_nodes == ()
     assert result.succeeded and not result.fully_executed
-    assert not executed_without_cache(result, ("1", "2"))
-    assert executed_without_cache(result, ("3",))
 
 
 @pytest.mark.parametrize("body", [
@@ -322,61 +313,6 @@ def test_history_malformed(body, pattern):
     raises(ParseError, pattern, parse_history, body, PROMPT_ID)
 
 
-# --- docker compose ps --------------------------------------------------------------------------
-
-REAL_PS = (
-    ComposeContainer("comfy-admin", "admin", "running", "", 0, "comfyume", "Up 39 seconds"),
-    ComposeContainer("comfy-nginx", "nginx", "created", "", 0, "comfyume", "Created"),
-    ComposeContainer("comfy-queue-manager", "queue-manager", "running", "unhealthy", 0, "comfyume",
-                     "Up 39 seconds (unhealthy)"),
-    ComposeContainer("comfy-redis", "redis", "running", "healthy", 0, "comfyume", "Up 39 seconds (healthy)"),
-    ComposeContainer("comfy-user001", "user001", "running", "starting", 0, "comfyume",
-                     "Up 39 seconds (health: starting)"),
-    ComposeContainer("comfy-user002", "user002", "exited", "", 3, "comfyume", "Exited (3) 39 seconds ago"),
-    ComposeContainer("comfy-worker-1", "worker-1", "restarting", "", 0, "comfyume", "Restarting (1) 11 seconds ago"),
-)
-
-# Compose before 2.21 printed one JSON array (docker/compose#10958); written after that format.
-PRE_2_21_ARRAY = (
-    '[{"ID":"1f3c","Name":"comfy-redis","Image":"redis:7-alpine","Command":"docker-entrypoint.sh redis-server",'
-    '"Project":"comfyume","Service":"redis","Created":1693526400,"State":"running","Status":"Up 2 minutes",'
-    '"Health":"healthy","ExitCode":0,"Publishers":[{"URL":"127.0.0.1","TargetPort":6379,"PublishedPort":6379,'
-    '"Protocol":"tcp"}]},{"ID":"9a0b","Name":"comfy-worker-1","Image":"comfyume-worker","Command":"python main.py",'
-    '"Project":"comfyume","Service":"worker-1","Created":1693526400,"State":"exited","Status":"Exited (137)",'
-    '"Health":"","ExitCode":137,"Publishers":null}]\n')
-
-
-def test_compose_ps_real_jsonl():
-    assert parse_compose_ps(text(COMPOSE / "ps-all.jsonl")) == REAL_PS
-
-
-def test_compose_ps_real_single_and_empty():
-    assert parse_compose_ps(text(COMPOSE / "ps-redis.jsonl")) == (REAL_PS[3],)
-    assert parse_compose_ps(text(COMPOSE / "ps-empty.jsonl")) == ()
-    assert parse_compose_ps("\n") == ()
-
-
-def test_compose_ps_pre_2_21_array():
-    assert parse_compose_ps(PRE_2_21_ARRAY) == (
-        ComposeContainer("comfy-redis", "redis", "running", "healthy", 0, "comfyume", "Up 2 minutes"),
-        ComposeContainer("comfy-worker-1", "worker-1", "exited", "", 137, "comfyume", "Exited (137)"),
-    )
-    assert parse_compose_ps("[]") == ()
-
-
-@pytest.mark.parametrize("output, pattern", [
-    (text(COMPOSE / "ps-all-table.txt"), r"one JSON object per line from docker compose ps --format json, but saw 'NAME"),
-    ("[{\"Name\": \"x\"", r"a JSON array from docker compose ps --format json"),
-    ('{"Name":"a","Service":"s","State":"running","ExitCode":"0"}', r"integer ExitCode, but saw"),
-    ('{"Service":"s","State":"running"}', r"string Name, Service, State"),
-    ('"running"', r"a JSON object per container"),
-    ('{"a": 1}', r"string Name"),
-    ('no configuration file provided: not found', r"one JSON object per line"),
-])
-def test_compose_ps_malformed(output, pattern):
-    raises(ParseError, pattern, parse_compose_ps, output)
-
-
 # --- docker inspect -----------------------------------------------------------------------------
 
 def test_inspect_format_never_reads_the_environment():
@@ -385,7 +321,7 @@ def test_inspect_format_never_reads_the_environment():
     for action in re.findall(r"\{\{(.*?)\}\}", INSPECT_FORMAT):
         fields = re.findall(r"\.[A-Za-z.]+", action)
         assert all(not f.startswith(".Config") or f in (".Config.Labels", ".Config.Image") for f in fields), action
-    assert INSPECT_FORMAT.count('{{"\\t"}}') == len(facts.INSPECT_FIELDS) - 1
+    assert INSPECT_FORMAT.count('{{"\\t"}}') == len(INSPECT_FIELDS) - 1
     assert "\n" not in INSPECT_FORMAT and "\t" not in INSPECT_FORMAT  # safe to quote for a remote shell
 
 
@@ -414,7 +350,7 @@ def test_inspect_line_outside_compose_and_blank_lines():
     line = ("c0ffee\t/plain\t\t\texited\t\t2\t2026-01-02T03:04:05.678Z\t2026-01-02T03:04:06Z\t"
             "2026-01-02T03:05:00Z\t137\t\tredis:7-alpine\r\n")
     (info,) = parse_inspect("\n" + line + "\n")
-    assert info == facts.ContainerInfo(id="c0ffee", name="plain", service="", project="", state="exited", health="",
+    assert info == ContainerInfo(id="c0ffee", name="plain", service="", project="", state="exited", health="",
                                        restart_count=2, created="2026-01-02T03:04:05.678Z",
                                        started_at="2026-01-02T03:04:06Z", finished_at="2026-01-02T03:05:00Z",
                                        exit_code=137, env_hash="", image="redis:7-alpine")
@@ -434,41 +370,6 @@ GOOD_LINE = "id\t/n\ts\tp\trunning\thealthy\t0\tc\ts\tf\t0\th\ti"
 ])
 def test_inspect_malformed(output, pattern):
     raises(ParseError, pattern, parse_inspect, output)
-
-
-@pytest.mark.lab
-def test_inspect_format_against_a_real_container(tmp_path, lab):
-    """Against the lab's mello engine. An image made from an empty tar: the container is only
-    created, never run, so no binary is needed."""
-    engine_env = dict(os.environ, DOCKER_HOST=lab.hosts["mello"].docker_host)
-    tag = f"comfyume-fab-facts-test:{uuid.uuid4().hex[:12]}"
-    name = f"comfyume-fab-facts-{uuid.uuid4().hex[:12]}"
-    archive = io.BytesIO()
-    with tarfile.open(fileobj=archive, mode="w") as tar:
-        info = tarfile.TarInfo("tmp")
-        info.type = tarfile.DIRTYPE
-        tar.addfile(info)
-    (tmp_path / "empty.tar").write_bytes(archive.getvalue())
-
-    def docker(*args: str) -> str:
-        return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=60, check=True,
-                              env=engine_env).stdout
-
-    docker("import", str(tmp_path / "empty.tar"), tag)
-    try:
-        docker("create", "--name", name, "--network", "none", "--label", "com.docker.compose.service=redis",
-               "--label", "com.docker.compose.project=comfyume", "--label", "org.comfyume.env-hash=abc123",
-               "-e", "REDIS_PASSWORD=do-not-print-me", tag, "/nonexistent")
-        printed = docker("inspect", "--format", INSPECT_FORMAT, name)
-        assert "do-not-print-me" not in printed
-        (info,) = parse_inspect(printed)
-        assert (info.name, info.service, info.project, info.state, info.health) == (name, "redis", "comfyume",
-                                                                                   "created", "")
-        assert (info.env_hash, info.image, info.restart_count, info.exit_code) == ("abc123", tag, 0, 0)
-        assert len(info.id) == 64 and info.started_at.startswith("0001-01-01")
-    finally:
-        subprocess.run(["docker", "rm", "-f", name], capture_output=True, timeout=60, env=engine_env)
-        subprocess.run(["docker", "rmi", "-f", tag], capture_output=True, timeout=60, env=engine_env)
 
 
 # --- docker compose version ---------------------------------------------------------------------
@@ -491,7 +392,7 @@ def test_compose_version(output, expected):
     assert parse_compose_version(output) == expected
 
 
-# --- tailscale ip -4 and probe key=value lines --------------------------------------------------
+# --- tailscale ip -4 --------------------------------------------------
 
 @pytest.mark.parametrize("output, expected", [
     ("100.99.216.71\n", "100.99.216.71"),
@@ -503,18 +404,3 @@ def test_compose_version(output, expected):
 ])
 def test_tailscale_ip(output, expected):
     assert parse_tailscale_ip(output) == expected
-
-
-def test_key_values():
-    output = "OS=debian\n\nDOCKER=28.2.2\r\nURL=http://x/?a=b=c\nEMPTY=\nOS=ubuntu\n"
-    assert parse_key_values(output) == {"OS": "ubuntu", "DOCKER": "28.2.2", "URL": "http://x/?a=b=c", "EMPTY": ""}
-    assert parse_key_values("") == {}
-
-
-@pytest.mark.parametrize("output, pattern", [
-    ("OS=debian\nno equals sign here\n", r"^Expected KEY=value lines from the probe script, but saw 'no equals sign here'\.$"),
-    ("=value\n", r"but saw '=value'"),
-    ("TWO WORDS=x\n", r"but saw 'TWO WORDS=x'"),
-])
-def test_key_values_malformed(output, pattern):
-    raises(ParseError, pattern, parse_key_values, output)

@@ -4,13 +4,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from comfyume_fab import commands
+from comfyume_fab.host import commands
 from comfyume_fab.errors import ExitCode
-from comfyume_fab.facts import parse_system_stats
-from comfyume_fab.hoststate import parse_state
+from comfyume_fab.host.facts.comfyui import parse_system_stats
+from comfyume_fab.host.state import parse_state
 from comfyume_fab.inventory import Host, Inventory
-from comfyume_fab.preflight import preflight_problems
-from comfyume_fab.secrets import Secret
+from comfyume_fab.checks.preflight import preflight_problems
+from comfyume_fab.inventory.secrets import Secret
 
 LIVE = Path(__file__).resolve().parents[1] / "fixtures" / "h100-live"
 

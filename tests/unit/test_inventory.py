@@ -7,8 +7,8 @@ import os
 import pytest
 
 from comfyume_fab.errors import ConfigError, ExitCode
-from comfyume_fab.inventory import DEFAULT_PROBE_GRAPH, load_inventory
-from comfyume_fab.secrets import Secret, parse_env_text
+from comfyume_fab.inventory import load_inventory
+from comfyume_fab.inventory.secrets import Secret, parse_env_text
 
 ENV = {"REDIS_PASSWORD": "redis-pw-1", "ADMIN_PASSWORD": "admin-pw-2"}
 
@@ -59,7 +59,7 @@ def test_dual_server_defaults():
     assert (inv.timeouts.connect, inv.timeouts.command, inv.timeouts.health, inv.timeouts.redis,
             inv.timeouts.probe, inv.timeouts.lock_wait) == (10, 120, 180, 5, 60, 600)
     assert (inv.health.interval, inv.health.start_period) == ("5s", "10s")
-    assert inv.probe.workflow is None and inv.probe.graph() == dict(DEFAULT_PROBE_GRAPH)
+    assert inv.probe.workflow is None and inv.probe.workflow_graph is None  # the probe's built-in graph
     assert inv.ssh.accept_new_host_keys is False
     assert inv.ssh.known_hosts == os.path.expanduser("~/.ssh/known_hosts")
     mello, verda = inv.hosts
@@ -130,7 +130,7 @@ hosts:
     assert (inv.worker.poll_interval, inv.worker.provider, inv.timeouts.connect, inv.timeouts.lock_wait) == \
         (0.5, "local", 2.5, 30)
     assert (inv.health.interval, inv.health.start_period) == ("500ms", "1m")
-    assert inv.probe.workflow == os.path.abspath("wf.json") and inv.probe.graph() == workflow
+    assert inv.probe.workflow == os.path.abspath("wf.json") and inv.probe.workflow_graph == workflow
     assert inv.ssh.known_hosts == os.path.abspath("kh") and inv.ssh.accept_new_host_keys is True
     box = inv.hosts[0]
     assert (box.address, box.user, box.port, box.identity_file, box.roles, box.gpu, box.workdir,

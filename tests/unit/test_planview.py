@@ -6,9 +6,9 @@ import shlex
 
 import pytest
 
-from comfyume_fab import commands as cmd
-from comfyume_fab.planview import render_json, render_text, steps
-from comfyume_fab.topology import make_plan
+from comfyume_fab.host import commands as cmd
+from comfyume_fab.plan.steps import render_json, render_text, steps
+from comfyume_fab.plan.planner import make_plan
 from tests.unit.test_topology import ENV, MODES, load, inventory_text
 
 SECRETS = tuple(ENV.values())
@@ -39,7 +39,7 @@ def test_dual_server_start_all_steps_are_in_order(tmp_path):
 
 def test_every_user_value_is_quoted_once(tmp_path):
     assert cmd.workdir_path("~/deploy dir") == "deploy dir"
-    line = cmd.up("deploy dir", "comfyume", ["app.yml"], ["redis"])
+    line = cmd.ComposeProject("deploy dir", "comfyume", ("app.yml",)).up(["redis"])
     assert shlex.split(line)[:2] == ["cd", "deploy dir"]
     audit = cmd.audit("comfyume", "by=a;rm -rf ~ task=$(touch x)")
     assert "'by=a;rm -rf ~ task=$(touch x)'" in audit

@@ -8,8 +8,8 @@ import yaml
 
 from comfyume_fab.errors import ConfigError
 from comfyume_fab.inventory import load_inventory
-from comfyume_fab.secrets import Secret
-from comfyume_fab.topology import make_plan
+from comfyume_fab.inventory.secrets import Secret
+from comfyume_fab.plan.planner import make_plan
 
 ENV = {"REDIS_PASSWORD": "s3cret-redis-pw", "ADMIN_PASSWORD": "s3cret-admin-pw"}
 MODES = ("frontend-testing", "dual-server", "single-server-gpu", "single-server-cpu", "serverless")

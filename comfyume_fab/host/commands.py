@@ -1,0 +1,147 @@
+"""Pure builders of the command lines run on hosts. Nothing here runs anything.
+
+Every user-derived value is quoted once, here, with shlex (`q`). Multi-part reads are built
+as one "sectioned" script, so a status needs one round trip per host; `split_sections`
+parses what it prints.
+"""
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+ENV_FILE = ".env"
+LOCK_DIR = ".deploy-lock"
+AUDIT_LOG = "audit.log"
+DEPLOYED = "deployed.json"
+SECTION = "@@cfab"
+
+
+def q(value: str) -> str:
+    return shlex.quote(str(value))
+
+
+def workdir_path(workdir: str, name: str = "") -> str:
+    """A path under the host's remote folder, relative to the login home unless absolute."""
+    base = workdir[2:] if workdir.startswith("~/") else workdir
+    return f"{base.rstrip('/')}/{name}" if name else base
+
+
+def compose(project: str, files: Sequence[str], *args: str) -> list[str]:
+    argv = ["docker", "compose", "-p", project, "--env-file", ENV_FILE]
+    for f in files:
+        argv += ["-f", f]
+    return argv + list(args)
+
+
+def in_workdir(workdir: str, argv: Sequence[str]) -> str:
+    return f"cd {q(workdir_path(workdir))} && {shlex.join(argv)}"
+
+
+@dataclass(frozen=True)
+class ComposeProject:
+    """A host's compose context: where its files are, the project name and the files in -f order.
+    Its methods build the command lines; they run nothing."""
+    workdir: str
+    project: str
+    files: tuple[str, ...]
+
+    def argv(self, *args: str) -> list[str]:
+        return compose(self.project, self.files, *args)
+
+    def run(self, *args: str) -> str:
+        """`docker compose ARGS...` in the workdir."""
+        return in_workdir(self.workdir, self.argv(*args))
+
+    def up(self, services: Iterable[str]) -> str:
+        # `up -d` (never `docker restart`): a changed .env or image recreates the container.
+        return self.run("up", "-d", "--no-color", "--quiet-pull", "--remove-orphans", *services)
+
+    def stop(self, services: Iterable[str] = (), remove: bool = False) -> str:
+        if remove:
+            # `rm -s -f` / `down` never ask a question and never delete volumes (Redis data stays).
+            return self.run(*(("rm", "-s", "-f", *services) if services else ("down", "--remove-orphans")))
+        return self.run("stop", *services)
+
+    def logs(self, service: str, tail: int = 15) -> str:
+        return self.run("logs", "--no-color", "--tail", str(tail), service)
+
+
+def published_port(project: str, service: str, port: int) -> str:
+    """Where the running container of a compose service publishes `port`: the same answer as
+    `docker compose port`, from the engine alone (no compose files to load: ~0.1 s less CPU)."""
+    ps = shlex.join(["docker", "ps", "-q", "--filter", f"label=com.docker.compose.project={project}",
+                     "--filter", f"label=com.docker.compose.service={service}"])
+    return f"set -- $({ps}) && [ $# -gt 0 ] && docker port \"$1\" {int(port)}/tcp"
+
+
+def mkdir(workdir: str) -> str:
+    # chmod too: `-m` applies only to a folder mkdir creates, not to one an older run left 0755
+    path = workdir_path(workdir)
+    return f"{shlex.join(['mkdir', '-p', '-m', '700', path])} && {shlex.join(['chmod', '700', path])}"
+
+
+def clean_partials(workdir: str) -> str:
+    """Remove what an upload cut off mid-transfer left beside the real files (never in use)."""
+    base = q(workdir_path(workdir))
+    return f"rm -f -- {base}/.*.part-* {base}/*.part-*"
+
+
+def sections(parts: Sequence[tuple[str, str]], parallel: bool = True) -> str:
+    """Run several shell snippets in one round trip; each one's output and exit status is
+    framed by marker lines that `split_sections` reads back. With `parallel` (the default) the
+    snippets run at the same time, each in a subshell writing to its own file in a private
+    temporary folder, and are printed in order afterwards (the host-state read waits for its
+    slowest snippet instead of their sum); without a temporary folder they run one by one."""
+    chunks = []
+    for name, snippet in parts:
+        chunks.append(f"echo {SECTION}-begin {name}; {{ {snippet} ; }} 2>&1; echo {SECTION}-end {name} $?")
+    serial = "; ".join(chunks)
+    if not parallel or len(parts) < 2:
+        return serial
+    start = " ".join(f"( {{ {snippet} ; }} >\"$cfab_d/{i}\" 2>&1; echo $? >\"$cfab_d/{i}.rc\" ) &"
+                     for i, (_, snippet) in enumerate(parts))
+    show = "; ".join(f"echo {SECTION}-begin {name}; cat \"$cfab_d/{i}\"; "
+                     f"echo {SECTION}-end {name} $(cat \"$cfab_d/{i}.rc\" 2>/dev/null || echo 255)"
+                     for i, (name, _) in enumerate(parts))
+    return (f"cfab_d=$(mktemp -d 2>/dev/null); if [ -n \"$cfab_d\" ]; then {start} wait; {show}; "
+            f"rm -rf \"$cfab_d\"; else {serial}; fi")
+
+
+def split_sections(text: str) -> dict[str, tuple[int, str]]:
+    out: dict[str, tuple[int, str]] = {}
+    current, lines = None, []
+    for line in text.splitlines():
+        if line.startswith(f"{SECTION}-begin "):
+            current, lines = line.split(" ", 1)[1], []
+        elif line.startswith(f"{SECTION}-end ") and current is not None:
+            _, name, code = line.split(" ")
+            out[name] = (int(code), "\n".join(lines))
+            current = None
+        elif current is not None:
+            lines.append(line)
+    return out
+
+
+def lock_acquire(workdir: str, info: str) -> str:
+    d = q(workdir_path(workdir, LOCK_DIR))
+    # mkdir is atomic: exactly one of two racing deploys creates the directory.
+    return (f"mkdir -p -m 700 {q(workdir_path(workdir))} && if mkdir {d} 2>/dev/null; then printf '%s\\n' {q(info)} > {d}/info; "
+            f"echo acquired; else cat {d}/info 2>/dev/null || echo unknown; exit 3; fi")
+
+
+def lock_release(workdir: str) -> str:
+    return shlex.join(["rm", "-rf", workdir_path(workdir, LOCK_DIR)])
+
+
+def lock_read(workdir: str) -> str:
+    return f"cat {q(workdir_path(workdir, LOCK_DIR + '/info'))} 2>/dev/null"
+
+
+def audit(workdir: str, line: str) -> str:
+    path = q(workdir_path(workdir, AUDIT_LOG))
+    return f"printf '%s\\n' {q(line)} >> {path} && chmod 600 {path}"
+
+
+def read_file(workdir: str, name: str) -> str:
+    return f"cat {q(workdir_path(workdir, name))} 2>/dev/null"

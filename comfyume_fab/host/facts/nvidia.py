@@ -1,0 +1,99 @@
+"""nvidia-smi: the GPUs of a host (name, memory, utilisation) and their list."""
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from . import ParseError
+
+# The exact command (argv) whose stdout `parse_nvidia_smi_query` reads.
+QUERY = ("nvidia-smi", "--query-gpu=name,memory.used,memory.total,utilization.gpu", "--format=csv,noheader,nounits")
+QUERY_COMMAND = shlex.join(QUERY)
+LIST = ("nvidia-smi", "-L")  # read by parse_nvidia_smi_list
+
+_NO_DEVICES = "No devices were found"
+_NOT_AVAILABLE = {"[N/A]", "N/A", "[Not Supported]", "[Unknown Error]", "[Insufficient Permissions]",
+                  "[GPU requires reset]", "[GPU is lost]"}
+
+
+@dataclass(frozen=True)
+class Gpu:
+    index: int  # position in nvidia-smi's output, which lists GPUs in index order
+    name: str
+    memory_used_mib: int | None
+    memory_total_mib: int | None
+    utilization_pct: int | None
+
+
+def _smi_number(value: str, unit: str, line: str) -> int | None:
+    value = value.strip()
+    if value in _NOT_AVAILABLE:
+        return None
+    if value.endswith(unit):
+        value = value[: -len(unit)].strip()
+    try:
+        return int(value)
+    except ValueError:
+        try:
+            return int(float(value))
+        except ValueError:
+            raise ParseError(f"a number of {unit.strip() or 'units'} in nvidia-smi's CSV line", line) from None
+
+
+def parse_nvidia_smi_query(text: str) -> tuple[Gpu, ...]:
+    """GPUs from `nvidia-smi --query-gpu=name,memory.used,memory.total,utilization.gpu --format=csv[,noheader,nounits]`."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise ParseError("one CSV line per GPU from nvidia-smi --query-gpu", text)
+    if any(_NO_DEVICES in line for line in lines):
+        return ()
+    for line in lines:
+        if "is not a valid field to query" in line:
+            raise ParseError("one CSV line per GPU from nvidia-smi --query-gpu (it rejected a field)", line)
+    if lines[0].startswith("name,") and "memory.used" in lines[0]:
+        lines = lines[1:]
+        if not lines:
+            raise ParseError("at least one GPU line after nvidia-smi's CSV header", text)
+    gpus = []
+    for index, line in enumerate(lines):
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) < 4:
+            raise ParseError("4 comma-separated fields (name, memory.used, memory.total, utilization.gpu)", line)
+        name = ", ".join(parts[:-3])  # a name with a comma in it would split; put it back together
+        used, total, util = parts[-3:]
+        gpus.append(Gpu(index=index, name=name,
+                        memory_used_mib=_smi_number(used, " MiB", line),
+                        memory_total_mib=_smi_number(total, " MiB", line),
+                        utilization_pct=_smi_number(util, " %", line)))
+    return tuple(gpus)
+
+
+class ListedGpu(NamedTuple):
+    index: int
+    name: str
+    uuid: str
+
+
+_SMI_L_LINE = re.compile(r"^GPU (\d+): (.+?) \(UUID: ([^)]+)\)$")
+
+
+def parse_nvidia_smi_list(text: str) -> tuple[ListedGpu, ...]:
+    """(index, name, uuid) per GPU from `nvidia-smi -L`; MIG sub-device lines are skipped."""
+    if not text.strip():
+        raise ParseError("one 'GPU <n>: <name> (UUID: <uuid>)' line per GPU from nvidia-smi -L", text)
+    gpus = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("MIG "):
+            continue
+        if _NO_DEVICES in line:
+            return ()
+        match = _SMI_L_LINE.match(line)
+        if not match:
+            raise ParseError("a 'GPU <n>: <name> (UUID: <uuid>)' line from nvidia-smi -L", line)
+        gpus.append(ListedGpu(int(match.group(1)), match.group(2), match.group(3)))
+    return tuple(gpus)
+
+

@@ -1,0 +1,189 @@
+"""The inventory's data model: frozen dataclasses and the names every layer agrees on.
+
+A leaf: it imports nothing of comfyume-fab but the errors, the `Secret` wrapper and the key-path
+type. Reading and validating hosts.yaml into these classes is `inventory.read`.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from ..errors import ConfigError
+from .secrets import Secret
+from .yamlsrc import Path
+
+MODES = ("frontend-testing", "dual-server", "single-server-gpu", "single-server-cpu", "serverless")
+GPU_MODES = ("dual-server", "single-server-gpu")  # modes whose worker is expected to find a GPU
+ROLES = ("app", "worker")
+GPU_SETTINGS = ("auto", "required", "none")
+PROVIDERS = ("verda", "runpod", "modal", "local")
+
+
+
+def suggest(word: str, choices: Sequence[str]) -> str | None:
+    """The closest of `choices` to `word`, if any is close."""
+    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+@dataclass(frozen=True)
+class Images:
+    """Image references (name:tag) per service."""
+    redis: str = "redis:7-alpine"
+    queue_manager: str = "comfyume-queue-manager:v0.11.0"
+    admin: str = "comfyume-admin:v0.11.0"
+    frontend: str = "comfyume-frontend:v0.11.0"
+    worker: str = "comfyume-worker:v0.11.0"
+
+
+@dataclass(frozen=True)
+class Ports:
+    """Host ports; frontends take frontend_base .. frontend_base + num_users - 1."""
+    redis: int = 6379
+    queue_manager: int = 3000
+    admin: int = 8080
+    frontend_base: int = 8188
+    worker_comfyui: int = 8300
+
+    def frontend(self, index: int) -> int:
+        """The host port of user `index` (1-based): user001 -> frontend_base."""
+        return self.frontend_base + index - 1
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """How the worker polls the queue manager and which inference provider it reports."""
+    poll_interval: float = 2
+    heartbeat_timeout: int = 60
+    provider: str = "verda"
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds: SSH connect, one remote command, services healthy, Redis, probe, deploy lock wait."""
+    connect: float = 10
+    command: float = 120
+    health: float = 180
+    redis: float = 5
+    probe: float = 60
+    lock_wait: float = 600
+
+
+@dataclass(frozen=True)
+class Health:
+    """Compose healthcheck timing (compose durations such as '5s')."""
+    interval: str = "5s"
+    start_period: str = "10s"
+
+
+@dataclass(frozen=True)
+class Probe:
+    """The inference probe: `workflow` path (None = built-in graph) and its parsed graph."""
+    workflow: str | None = None
+    workflow_graph: dict[str, Any] | None = field(default=None, hash=False)
+
+
+@dataclass(frozen=True)
+class Serverless:
+    """Where the queue manager sends jobs in mode serverless."""
+    endpoint: str | None = None
+    provider: str | None = None
+
+
+@dataclass(frozen=True)
+class SshSettings:
+    """Host-key policy and ssh_config: a changed host key is always refused."""
+    known_hosts: str = os.path.expanduser("~/.ssh/known_hosts")
+    accept_new_host_keys: bool = False
+    config_file: str | None = None
+
+
+@dataclass(frozen=True)
+class Host:
+    """One machine. user/port/identity_file None: ssh_config (or the defaults) decides."""
+    name: str
+    address: str
+    roles: tuple[str, ...]
+    user: str | None = None
+    port: int | None = None
+    identity_file: str | None = None
+    tailscale_ip: str | None = None
+    gpu: str = "none"
+    workdir: str = "comfyume"
+    worker_id: str | None = None
+    line: int = 0
+
+    @property
+    def is_app(self) -> bool:
+        return "app" in self.roles
+
+    @property
+    def is_worker(self) -> bool:
+        return "worker" in self.roles
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """The validated inventory. Secrets print as ***; `.reveal()` on one gives its value."""
+    path: str
+    mode: str
+    hosts: tuple[Host, ...]
+    secrets: Mapping[str, Secret]
+    project: str = "comfyume"
+    num_users: int = 20
+    images: Images = Images()
+    ports: Ports = Ports()
+    worker: WorkerSettings = WorkerSettings()
+    timeouts: Timeouts = Timeouts()
+    health: Health = Health()
+    probe: Probe = Probe()
+    serverless: Serverless = Serverless()
+    ssh: SshSettings = SshSettings()
+    env_file: str | None = None
+    lines: Mapping[Path, int] = field(default_factory=dict, repr=False, compare=False, hash=False)
+
+    @property
+    def app_host(self) -> Host | None:
+        """The host with the app role (there is at most one)."""
+        return next((h for h in self.hosts if h.is_app), None)
+
+    @property
+    def worker_hosts(self) -> tuple[Host, ...]:
+        """Hosts with the worker role, in file order."""
+        return tuple(h for h in self.hosts if h.is_worker)
+
+    def host(self, name: str) -> Host:
+        """The host called `name`; ConfigError naming the closest match otherwise."""
+        for host in self.hosts:
+            if host.name == name:
+                return host
+        names = [h.name for h in self.hosts]
+        close = suggest(name, names)
+        hint = f"did you mean '{close}'? " if close else ""
+        raise ConfigError(f"{self.path}: unknown host '{name}' ({hint}hosts in {os.path.basename(self.path)}: "
+                          f"{', '.join(names)})")
+
+    def line_of(self, path: Path | str) -> int:
+        """The line of a key path (tuple, or 'hosts.verda.roles[0]'); its nearest ancestor's if absent."""
+        if isinstance(path, str):
+            path = _parse_path(path)
+        path = tuple(path)
+        while path:
+            if path in self.lines:
+                return self.lines[path]
+            path = path[:-1]
+        return 1
+
+
+def _parse_path(text: str) -> Path:
+    parts: list = []
+    for chunk in text.split("."):
+        name, _, rest = chunk.partition("[")
+        if name:
+            parts.append(name)
+        for index in filter(None, rest.replace("]", "").split("[")) if rest else ():
+            parts.append(int(index))
+    return tuple(parts)
+

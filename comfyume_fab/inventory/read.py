@@ -1,0 +1,179 @@
+"""Reading and validating each section of hosts.yaml into the dataclasses of `inventory`.
+
+Every check records its problem on a `Checker` and goes on, so one run reports the whole file.
+The cross-host rules (modes vs roles, ports) live in `inventory_rules`.
+"""
+from __future__ import annotations
+
+import json
+import os
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from . import model
+from ..errors import ConfigError
+from .checker import (DURATION_RE, IMAGE_RE, URL_RE, Checker, expand, in_range, name_check,
+                               one_of, pattern, positive, readable_file)
+from .hosts import assign_worker_ids, read_host
+from .rules import check_modes, check_ports, check_secrets
+from .yamlsrc import YamlDoc, load_yaml_file
+
+TOP_KEYS = ("mode", "project", "num_users", "images", "ports", "worker", "timeouts", "health",
+            "probe", "serverless", "ssh", "secrets", "hosts")
+IMAGE_HINT = "letters, digits and . _ / : @ - only, e.g. comfyume-worker:v0.11.0"
+
+
+def read_inventory(doc: YamlDoc, shown: str, environ: Mapping[str, str]) -> model.Inventory:
+    """Validate `doc` (the parsed file shown as `shown`); the Inventory, or ConfigError with all problems."""
+    c = Checker(doc, shown)
+    base = os.path.dirname(os.path.abspath(shown))
+    for dup in doc.duplicates:
+        what = "host" if dup.path[:1] == ("hosts",) and len(dup.path) == 2 else "key"
+        hint = "give each host a unique name" if what == "host" else "remove one: YAML keeps only one of them"
+        c.err(dup.path, f"duplicate {what} '{dup.path[-1]}', first defined on line {dup.first_line}", hint,
+              line=dup.line)
+    for path, line, what in doc.key_problems:
+        c.err(path, what, "write each key as a plain word followed by ': '", line=line)
+
+    top = c.mapping((), doc.data, TOP_KEYS, "mode: dual-server")
+    mode = c.get(top, (), "mode", "str", required=f"one of: {', '.join(model.MODES)}",
+                 check=one_of(model.MODES, "mode"))
+    project = c.get(top, (), "project", "str", "comfyume", check=name_check("project name"))
+    before = len(c.found)
+    num_users = c.get(top, (), "num_users", "int", 20, check=in_range(1, 200, "an integer"))
+    ports = _section(c, top, "ports", model.Ports, "int", in_range(1, 65535, "a port"))
+    ports_ok = len(c.found) == before
+    images = _section(c, top, "images", model.Images, "str",
+                      pattern(IMAGE_RE, "is not an image reference", IMAGE_HINT))
+    worker = _worker(c, top)
+    timeouts = _section(c, top, "timeouts", model.Timeouts, "number", positive)
+    health = _section(c, top, "health", model.Health, "str",
+                      pattern(DURATION_RE, "is not a compose duration",
+                              "a whole number and a unit: ms, s or m, e.g. 5s"))
+    probe = _probe(c, top, base)
+    serverless = _serverless(c, top)
+    ssh = _ssh(c, top, base)
+    sec = c.mapping(("secrets",), top.get("secrets"), ("env_file",), "env_file: .secrets.env")
+    env_file_given = c.get(sec, ("secrets",), "env_file", "str", None, example=".secrets.env")
+    hosts, hosts_ok = _hosts(c, top, base)
+
+    if mode and hosts_ok:
+        check_modes(c, mode, hosts, serverless)
+    if ports_ok:
+        check_ports(c, ports, num_users)
+    secrets, env_file = check_secrets(c, mode, env_file_given, base, environ)
+    if c.found:
+        raise ConfigError(c.problems)
+    return model.Inventory(
+        path=shown, mode=mode, hosts=tuple(hosts), secrets=MappingProxyType(dict(secrets)),
+        project=project, num_users=num_users, images=images, ports=ports, worker=worker,
+        timeouts=timeouts, health=health, probe=probe, serverless=serverless, ssh=ssh,
+        env_file=env_file, lines=MappingProxyType(dict(doc.lines)))
+
+
+def _section(c: Checker, top: dict, name: str, cls: type, kind: str, check) -> Any:
+    """A flat section whose keys are the fields of `cls`, all of one kind and one check."""
+    fields = tuple(cls.__dataclass_fields__)
+    defaults = cls()
+    sec = c.mapping((name,), top.get(name), fields, f"{fields[0]}: {getattr(defaults, fields[0])}")
+    return cls(**{f: c.get(sec, (name,), f, kind, getattr(defaults, f), check=check) for f in fields})
+
+
+def _worker(c: Checker, top: dict) -> model.WorkerSettings:
+    sec = c.mapping(("worker",), top.get("worker"), ("poll_interval", "heartbeat_timeout", "provider"),
+                    "poll_interval: 2")
+    d = model.WorkerSettings()
+    return model.WorkerSettings(
+        poll_interval=c.get(sec, ("worker",), "poll_interval", "number", d.poll_interval, check=positive),
+        heartbeat_timeout=c.get(sec, ("worker",), "heartbeat_timeout", "int", d.heartbeat_timeout,
+                                check=positive),
+        provider=c.get(sec, ("worker",), "provider", "str", d.provider,
+                       check=one_of(model.PROVIDERS, "provider")))
+
+
+def _probe(c: Checker, top: dict, base: str) -> model.Probe:
+    sec = c.mapping(("probe",), top.get("probe"), ("workflow",), "workflow: probe.json")
+    given = c.get(sec, ("probe",), "workflow", "str", None, example="probe-workflow.json")
+    if given is None:
+        return model.Probe()
+    name = os.path.basename(c.filename)
+    hint = (f"give an API-format workflow JSON, relative to {name}, or remove probe.workflow "
+            f"to use the built-in EmptyImage->SaveImage graph")
+    full = readable_file(c, ("probe", "workflow"), given, base, hint)
+    if full is None:
+        return model.Probe()
+    api_hint = "export it from ComfyUI with 'Export (API)'"
+    try:
+        with open(full, encoding="utf-8") as fh:
+            graph = json.load(fh)
+    except json.JSONDecodeError as exc:
+        c.err(("probe", "workflow"), f"{given}:{exc.lineno}: not valid JSON: {exc.msg}", api_hint)
+        return model.Probe()
+    except (OSError, UnicodeDecodeError) as exc:
+        c.err(("probe", "workflow"), f"cannot read '{given}': {getattr(exc, 'strerror', None) or exc}", hint)
+        return model.Probe()
+    why = _not_api_graph(graph)
+    if why:
+        c.err(("probe", "workflow"), f"{given} is not an API-format workflow: {why}",
+              f"{api_hint}; each node needs class_type and inputs")
+        return model.Probe()
+    return model.Probe(workflow=full, workflow_graph=graph)
+
+
+def _not_api_graph(graph: Any) -> str | None:
+    if not isinstance(graph, dict) or not graph:
+        return "the top level is not a non-empty JSON object of nodes"
+    for node_id, node in graph.items():
+        if not isinstance(node, dict) or not isinstance(node.get("class_type"), str) \
+                or not isinstance(node.get("inputs"), dict):
+            return f"node '{node_id}' has no class_type and inputs"
+    return None
+
+
+def _serverless(c: Checker, top: dict) -> model.Serverless:
+    sec = c.mapping(("serverless",), top.get("serverless"), ("endpoint", "provider"),
+                    "endpoint: https://...")
+    endpoint = c.get(sec, ("serverless",), "endpoint", "str", None, example="https://api.example.com/run",
+                     check=pattern(URL_RE, "is not an http(s) URL",
+                                   "e.g. https://api.example.com/v2/ENDPOINT/run; no spaces or quotes"))
+    if endpoint is None and sec.get("endpoint") is not None:
+        endpoint = str(sec["endpoint"])  # reported already; kept so the mode rules do not repeat it
+    return model.Serverless(
+        endpoint=endpoint,
+        provider=c.get(sec, ("serverless",), "provider", "str", None, example="runpod",
+                       check=one_of(model.PROVIDERS, "provider")))
+
+
+def _ssh(c: Checker, top: dict, base: str) -> model.SshSettings:
+    sec = c.mapping(("ssh",), top.get("ssh"), ("known_hosts", "accept_new_host_keys", "config_file"),
+                    "accept_new_host_keys: false")
+    known = c.get(sec, ("ssh",), "known_hosts", "str", "~/.ssh/known_hosts")
+    accept = c.get(sec, ("ssh",), "accept_new_host_keys", "bool", False)
+    config_given = c.get(sec, ("ssh",), "config_file", "str", None, example="~/.ssh/config")
+    config = None
+    if config_given is not None:
+        config = readable_file(c, ("ssh", "config_file"), config_given, base,
+                               "check the path and its permissions, or remove config_file to use ~/.ssh/config")
+    return model.SshSettings(known_hosts=expand(known, base), accept_new_host_keys=accept, config_file=config)
+
+
+def _hosts(c: Checker, top: dict, base: str) -> tuple[list[model.Host], bool]:
+    """Every host that could be read, and whether all of them (and their roles) were valid."""
+    raw = top.get("hosts")
+    if raw is None:
+        c.err(("hosts",), "required key is missing" if "hosts" not in top else "has no value",
+              "list each machine under hosts:, see docs/inventory.md")
+        return [], False
+    if not isinstance(raw, dict) or not raw:
+        c.err(("hosts",), f"expected a mapping of host names, got {'an empty one' if raw == {} else 'something else'}",
+              "e.g. hosts: {mello: {address: mello, roles: [app]}}")
+        return [], False
+    hosts = [h for h in (read_host(c, name, spec, base) for name, spec in raw.items()) if h is not None]
+    hosts = assign_worker_ids(c, hosts)
+    return hosts, len(hosts) == len(raw)
+
+
+def load_inventory(path: str, environ: Mapping[str, str] | None = None) -> model.Inventory:
+    """Read, validate and resolve the inventory at `path`; ConfigError lists every problem."""
+    doc = load_yaml_file(path, shown=str(path))
+    return read_inventory(doc, str(path), os.environ if environ is None else environ)

@@ -1,0 +1,112 @@
+"""Cross-key rules of the inventory: mode versus roles, port clashes, and the secrets it needs."""
+from __future__ import annotations
+
+from typing import Mapping
+
+from . import model
+from .checker import Checker, expand
+from .secrets import (OPTIONAL, REQUIRED_ALWAYS, REQUIRED_WITH_ADMIN, Secret, read_env_file,
+                      resolve_secrets)
+
+TAILNET_WHY = "a remote worker reaches Redis and the queue manager at the app host's tailnet address"
+
+
+def _names(hosts: list[model.Host]) -> str:
+    return ", ".join(h.name for h in hosts)
+
+
+def _roles(host: model.Host) -> str:
+    return "[" + ", ".join(host.roles) + "]"
+
+
+def check_modes(c: Checker, mode: str, hosts: list[model.Host], serverless: model.Serverless) -> None:
+    """The roles the mode needs: which host runs the app stack, which the worker."""
+    app_only = [h for h in hosts if h.roles == ("app",)]
+    worker_only = [h for h in hosts if h.roles == ("worker",)]
+    both = [h for h in hosts if h.roles == ("app", "worker")]
+    if mode == "dual-server":
+        for host in both:
+            c.err(("hosts", host.name, "roles"),
+                  f"mode dual-server runs the worker on its own host, but {host.name} has roles [app, worker]",
+                  "give it roles: [app] and the worker another host, or use mode single-server-gpu")
+        if not app_only and not both:
+            c.err(("hosts",), "mode dual-server needs exactly one host with roles [app], found none",
+                  "add the app host, e.g. mello with roles: [app]")
+        elif len(app_only) > 1:
+            c.err(("hosts",), f"mode dual-server needs exactly one host with roles [app], found "
+                  f"{len(app_only)}: {_names(app_only)}", "keep one app host")
+        if not worker_only:
+            c.err(("hosts",), "mode dual-server needs at least one host with roles [worker], found none",
+                  "add the GPU host with roles: [worker], or use mode single-server-gpu")
+        if len(app_only) == 1 and app_only[0].tailscale_ip is None:
+            c.err(("hosts", app_only[0].name, "tailscale_ip"),
+                  "mode dual-server needs a tailscale_ip on the app host", TAILNET_WHY)
+    elif mode in ("single-server-gpu", "single-server-cpu"):
+        if len(hosts) != 1:
+            c.err(("hosts",), f"mode {mode} runs everything on one host, found {len(hosts)} hosts: "
+                  f"{_names(hosts)}", "list one host with roles: [app, worker], or use mode dual-server")
+        elif not both:
+            host = hosts[0]
+            c.err(("hosts", host.name, "roles"),
+                  f"mode {mode} needs roles [app, worker] on its one host, found {_roles(host)}",
+                  "write roles: [app, worker]")
+    else:  # serverless, frontend-testing: the app stack alone
+        hint = ("remove the worker role: the queue manager sends jobs to serverless.endpoint"
+                if mode == "serverless" else
+                "remove the worker role: frontend-testing runs the UI only; use single-server-cpu to infer")
+        for host in hosts:
+            if host.is_worker:
+                c.err(("hosts", host.name, "roles"),
+                      f"mode {mode} runs no worker, but {host.name} has the worker role", hint)
+        apps = [h for h in hosts if h.is_app]
+        if len(apps) != 1:
+            found = f"{len(apps)}: {_names(apps)}" if apps else "none"
+            c.err(("hosts",), f"mode {mode} needs exactly one host with roles [app], found {found}",
+                  "keep one host with roles: [app]")
+        if mode == "serverless" and not serverless.endpoint:
+            c.err(("serverless", "endpoint"), "mode serverless needs serverless.endpoint",
+                  "the URL the queue manager sends jobs to, e.g. https://api.runpod.ai/v2/ENDPOINT")
+
+
+def check_ports(c: Checker, ports: model.Ports, num_users: int) -> None:
+    """The frontend range fits below 65536 and no two services share a host port."""
+    last = ports.frontend(num_users)
+    if last > 65535:
+        c.err(("ports", "frontend_base"), f"user{num_users:03d} would get port {last}, past 65535",
+              "lower frontend_base or num_users")
+        return
+    span = f"{ports.frontend_base}-{last}"
+    users = f"user001-user{num_users:03d}"
+    singles = [("redis", ports.redis), ("queue_manager", ports.queue_manager), ("admin", ports.admin),
+               ("worker_comfyui", ports.worker_comfyui)]
+    seen: dict[int, str] = {}
+    for key, port in singles:
+        if ports.frontend_base <= port <= last:
+            c.err(("ports", key), f"port {port} clashes with the frontend ports {span} of {users}",
+                  f"pick a port outside {span}, or move frontend_base")
+        elif port in seen:
+            c.err(("ports", key), f"port {port} is also ports.{seen[port]}", "give each service its own port")
+        seen.setdefault(port, key)
+
+
+def check_secrets(c: Checker, mode: str | None, env_file_given: str | None, base: str,
+                  environ: Mapping[str, str]) -> tuple[dict[str, Secret], str | None]:
+    """Resolve the secrets the mode needs (environment first, then the env file)."""
+    where = ("secrets",)
+    env_file_path = expand(env_file_given, base) if env_file_given else None
+    env_file = None
+    if env_file_path:
+        try:
+            env_file = read_env_file(env_file_path)
+        except OSError as exc:
+            c.err(where + ("env_file",), f"cannot read '{env_file_given}': {exc.strerror or exc}",
+                  "check its permissions (chmod 600, owned by you), or export the secrets instead")
+        if env_file:
+            for number, what in env_file.problems:
+                c.err(where + ("env_file",), f"{env_file_given}:{number}: {what}",
+                      "write lines like REDIS_PASSWORD=...; '#' starts a comment")
+    required = REQUIRED_ALWAYS + (REQUIRED_WITH_ADMIN if mode not in (None, "frontend-testing") else ())
+    result = resolve_secrets(required, OPTIONAL, environ, env_file, env_file_given)
+    for what, hint in result.problems:
+        c.err(where, what, hint)
+    return dict(result.secrets), env_file_path

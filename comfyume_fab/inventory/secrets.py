@@ -1,0 +1,153 @@
+"""Secrets by reference: a redacting wrapper, an env-file reader, and resolution with checks.
+
+A secret is named in the inventory, never written in it: its value comes from the environment
+variable of that name, else from the optional local env file (`secrets.env_file`). The value is
+wrapped in `Secret`, which prints as `***` everywhere (str, repr, f-strings, logging, dataclass
+reprs); only `.reveal()` gives it, and only the code that writes the host's `.env` calls that.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import Mapping
+
+REDACTED = "***"
+
+REQUIRED_ALWAYS = ("REDIS_PASSWORD",)
+REQUIRED_WITH_ADMIN = ("ADMIN_PASSWORD",)
+OPTIONAL = ("SERVERLESS_API_KEY",)
+
+# What a value may not hold: the host's .env is written KEY='value' (no escape inside single
+# quotes) and Redis reads `requirepass "value"` (a quote or backslash there changes the value).
+_UNSAFE = re.compile(r"['\"\\\x00-\x1f\x7f]")
+UNSAFE_CHARS_TEXT = ("the env file and the Redis config cannot carry single quotes, double quotes, "
+                     "backslashes, newlines or other control characters safely")
+
+_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class Secret:
+    """A secret string that never shows itself: str/repr/format give '***'; `.reveal()` the value."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str):
+        if isinstance(value, Secret):
+            value = value.reveal()
+        if not isinstance(value, str):
+            raise TypeError("Secret wraps a str")
+        object.__setattr__(self, "_value", value)
+
+    def reveal(self) -> str:
+        """The real value: call this only where it is written to a 0600 file or a socket."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return REDACTED
+
+    __str__ = __repr__
+
+    def __format__(self, spec: str) -> str:
+        return REDACTED
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(("Secret", self._value))
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __setattr__(self, name, value):
+        raise AttributeError("Secret is immutable")
+
+    def __reduce__(self):  # pickling would carry the value to wherever the pickle goes
+        raise TypeError("a Secret cannot be pickled")
+
+
+@dataclass(frozen=True)
+class EnvFile:
+    """A parsed KEY=value file: `values`, and `problems` as (line, text) for lines it could not read."""
+
+    values: Mapping[str, str]
+    problems: tuple[tuple[int, str], ...] = ()
+
+
+def parse_env_text(text: str) -> EnvFile:
+    """Parse KEY=value lines: '#' comments, blank lines, optional 'export ', optional quotes."""
+    values: dict[str, str] = {}
+    problems: list[tuple[int, str]] = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[len("export "):].lstrip()
+        key, sep, value = line.partition("=")
+        key = key.strip()
+        if not sep or not _KEY.match(key):
+            problems.append((number, "expected KEY=value"))
+            continue
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        elif value[:1] in ("'", '"'):
+            problems.append((number, f"{key}: the value's opening quote is never closed"))
+            continue
+        values[key] = value
+    return EnvFile(values, tuple(problems))
+
+
+def read_env_file(path: str) -> EnvFile | None:
+    """Parse the env file at `path`; None when it does not exist. OSError when it cannot be read."""
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        return parse_env_text(fh.read())
+
+
+def unsafe_reason(value: str) -> str | None:
+    """Why `value` cannot be carried safely, or None when it can."""
+    return UNSAFE_CHARS_TEXT if _UNSAFE.search(value) else None
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """The outcome of resolving secrets: the found ones, and (what, hint) per problem (never a value)."""
+
+    secrets: Mapping[str, Secret]
+    problems: tuple[tuple[str, str], ...]
+
+
+def resolve_secrets(required: tuple[str, ...], optional: tuple[str, ...], environ: Mapping[str, str],
+                    env_file: EnvFile | None, env_file_name: str | None) -> Resolution:
+    """Look up each name in `environ`, then in `env_file`; check presence, emptiness and characters.
+
+    Problems are (`"<NAME> <what is wrong>"`, hint); the caller adds file, line and key path.
+    """
+    found: dict[str, Secret] = {}
+    problems: list[tuple[str, str]] = []
+    file_values = env_file.values if env_file else {}
+    where = (f"export {{name}}=... or add it to {env_file_name}" if env_file_name
+             else "export {name}=... or name an env file that has it in secrets.env_file")
+    for name in required + optional:
+        value = environ.get(name) or file_values.get(name)
+        was_empty = name in environ or name in file_values
+        if not value:
+            if name in optional:
+                continue
+            if was_empty:
+                why = ("Redis across the tailnet must always require a password"
+                       if name == "REDIS_PASSWORD" else "an empty password lets anyone in")
+                problems.append((f"{name} is empty", f"{why}; set a non-empty value"))
+            else:
+                problems.append((f"{name} is not set", where.format(name=name)))
+            continue
+        if unsafe_reason(value):
+            problems.append((f"{name} contains a character that cannot be used",
+                             f"{UNSAFE_CHARS_TEXT}; choose a value without them"))
+            continue
+        found[name] = Secret(value)
+    return Resolution(found, tuple(problems))

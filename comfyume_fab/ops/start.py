@@ -1,0 +1,188 @@
+"""`invoke start-all`: validate → preflight every host → lock → app host up and healthy → Redis
+reachable from every worker host → workers up (in parallel) and healthy → inference probe →
+audit → unlock. Ordered steps stop at the first failure, name the host and the step, and
+leave the app host running."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
+
+from ..checks.links import prefetch_redis, redis_ping
+from ..checks.preflight import preflight_problems
+from ..checks.probe import run_probe
+from ..checks.result import CheckResult
+from ..errors import UnhealthyError
+from ..host import commands as cmd
+from ..host import state as hoststate
+from ..host.facts.docker import by_service, service_ok
+from ..host.session import Session, gather
+from ..inventory.model import Inventory
+from ..plan.planner import HostPlan, Plan, make_plan
+from .audit import audit_line, deployed_record, local_revision
+from .health import up_failed, wait_healthy
+from .lock import DeployLock
+
+UPLOADED = "uploaded.sha256"
+
+
+@dataclasses.dataclass
+class HostOutcome:
+    name: str
+    changed: list[str] = dataclasses.field(default_factory=list)
+    unchanged: bool = True
+
+
+@dataclasses.dataclass
+class StartSummary:
+    plan: Plan
+    outcomes: dict[str, HostOutcome]
+    checks: list[CheckResult]
+    warnings: list[str]
+
+    @property
+    def changed(self) -> bool:
+        return any(not o.unchanged for o in self.outcomes.values())
+
+
+def start_all(inv: Inventory, say: Callable[[str], None], warn: Callable[[str], None],
+              wait_lock: float = 0.0) -> StartSummary:
+    """Bring the deployment up in order, proving each link before the next step; return what
+    changed and every check's result. Raises at the first failed step (the app host is left
+    running); a rerun on a healthy deployment changes nothing."""
+    with Session(inv, inv.hosts) as s:
+        say(f"connecting to {len(inv.hosts)} host(s): {', '.join(h.name for h in inv.hosts)}")
+        # While connecting and reading: `git` for the revision, the planner's slow secret
+        # fingerprints (cached, so the real plan below, made with what the preflight saw, is
+        # quick) and the import of redis-py for the Redis checks.
+        with ThreadPoolExecutor(1) as bg:
+            revision_f = bg.submit(local_revision)
+            bg.submit(_warm_plan, inv)
+            bg.submit(prefetch_redis)
+            s.connect()
+            s.require_all()
+            states = gather(lambda h: hoststate.read(s[h.name], inv.project, h.workdir), inv.hosts)
+        revision = revision_f.result()
+        problems, notes = preflight_problems(inv, states)
+        for note in notes:
+            warn(note)
+        if problems:
+            raise problems[0]
+        plan = make_plan(inv, {n: st.has_gpu for n, st in states.items()})
+        if getattr(plan, "errors", ()):
+            raise UnhealthyError(plan.errors[0], step="preflight")
+        warnings = list(plan.warnings) + notes
+        for w in plan.warnings:
+            warn(w)
+        say("preflight: every host reachable, engine running, Compose v2 present")
+        app = plan.app
+        outcomes = {hp.name: HostOutcome(hp.name) for hp in plan.hosts}
+        checks: list[CheckResult] = []
+        with DeployLock(s[app.name], app.host.workdir, "start-all", revision, wait=wait_lock, say=say):
+            # 1. app host: upload, up -d, wait healthy
+            if app.app_services:
+                _deploy_stage(inv, s, app, app.app_services, states[app.name], outcomes[app.name], say)
+            # 2. Redis reachable from every worker host, from the worker's vantage point
+            worker_plans = [hp for hp in plan.hosts if hp.worker_services]
+            pings = gather(lambda hp: _redis_from_worker(inv, s, plan, hp), worker_plans)
+            _require(pings, checks, say, "redis from worker", "",
+                     "the app host was left running; fix this and rerun start-all")
+            # 3. workers up, in parallel
+            gather(lambda hp: _deploy_stage(inv, s, hp, hp.worker_services, states[hp.name], outcomes[hp.name], say),
+                   worker_plans, hint="the app host was left running")
+            # 4. inference answers on every worker
+            probes = gather(lambda hp: run_probe(s[hp.name], inv.ports.worker_comfyui, inv.timeouts.probe,
+                                                 inv.probe.workflow_graph), worker_plans)
+            _require(probes, checks, say, "inference probe", "inference ",
+                     "the app host and the worker were left running; see the worker's logs")
+            # 5. record who deployed what on every host
+            changed = any(not o.unchanged for o in outcomes.values())
+            gather(lambda hp: _record(s, hp, plan, revision, "start-all", "changed" if changed else "unchanged"),
+                   plan.hosts, hint="the deployment is up, but this host's deploy record or audit line is missing")
+        return StartSummary(plan, outcomes, checks, warnings)
+
+
+def _require(results: dict[str, CheckResult], checks: list, say, step: str, label: str, hint: str) -> None:
+    """Keep every check result; stop at the first failed one, naming its host and step."""
+    for name, check in results.items():
+        checks.append(check)
+        if not check.ok:
+            raise UnhealthyError(check.detail, host=name, step=step, hint=hint)
+        say(f"{name}: {label}{check.detail}")
+
+
+def _deploy_stage(inv: Inventory, s: Session, hp: HostPlan, services, state, outcome: HostOutcome, say) -> None:
+    remote = s[hp.name]
+    wd = hp.host.workdir
+    current = by_service(state.containers)
+    want = hp.host_hash
+    # The marker AND the files' checksums: a hand-edited .env on the host (a wrong REDIS_PASSWORD, a
+    # loopback REDIS_BIND_IP) must be replaced by the next start-all, not trusted because of the marker.
+    uploaded = remote.run(_uploaded_command(wd, hp), step="read upload marker").stdout.strip()
+    want_seen = _uploaded_expected(hp, want)
+    labels_ok = all(service_ok(current.get(svc)) and current[svc].env_hash == hp.env.get("CFAB_ENV_HASH")
+                    for svc in services)
+    if uploaded == want_seen and labels_ok:
+        say(f"{hp.name}: {', '.join(services)} already running with this configuration (nothing to do)")
+        return
+    if uploaded != want_seen:
+        say(f"{hp.name}: uploading {len(hp.files)} compose file(s) and the env file (0600) to {wd}")
+        remote.run(cmd.mkdir(wd), step="upload")
+        for name, text in hp.files.items():
+            remote.put(cmd.workdir_path(wd, name), text.encode(), mode=0o600)
+        remote.put(cmd.workdir_path(wd, cmd.ENV_FILE), hp.env_file_text().encode(), mode=0o600)
+        remote.put(cmd.workdir_path(wd, UPLOADED), (want + "\n").encode(), mode=0o600)
+    say(f"{hp.name}: docker compose up -d {' '.join(services)}")
+    before = {c.service: c.id for c in state.containers}
+    res = remote.run(hp.compose.up(services), timeout=inv.timeouts.command, step="compose up")
+    if not res.ok:
+        up_failed(remote, hp.compose, services, res.stderr or res.stdout)
+    wait_healthy(remote, hp.compose, services, inv.timeouts.health, say)
+    # The containers as they are now: one `docker inspect` (what wait_healthy's last poll ran),
+    # not a sectioned state read.
+    after = hoststate.read_containers(remote, inv.project, step="read containers")
+    for c in after:
+        # recreated, or started again (a stopped worker that `up -d` started in the same container)
+        if c.service in services and c.service not in outcome.changed and (
+                before.get(c.service) != c.id or not service_ok(current.get(c.service))):
+            outcome.changed.append(c.service)
+    outcome.unchanged = outcome.unchanged and not outcome.changed
+    state.containers = tuple(after)
+
+
+def _uploaded_command(wd: str, hp: HostPlan) -> str:
+    names = [cmd.ENV_FILE, *sorted(hp.files)]
+    # Also removes what an upload cut off mid-transfer left beside the real files.
+    return (f"{cmd.clean_partials(wd)} 2>/dev/null; {cmd.read_file(wd, UPLOADED)}; "
+            f"{cmd.in_workdir(wd, ['sha256sum', '--', *names])} 2>/dev/null")
+
+
+def _uploaded_expected(hp: HostPlan, want: str) -> str:
+    """What `_uploaded_command` prints when the host holds exactly this plan's files."""
+    texts = {cmd.ENV_FILE: hp.env_file_text(), **hp.files}
+    sums = [f"{hashlib.sha256(texts[n].encode()).hexdigest()}  {n}" for n in [cmd.ENV_FILE, *sorted(hp.files)]]
+    return "\n".join([want, *sums])
+
+
+def _warm_plan(inv: Inventory) -> None:
+    try:
+        make_plan(inv)
+    except Exception:  # noqa: BLE001 - the real make_plan reports it, in its place
+        pass
+
+
+def _redis_from_worker(inv: Inventory, s: Session, plan: Plan, hp: HostPlan) -> CheckResult:
+    host, port = plan.redis_address(hp)
+    return redis_ping(s[hp.name], host, port, inv.secrets["REDIS_PASSWORD"].reveal(), inv.timeouts.redis,
+                      name=f"redis-from-{hp.name}", app_host=plan.app.name)
+
+
+def _record(s: Session, hp: HostPlan, plan: Plan, revision: str, task: str, result: str) -> None:
+    remote = s[hp.name]
+    wd = hp.host.workdir
+    remote.put(cmd.workdir_path(wd, cmd.DEPLOYED),
+               deployed_record(revision, plan.config_hash, hp.host_hash, plan.mode), mode=0o600)
+    res = remote.run(cmd.audit(wd, audit_line(task, revision, plan.config_hash, plan.mode, result)), step="audit")
+    if not res.ok:
+        raise UnhealthyError(f"writing the audit line failed: {res.tail()}", host=hp.name, step="audit")

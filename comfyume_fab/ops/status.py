@@ -1,0 +1,227 @@
+"""`invoke status`: every host, service, cross-host link, queue and GPU at one glance. All hosts
+are read in parallel (one SSH connection and one state read each), then the cross-host
+checks run from each worker's vantage point. Every failure is reported in one pass."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..checks.links import http_check, prefetch_redis, redis_ping
+from ..checks.probe import run_probe
+from ..checks.queue import queue_checks
+from ..checks.result import CheckResult
+from ..checks.worker import device_check
+from ..errors import ExitCode, FabError
+from ..host import state as hoststate
+from ..host.commands import published_port
+from ..host.facts.docker import by_service, describe, service_ok
+from ..host.session import Session, each
+from ..inventory.model import GPU_MODES, Inventory
+from ..plan.planner import HostPlan, Plan, make_plan
+from .audit import local_revision
+from .health import last_logs
+
+
+@dataclasses.dataclass
+class StatusReport:
+    data: dict[str, Any]
+    checks: list[CheckResult]
+    code: ExitCode
+
+    def to_json(self) -> str:
+        return json.dumps({**self.data, "checks": [c.as_json() for c in self.checks]}, indent=2)
+
+
+# What status shows of the preflight (not the runtimes, tailscale, ...: start-all's business).
+STATUS_PREFLIGHT = ("engine", "compose", "nvidia")
+
+
+def status(inv: Inventory, probe: bool = True) -> StatusReport:
+    """Read every host and run every check; the report's code is 0 only when all is healthy,
+    3 when a host is unreachable, else 4."""
+    checks: list[CheckResult] = []
+    hosts_out: dict[str, Any] = {}
+    with Session(inv, inv.hosts) as s:
+        # Connect to every host and read its state while this thread plans (the plan's scrypt
+        # fingerprints and `git`); redis-py is imported for the checks meanwhile.
+        with ThreadPoolExecutor(2) as bg:
+            reading = bg.submit(_connect_and_read, inv, s)
+            bg.submit(prefetch_redis)
+            plan = make_plan(inv)
+            revision = local_revision()
+            read = reading.result()
+        for name, err in s.errors.items():
+            _unreachable(name, err.sentence(), hosts_out, checks)
+        for name, exc in read.failed.items():
+            if not isinstance(exc, FabError):
+                raise exc
+            _unreachable(name, str(exc), hosts_out, checks)
+        states = {hp.name: read[hp.name] for hp in plan.hosts if hp.name in read}
+        for hp in plan.hosts:
+            if hp.name in states:
+                hosts_out[hp.name] = _host_block(inv, hp, states[hp.name], s.connect_s[hp.name], revision,
+                                                 plan.config_hash, checks)
+                _failing_logs(s[hp.name], hp, hosts_out[hp.name], checks)
+        # Every worker's checks and the queue read run at the same time (reported in this order).
+        jobs: list[tuple[str, Any]] = [(hp.name, hp) for hp in plan.hosts if hp.worker_services and hp.name in states]
+        if plan.app.name in states and "redis" in plan.app.services:
+            jobs.append((QUEUE_JOB, None))
+
+        def job(item: tuple[str, Any]):
+            key, hp = item
+            if hp is None:
+                return _queue(inv, plan, s)
+            return _worker_checks(inv, plan, s, hp, states[hp.name], probe)
+        results = each(job, jobs, key=lambda item: item[0]).raise_first()
+        queue, queue_found = results.pop(QUEUE_JOB, ({}, []))
+        for found in results.values():
+            checks.extend(found)
+        checks.extend(queue_found)
+    unreachable = any(not h.get("reachable") for h in hosts_out.values())
+    ok = not unreachable and all(c.ok for c in checks)
+    code = ExitCode.OK if ok else (ExitCode.UNREACHABLE if unreachable else ExitCode.UNHEALTHY)
+    data = {"ok": ok, "mode": inv.mode, "inventory": inv.path, "revision": revision,
+            "config_hash": plan.config_hash, "hosts": hosts_out, "queue": queue}
+    return StatusReport(data, checks, code)
+
+
+QUEUE_JOB = " queue"  # a key no host name can be (names cannot start with a space)
+
+
+def _unreachable(name: str, error: str, hosts_out: dict, checks: list) -> None:
+    checks.append(CheckResult(f"reachable-{name}", False, error, host=name))
+    hosts_out[name] = {"reachable": False, "error": error, "services": []}
+
+
+def _host_block(inv, hp: HostPlan, st, connect_s: float, revision: str, config_hash: str, checks) -> dict:
+    current = by_service(st.containers)
+    services = []
+    bad = []
+    for svc in hp.services:
+        c = current.get(svc)
+        ok = service_ok(c)
+        if not ok:
+            bad.append(f"{svc} {describe(c)}")
+        services.append({"service": svc, "state": c.state if c else "missing", "health": (c.health or "none") if c else "none",
+                         "restarts": c.restart_count if c else 0, "ok": ok, "container": c.id[:12] if c else None,
+                         "crash_loop": bool(c and c.crash_looping)})
+    checks.append(CheckResult(f"reachable-{hp.name}", True, f"SSH connect {connect_s * 1000:.0f} ms, "
+                              f"state read {st.rtt_s * 1000:.0f} ms", connect_s, hp.name,
+                              data={"rtt_ms": round(st.rtt_s * 1000, 1)}))
+    if not st.engine:
+        checks.append(CheckResult(f"engine-{hp.name}", False, f"the Docker engine is not answering "
+                                  f"({st.engine_error})", host=hp.name))
+    loops = [f"{svc} ({c.restart_count} restarts)" for svc, c in current.items()
+             if svc in hp.services and c.crash_looping]
+    detail = "all running and healthy" if not bad else "; ".join(bad)
+    if loops:
+        detail += f"; CRASH LOOP: {', '.join(loops)}"
+    checks.append(CheckResult(f"services-{hp.name}", not bad, f"{len(hp.services) - len(bad)}/{len(hp.services)} "
+                              f"services ok: {detail}", host=hp.name))
+    dep = st.deployed or {}
+    in_sync = dep.get("config_hash") == config_hash and dep.get("host_hash") == hp.host_hash
+    checks.append(CheckResult(f"config-{hp.name}", True,
+                              "deployed config matches the local one" if in_sync else
+                              f"deployed config {dep.get('config_hash', 'none')} (rev {dep.get('revision', '?')}) "
+                              f"differs from the local {config_hash} (rev {revision}): run start-all to apply",
+                              host=hp.name, warning=not in_sync))
+    drifted = [c.service for c in st.containers if c.service in hp.services and c.state == "running"
+               and st.env_hash and c.env_hash and c.env_hash != st.env_hash]
+    if drifted:
+        checks.append(CheckResult(f"env-drift-{hp.name}", False, f"{', '.join(drifted)} run with settings that differ "
+                                  "from the uploaded .env (a `docker restart` does not re-read it): run start-all, "
+                                  "which recreates them with `docker compose up -d`", host=hp.name))
+    gpu = {"present": st.has_gpu, "gpus": [dataclasses.asdict(g) for g in st.gpus or ()], "error": st.gpu_error}
+    block = {"reachable": True, "ssh_ms": round(connect_s * 1000, 1), "roles": list(hp.roles),
+             "engine": st.engine, "compose": st.compose.version if st.compose else None, "services": services,
+             "deployed": {"revision": dep.get("revision"), "config_hash": dep.get("config_hash"),
+                          "at": dep.get("at"), "by": dep.get("by"), "in_sync": in_sync},
+             "gpu": gpu}
+    if "redis_port" in st.extra and "redis" in hp.services:
+        code, out = st.extra["redis_port"]
+        bound = out.strip().splitlines()[0] if code == 0 and out.strip() else None
+        block["redis_published"] = bound
+        remote_workers = any(h.name != hp.name for h in inv.worker_hosts)
+        if bound and bound.startswith("127.") and remote_workers:
+            checks.append(CheckResult(f"redis-bind-{hp.name}", False, f"Redis is published on {bound} (loopback) "
+                                      "but a worker runs on another host: set REDIS_BIND_IP to the tailnet address "
+                                      "(start-all does this for dual-server)", host=hp.name))
+    return block
+
+
+def _failing_logs(remote, hp: HostPlan, block: dict, checks) -> None:
+    """The last log lines of every service whose container exited, restarts or is unhealthy, in
+    its services check and as `last_logs` in --json (the only way to see WHY from here)."""
+    failing = [sv for sv in block["services"] if sv["container"] and not sv["ok"] and
+               (sv["restarts"] or sv["state"] in ("exited", "restarting", "dead") or sv["health"] == "unhealthy")]
+    notes = []
+    for sv in failing:
+        try:
+            sv["last_logs"] = last_logs(remote, hp.compose, sv["service"], lines=5)
+        except FabError:
+            continue
+        notes.append(f"{sv['service']} last log lines: {sv['last_logs']}")
+    check = next((c for c in checks if c.name == f"services-{hp.name}"), None)
+    if notes and check is not None:
+        check.detail += "; " + "; ".join(notes)
+
+
+def _connect_and_read(inv: Inventory, s: Session):
+    """Connect to every host, then read every reachable one's state, keyed by host (the failed
+    reads apart). Needs no plan (it runs while the plan is made)."""
+    s.connect()
+    hosts = [h for h in inv.hosts if h.name in s.remotes]
+
+    def read(host) -> hoststate.HostState:
+        # Every app host gets the Redis port section; _host_block looks at it where the plan runs Redis.
+        extra = [("redis_port", published_port(inv.project, "redis", 6379))] if host.is_app else []
+        return hoststate.read(s[host.name], inv.project, host.workdir, with_env_password=host.is_worker,
+                              extra=extra, preflight=STATUS_PREFLIGHT)
+    return each(read, hosts)
+
+
+def _worker_checks(inv: Inventory, plan: Plan, s: Session, hp: HostPlan, st, probe: bool) -> list[CheckResult]:
+    """Redis, the queue manager, the device and the inference probe, from the worker's vantage
+    point, all at once (independent channels on the one connection); reported in this order."""
+    remote = s[hp.name]
+    host, port = plan.redis_address(hp)
+    password = st.env_redis_password or inv.secrets["REDIS_PASSWORD"]
+    url = hp.env.get("QUEUE_MANAGER_URL", "")
+    parts = urlsplit(str(url))
+
+    def queue_manager() -> CheckResult:
+        if parts.hostname and parts.hostname[0].isdigit():
+            return http_check(remote, parts.hostname, parts.port or 80, "/health", f"queue-manager-from-{hp.name}",
+                              inv.timeouts.redis, f"QUEUE_MANAGER_URL {url} from {hp.name}")
+        res = remote.run(hp.compose.run("exec", "-T", "worker", "curl", "-fsS", "-m", "5", f"{url}/health"),
+                         step="queue manager check")
+        return CheckResult(f"queue-manager-from-{hp.name}", res.ok,
+                           f"QUEUE_MANAGER_URL {url} from inside the worker container: "
+                           + ("answers" if res.ok else res.tail(160)), res.duration, hp.name)
+    jobs = [lambda: redis_ping(remote, host, port, password.reveal(), inv.timeouts.redis,
+                               name=f"redis-from-{hp.name}", app_host=plan.app.name),
+            queue_manager, lambda: device_check(remote, inv.ports.worker_comfyui, inv.timeouts.redis, inv.mode)]
+    if probe:
+        jobs.append(lambda: run_probe(remote, inv.ports.worker_comfyui, inv.timeouts.probe, inv.probe.workflow_graph,
+                                      name=f"inference-{hp.name}"))
+    results = list(each(lambda job: job[1](), list(enumerate(jobs)), key=lambda job: job[0]).raise_first().values())
+    out: list[CheckResult] = results[:2]
+    if st.has_gpu:
+        g = st.gpus[0]
+        out.append(CheckResult(f"gpu-{hp.name}", True, f"{g.name}, {g.memory_used_mib}/{g.memory_total_mib} MiB, "
+                               f"{g.utilization_pct}% busy", host=hp.name))
+    elif hp.host.gpu != "none" and inv.mode in GPU_MODES:
+        out.append(CheckResult(f"gpu-{hp.name}", hp.host.gpu != "required",
+                               f"no GPU found ({st.gpu_error or 'no nvidia-smi'}); the worker runs on CPU",
+                               host=hp.name, warning=True))
+    return out + results[2:]
+
+
+def _queue(inv: Inventory, plan: Plan, s: Session) -> tuple[dict, list[CheckResult]]:
+    host = str(plan.app.env.get("REDIS_BIND_IP", "127.0.0.1"))
+    return queue_checks(s[plan.app.name], host, inv.ports.redis, inv.secrets["REDIS_PASSWORD"].reveal(),
+                        inv.timeouts.redis, [hp.host.worker_id for hp in plan.hosts if hp.worker_services],
+                        inv.worker.heartbeat_timeout)

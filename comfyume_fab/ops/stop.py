@@ -1,0 +1,121 @@
+"""`stop-verda` (the GPU workers only: they cost money by the hour) and `stop-all`
+(workers first, then the app host). Never asks a question; never deletes volumes."""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from ..checks.links import read_queue
+from ..errors import ConfigError, UnhealthyError
+from ..host import commands as cmd
+from ..host import state as hoststate
+from ..host.session import Session, gather
+from ..inventory.model import Inventory
+from ..plan.planner import HostPlan, make_plan
+from .audit import audit_line, local_revision
+from .lock import DeployLock
+
+
+def _workers(plan, only: str | None) -> list[HostPlan]:
+    workers = [hp for hp in plan.hosts if hp.worker_services]
+    if only:
+        chosen = [hp for hp in workers if hp.name == only]
+        if not chosen:
+            names = ", ".join(hp.name for hp in workers) or "none"
+            raise ConfigError(f"--host {only}: not a worker host in {plan.inventory.path} (worker hosts: {names})")
+        return chosen
+    return workers
+
+
+def stop_workers(inv: Inventory, say: Callable[[str], None], only: str | None = None, down: bool = False,
+                 when_idle: bool = False, idle_timeout: float = 600, wait_lock: float = 0.0) -> dict:
+    """`invoke stop-verda`: stop (or remove) the worker(s), optionally once the queue is idle, and
+    confirm that no worker container runs and that the app host's containers kept their ids."""
+    plan = make_plan(inv)
+    workers = _workers(plan, only)
+    if not workers:
+        say(f"mode {inv.mode} runs no worker: nothing to stop")
+        return {"stopped": []}
+    app = plan.app
+    hosts = [app.host] + [hp.host for hp in workers if hp.name != app.name]
+    revision = local_revision()
+    with Session(inv, hosts) as s:
+        s.connect()
+        s.require_all()
+        before = _app_snapshot(s, inv, app)
+        with DeployLock(s[app.name], app.host.workdir, "stop-verda", revision, wait=wait_lock, say=say):
+            if when_idle:
+                _wait_idle(inv, plan, s, say, idle_timeout)
+            gather(lambda hp: _stop_worker(inv, s, hp, down, say), workers)
+            after = _app_snapshot(s, inv, app)
+            if before != after:
+                raise UnhealthyError(f"app-host containers changed during stop-verda: before {before}, after {after}",
+                                     host=app.name, step="confirm app host untouched")
+            for hp in workers:
+                s[hp.name].run(cmd.audit(hp.host.workdir, audit_line(
+                    "stop-verda", revision, plan.config_hash, plan.mode, "down" if down else "stopped")), step="audit")
+    say(f"{app.name}: untouched ({len(before)} app container(s) still running with the same ids)")
+    return {"stopped": [hp.name for hp in workers]}
+
+
+def _app_snapshot(s: Session, inv: Inventory, app: HostPlan) -> dict[str, str]:
+    containers = hoststate.read_containers(s[app.name], inv.project, step="read host state")
+    return {c.service: c.id for c in containers if c.service in app.app_services and c.state == "running"}
+
+
+def _stop_worker(inv: Inventory, s: Session, hp: HostPlan, down: bool, say) -> None:
+    remote = s[hp.name]
+    say(f"{hp.name}: {'removing' if down else 'stopping'} {', '.join(hp.worker_services)}")
+    res = remote.run(hp.compose.stop(hp.worker_services, remove=down), timeout=inv.timeouts.command,
+                     step="stop worker")
+    if not res.ok and "no such file" not in res.tail().lower():
+        raise UnhealthyError(f"stopping the worker failed: {res.tail()}", host=hp.name, step="stop worker")
+    containers = hoststate.read_containers(remote, inv.project, step="read host state")
+    running = [c.name for c in containers if c.service in hp.worker_services and c.state == "running"]
+    if running:
+        raise UnhealthyError(f"worker container(s) still running after stop: {', '.join(running)}",
+                             host=hp.name, step="read host state")
+    say(f"{hp.name}: no worker container runs")
+
+
+def _wait_idle(inv, plan, s, say, timeout: float) -> None:
+    remote = s[plan.app.name]
+    host = str(plan.app.env.get("REDIS_BIND_IP", "127.0.0.1"))
+    deadline = time.monotonic() + timeout
+    announced = False
+    while True:
+        queue = read_queue(remote, host, inv.ports.redis, inv.secrets["REDIS_PASSWORD"].reveal(), inv.timeouts.redis)
+        pending, running = queue.pending, queue.running
+        if pending == 0 and running == 0:
+            say("queue idle: no job pending or running")
+            return
+        if time.monotonic() > deadline:
+            raise UnhealthyError(f"the queue did not become idle within {timeout:g} s ({pending} pending, "
+                                 f"{running} running); nothing was stopped", step="wait idle",
+                                 hint="rerun later, or without --when-idle to stop now")
+        if not announced:
+            say(f"--when-idle: waiting for {pending} pending and {running} running job(s) to finish")
+            announced = True
+        time.sleep(2)
+
+
+def stop_all(inv: Inventory, say: Callable[[str], None], down: bool = False, wait_lock: float = 0.0) -> dict:
+    """`invoke stop-all`: the workers first, then the app host; volumes are always kept."""
+    plan = make_plan(inv)
+    app = plan.app
+    revision = local_revision()
+    with Session(inv, inv.hosts) as s:
+        s.connect()
+        s.require_all()
+        with DeployLock(s[app.name], app.host.workdir, "stop-all", revision, wait=wait_lock, say=say):
+            workers = [hp for hp in plan.hosts if hp.worker_services and hp.name != app.name]
+            gather(lambda hp: _stop_worker(inv, s, hp, down, say), workers)
+            say(f"{app.name}: {'removing' if down else 'stopping'} {', '.join(app.services)}")
+            res = s[app.name].run(app.compose.stop((), remove=down), timeout=inv.timeouts.command,
+                                  step="stop app host")
+            if not res.ok:
+                raise UnhealthyError(f"stopping the app host failed: {res.tail()}", host=app.name, step="stop app host")
+            for hp in plan.hosts:
+                s[hp.name].run(cmd.audit(hp.host.workdir, audit_line(
+                    "stop-all", revision, plan.config_hash, plan.mode, "down" if down else "stopped")), step="audit")
+    return {"stopped": [hp.name for hp in plan.hosts]}

@@ -1,0 +1,8 @@
+"""The plan layer: pure, no host touched.
+
+- `planner`: `make_plan(inventory, gpu_present)` -> per host the services, compose files, the
+  .env (secrets wrapped) and the fingerprints; `Plan.redis_address` says where each host reaches
+  Redis from its own vantage point.
+- `compose`: the compose files shipped in compose/ and the generated frontends.yml.
+- `steps`: the ordered commands a task would run, for `invoke plan` and `--dry-run`.
+"""

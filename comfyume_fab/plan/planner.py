@@ -1,0 +1,247 @@
+"""The pure planner: inventory (+ what the preflight saw) -> per-host services, files and env.
+
+No I/O beyond reading the compose files shipped with the tool. The rules, each from the seed or
+an incident (docs/comfyume-system.md):
+
+- the app host runs redis, queue-manager, admin and user001..userNNN (frontend-testing: the
+  frontends only); each worker host runs `worker`; single-server-* runs both in one project, so
+  the worker reaches Redis as `redis`.
+- REDIS_HOST / QUEUE_MANAGER_URL point at what the worker can reach: the compose service names on
+  the same host, the app host's tailnet address across hosts -- and only then are Redis and the
+  queue manager published on that address (REDIS_BIND_IP, QUEUE_MANAGER_BIND_IP), else 127.0.0.1.
+- ComfyUI's --cpu is derived: frontends always get COMFYUI_ARGS='--cpu' (UI only); the worker gets
+  WORKER_DEVICE=cpu in single-server-cpu, else auto (GPU when there is one, CPU otherwise).
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from ..errors import ConfigError
+from ..host.commands import ComposeProject
+from ..inventory.model import GPU_MODES, Host, Inventory
+from ..inventory.secrets import REDACTED, Secret
+from . import compose as cg
+
+APP_CORE = ("redis", "queue-manager", "admin")
+WORKER_SERVICES = ("worker",)
+INFERENCE_MODE = {"frontend-testing": "local", "dual-server": "redis", "single-server-gpu": "local",
+                  "single-server-cpu": "local", "serverless": "serverless"}
+HASH_KEY = "CFAB_ENV_HASH"
+
+
+def short_hash(text: str) -> str:
+    """The first 12 hex digits of sha256(text)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
+@functools.lru_cache(maxsize=64)
+def _secret_fingerprint(name: str, value: str) -> str:
+    """A slow (scrypt), salted fingerprint: a changed secret changes the hash, yet the printed hash
+    does not let anyone cheaply test guesses of the secret."""
+    salt = f"comfyume-fab:{name}".encode()
+    return hashlib.scrypt(value.encode(), salt=salt, n=2 ** 14, r=8, p=1, dklen=16).hex()
+
+
+def env_hash(env: Mapping[str, str | Secret]) -> str:
+    """Hash of every variable but CFAB_ENV_HASH; a secret enters only as its scrypt fingerprint."""
+    lines = [f"{k}={_secret_fingerprint(k, v.reveal()) if isinstance(v, Secret) else v}"
+             for k, v in sorted(env.items()) if k != HASH_KEY]
+    return short_hash("\n".join(lines))
+
+def _url_host(ip: str) -> str:
+    return f"[{ip}]" if ":" in ip else ip
+
+
+def common_env(inv: Inventory) -> dict[str, str | Secret]:
+    """What every host gets: project name and healthcheck timing."""
+    return {"PROJECT_NAME": inv.project, "HEALTH_INTERVAL": inv.health.interval,
+            "HEALTH_START_PERIOD": inv.health.start_period}
+
+
+def remote_worker(inv: Inventory) -> bool:
+    """Whether some worker runs on another host than the app stack (then it needs the tailnet)."""
+    app = inv.app_host
+    return any(h is not app for h in inv.worker_hosts)
+
+
+def app_env(inv: Inventory, with_core: bool) -> dict[str, str | Secret]:
+    """The app host's variables (frontends; plus redis, queue-manager and admin unless frontend-testing)."""
+    env: dict[str, str | Secret] = {
+        "NUM_USERS": str(inv.num_users), "FRONTEND_IMAGE": inv.images.frontend,
+        "COMFYUI_ARGS": "--cpu",  # frontends are UI only: inference happens in the worker
+        "INFERENCE_MODE": INFERENCE_MODE[inv.mode], "NUM_WORKERS": str(len(inv.worker_hosts))}
+    if not with_core:
+        return env
+    bind = _url_host(inv.app_host.tailscale_ip) if remote_worker(inv) else "127.0.0.1"
+    env.update({
+        "REDIS_IMAGE": inv.images.redis, "QUEUE_MANAGER_IMAGE": inv.images.queue_manager,
+        "ADMIN_IMAGE": inv.images.admin,
+        "REDIS_PORT": str(inv.ports.redis), "QUEUE_MANAGER_PORT": str(inv.ports.queue_manager),
+        "ADMIN_PORT": str(inv.ports.admin), "REDIS_BIND_IP": bind, "QUEUE_MANAGER_BIND_IP": bind,
+        "REDIS_PASSWORD": inv.secrets["REDIS_PASSWORD"], "REDIS_PERSISTENCE": "yes",
+        "WORKER_HEARTBEAT_TIMEOUT": str(inv.worker.heartbeat_timeout),
+        "ADMIN_USERNAME": "admin", "ADMIN_PASSWORD": inv.secrets["ADMIN_PASSWORD"],
+        "INFERENCE_PROVIDER": inv.worker.provider})
+    if inv.mode == "serverless":
+        env["SERVERLESS_ENDPOINT"] = inv.serverless.endpoint or ""
+        env["INFERENCE_PROVIDER"] = inv.serverless.provider or inv.worker.provider
+        if "SERVERLESS_API_KEY" in inv.secrets:
+            env["SERVERLESS_API_KEY"] = inv.secrets["SERVERLESS_API_KEY"]
+    return env
+
+
+def worker_env(inv: Inventory, host: Host, app: Host, device: str) -> dict[str, str | Secret]:
+    """A worker's variables: where Redis and the queue manager are *as seen from this host*."""
+    if host is app:
+        redis_host, redis_port, qm_url = "redis", "6379", "http://queue-manager:3000"
+    else:
+        ip = app.tailscale_ip
+        redis_host, redis_port = ip, str(inv.ports.redis)
+        qm_url = f"http://{_url_host(ip)}:{inv.ports.queue_manager}"
+    return {"WORKER_IMAGE": inv.images.worker, "WORKER_ID": host.worker_id or "worker-1",
+            "QUEUE_MANAGER_URL": qm_url, "REDIS_HOST": redis_host, "WORKER_REDIS_PORT": redis_port,
+            "REDIS_PASSWORD": inv.secrets["REDIS_PASSWORD"], "INFERENCE_PROVIDER": inv.worker.provider,
+            "WORKER_POLL_INTERVAL": f"{inv.worker.poll_interval:g}", "WORKER_DEVICE": device,
+            "WORKER_COMFYUI_PORT": str(inv.ports.worker_comfyui)}
+
+
+@dataclass(frozen=True)
+class HostPlan:
+    """What one host runs: compose files (in -f order), their texts, its .env and its services."""
+    name: str
+    host: Host
+    roles: tuple[str, ...]
+    compose_files: tuple[str, ...]
+    files: dict[str, str] = field(repr=False)
+    env: dict[str, str | Secret]
+    services: tuple[str, ...]
+    app_services: tuple[str, ...]
+    worker_services: tuple[str, ...]
+    worker_device: str | None
+    env_hash: str
+    project: str = "comfyume"
+
+    def env_file_text(self) -> str:
+        """The host's .env with REAL values: KEY='value' lines, sorted, so Compose takes each literally."""
+        lines = []
+        for key in sorted(self.env):
+            value = self.env[key]
+            text = value.reveal() if isinstance(value, Secret) else str(value)
+            if "'" in text or any(ord(ch) < 32 or ord(ch) == 127 for ch in text):
+                raise ConfigError(f"{self.name}: the value of {key} cannot be written to .env safely "
+                                  f"(remove quotes and control characters from it)")
+            lines.append(f"{key}='{text}'")
+        return "\n".join(lines) + "\n"
+
+    def env_masked(self) -> dict[str, str]:
+        """The env for display: every secret as '***'."""
+        return {k: REDACTED if isinstance(v, Secret) else str(v) for k, v in self.env.items()}
+
+    @property
+    def compose(self) -> ComposeProject:
+        """Where and how this host's compose project runs."""
+        return ComposeProject(self.host.workdir, self.project, self.compose_files)
+
+    @functools.cached_property
+    def host_hash(self) -> str:
+        """What this host was given: files + environment. Secrets enter only through the salted,
+        slow env_hash fingerprint, so the value stored on hosts reveals nothing."""
+        masked = "\n".join(f"{k}={v}" for k, v in sorted(self.env_masked().items()))
+        h = hashlib.sha256((self.env_hash + "\n" + masked).encode())
+        for name in sorted(self.files):
+            h.update(name.encode() + b"\0" + self.files[name].encode())
+        return h.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The whole deployment: hosts in start order (app host first, then workers in file order)."""
+    mode: str
+    inventory: Inventory = field(repr=False)
+    hosts: tuple[HostPlan, ...]
+    app: HostPlan | None
+    workers: tuple[HostPlan, ...]
+    config_hash: str
+    warnings: tuple[str, ...] = ()
+    errors: tuple[str, ...] = ()
+
+    def redis_address(self, hp: HostPlan) -> tuple[str, int]:
+        """Where host `hp` reaches Redis from its own vantage point: loopback on the app host, the
+        app host's tailnet address from another host."""
+        port = self.inventory.ports.redis
+        if hp.name == self.app.name:
+            return "127.0.0.1", port
+        return self.app.host.tailscale_ip, port
+
+    def host(self, name: str) -> HostPlan:
+        """The plan of host `name` (ConfigError naming the closest host otherwise)."""
+        for plan in self.hosts:
+            if plan.name == name:
+                return plan
+        self.inventory.host(name)  # raises with a suggestion when the name is unknown
+        raise ConfigError(f"host {name} runs nothing in mode {self.mode}")
+
+
+def _gpu_check(inv: Inventory, host: Host, present: bool | None, device: str
+               ) -> tuple[bool, str | None, str | None]:
+    """(reserve the GPU?, warning, error) for a worker host, given what the preflight saw."""
+    if present:
+        return device == "auto" and host.gpu != "none", None, None
+    if present is None or inv.mode not in GPU_MODES or host.gpu == "none":
+        return False, None, None
+    if host.gpu == "required":
+        return False, None, (f"{inv.path}:{inv.line_of(('hosts', host.name, 'gpu'))} hosts.{host.name}.gpu: "
+                             f"gpu: required, but no GPU was found on {host.name} (install the NVIDIA driver "
+                             f"and container toolkit there, or set gpu: auto to run on CPU)")
+    return False, (f"mode {inv.mode} expects a GPU on {host.name} but none was found; "
+                   f"the worker will run on CPU (slow)"), None
+
+
+def make_plan(inv: Inventory, gpu_present: Mapping[str, bool] | None = None) -> Plan:
+    """Plan `inv`. `gpu_present` maps host name -> whether the preflight found a GPU (absent: unknown)."""
+    gpu_present = gpu_present or {}
+    app = inv.app_host
+    if app is None:
+        raise ConfigError(f"{inv.path}: mode {inv.mode} has no host with the app role (check hosts:)")
+    if inv.mode != "frontend-testing" and not inv.secrets.get("REDIS_PASSWORD"):
+        raise ConfigError(f"{inv.path}: refusing to plan Redis without a password "
+                          f"(set REDIS_PASSWORD: Redis across the tailnet must always require one)")
+    ordered = (app,) + tuple(h for h in inv.worker_hosts if h is not app)
+    users = cg.frontend_services(inv.num_users)
+    core = () if inv.mode == "frontend-testing" else APP_CORE
+    warnings: list[str] = []
+    errors: list[str] = []
+    plans = []
+    for host in ordered:
+        app_services = core + users if host.is_app else ()
+        worker_services = WORKER_SERVICES if host.is_worker else ()
+        files = ([cg.APP_FILE] if core and host.is_app else []) + ([cg.FRONTENDS_FILE] if host.is_app else [])
+        env = common_env(inv)
+        device = None
+        if host.is_app:
+            env.update(app_env(inv, with_core=bool(core)))
+        if host.is_worker:
+            device = "cpu" if inv.mode == "single-server-cpu" else "auto"
+            env.update(worker_env(inv, host, app, device))
+            files.append(cg.WORKER_FILE)
+            use_gpu, warning, error = _gpu_check(inv, host, gpu_present.get(host.name), device)
+            files += [cg.WORKER_GPU_FILE] if use_gpu else []
+            warnings += [warning] if warning else []
+            errors += [error] if error else []
+        env[HASH_KEY] = env_hash(env)
+        texts = {name: (cg.frontends_yaml(inv.num_users, inv.ports.frontend_base, bool(core))
+                        if name == cg.FRONTENDS_FILE else cg.static_file(name)) for name in files}
+        plans.append(HostPlan(
+            name=host.name, host=host, roles=host.roles, compose_files=tuple(files),
+            files=texts, env=env,
+            services=app_services + worker_services, app_services=app_services,
+            worker_services=worker_services, worker_device=device, env_hash=env[HASH_KEY],
+            project=inv.project))
+    digest = "\n".join(f"{p.name}\n{sorted(p.env_masked().items())}\n" +
+                       "".join(f"{n}\n{p.files[n]}" for n in p.compose_files) for p in plans)
+    return Plan(mode=inv.mode, inventory=inv, hosts=tuple(plans), app=plans[0],
+                workers=tuple(p for p in plans if p.worker_services), config_hash=short_hash(digest),
+                warnings=tuple(warnings), errors=tuple(errors))

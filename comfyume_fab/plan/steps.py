@@ -1,0 +1,79 @@
+"""What a task WOULD do, host by host, in order: for `invoke plan` and `--dry-run`.
+Pure: builds text from the plan and the command builders; connects to nothing."""
+from __future__ import annotations
+
+import json
+
+from ..host import commands as cmd
+from .planner import Plan
+
+UPLOAD = "(sftp) write {files} and .env (mode 0600, atomic rename) into {wd}"
+
+
+def steps(plan: Plan, task: str, only: str | None = None, down: bool = False) -> list[tuple[str, str]]:
+    """(host, command or description) in execution order."""
+    inv = plan.inventory
+    app = plan.app
+    wd = app.host.workdir
+    out: list[tuple[str, str]] = [(h.name, "(ssh) connect; read engine, Compose, GPU, containers") for h in plan.hosts]
+    out.append((app.name, cmd.lock_acquire(wd, "<who> task=" + task)))
+    workers = [hp for hp in plan.hosts if hp.worker_services and (not only or hp.name == only)]
+    if task == "start-all":
+        if app.app_services:
+            out.append((app.name, cmd.mkdir(wd)))
+            out.append((app.name, UPLOAD.format(files=", ".join(app.files), wd=wd)))
+            out.append((app.name, app.compose.up(app.app_services)))
+            out.append((app.name, f"(wait) until {', '.join(app.app_services)} are healthy "
+                                  f"(at most {inv.timeouts.health:g} s)"))
+        for hp in workers:
+            host, port = plan.redis_address(hp)
+            out.append((hp.name, f"(check) Redis at {host}:{port} reachable FROM {hp.name}, AUTH + PING"))
+        for hp in workers:
+            if hp.name != app.name:
+                out.append((hp.name, cmd.mkdir(hp.host.workdir)))
+                out.append((hp.name, UPLOAD.format(files=", ".join(hp.files), wd=hp.host.workdir)))
+            out.append((hp.name, hp.compose.up(hp.worker_services)
+                        + "   # + worker-gpu.yml when nvidia-smi finds a GPU"))
+            out.append((hp.name, f"(wait) until {', '.join(hp.worker_services)} is healthy"))
+            out.append((hp.name, f"(probe) POST /prompt to 127.0.0.1:{inv.ports.worker_comfyui} from {hp.name}, "
+                                 "poll /history until executed"))
+        for hp in plan.hosts:
+            out.append((hp.name, "(sftp) write deployed.json; " + cmd.audit(hp.host.workdir, "<audit line>")))
+    elif task in ("stop-verda", "stop-all"):
+        for hp in workers:
+            out.append((hp.name, hp.compose.stop(hp.worker_services, remove=down)))
+        if task == "stop-all":
+            out.append((app.name, app.compose.stop((), remove=down)))
+        out.append((app.name, "(check) app-host container ids unchanged" if task == "stop-verda" else
+                    "(check) nothing left running"))
+    out.append((app.name, cmd.lock_release(wd)))
+    return out
+
+
+def render_text(plan: Plan, task: str = "start-all", **kw) -> str:
+    lines = [f"mode {plan.mode}, config {plan.config_hash}, inventory {plan.inventory.path}"]
+    for w in plan.warnings:
+        lines.append(f"WARNING: {w}")
+    for hp in plan.hosts:
+        lines.append("")
+        lines.append(f"{hp.name} ({', '.join(hp.roles)}) {hp.host.address} -> {hp.host.workdir}")
+        lines.append(f"  compose files: {' '.join(hp.compose_files)}")
+        lines.append(f"  services: {' '.join(hp.services)}")
+        lines.append("  environment:")
+        for k, v in sorted(hp.env_masked().items()):
+            lines.append(f"    {k}={v}")
+    lines.append("")
+    lines.append(f"{task} would run, in order:")
+    for i, (host, step) in enumerate(steps(plan, task, **kw), 1):
+        lines.append(f"  {i:2}. [{host}] {step}")
+    return "\n".join(lines)
+
+
+def render_json(plan: Plan, task: str = "start-all", **kw) -> str:
+    return json.dumps({
+        "mode": plan.mode, "config_hash": plan.config_hash, "warnings": list(plan.warnings),
+        "hosts": [{"name": hp.name, "roles": list(hp.roles), "address": hp.host.address, "workdir": hp.host.workdir,
+                   "compose_files": list(hp.compose_files), "services": list(hp.services), "env": hp.env_masked()}
+                  for hp in plan.hosts],
+        "steps": [{"host": h, "command": c} for h, c in steps(plan, task, **kw)],
+    }, indent=2)

@@ -1,0 +1,63 @@
+"""How every task runs: the inventory option resolved and loaded, and `reported()`, the one
+place that prints errors and picks exit codes."""
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from contextlib import contextmanager
+
+from invoke.exceptions import Exit
+
+from .errors import ExitCode, FabError
+
+DEFAULT_INVENTORY = "hosts.yaml"
+
+
+def inventory_path(option: str | None) -> str:
+    """--hosts beats $COMFYUME_HOSTS beats ./hosts.yaml."""
+    return option or os.environ.get("COMFYUME_HOSTS") or DEFAULT_INVENTORY
+
+
+def load(option: str | None):
+    """The validated inventory named by --hosts (or $COMFYUME_HOSTS, or ./hosts.yaml)."""
+    from .inventory.read import load_inventory
+    return load_inventory(inventory_path(option))
+
+
+@contextmanager
+def reported(verbose: bool = False, task: str = ""):
+    """FabError -> one sentence on stderr + its exit code; Ctrl-C -> 130; a bug -> exit 1 with a hint."""
+    if verbose:
+        from .host import ssh
+
+        def trace(host: str, command: str, seconds: float, code: int) -> None:
+            print(f"  [{host}] {seconds * 1000:7.1f} ms exit {code}: {command[:160]}", file=sys.stderr)
+        ssh.TRACE = trace
+    try:
+        yield
+    except FabError as exc:
+        if verbose:
+            traceback.print_exc()
+        label = f"{task}: " if task and not isinstance(exc.code, type(None)) else ""
+        if exc.code == ExitCode.CONFIG:  # one line per problem in the inventory
+            for line in exc.sentence().splitlines():
+                print(line, file=sys.stderr)
+        else:  # one line, even when a cause quotes multi-line output from a host
+            text = " | ".join(part.strip() for part in exc.sentence().splitlines() if part.strip())
+            print(f"error: {label}{text}", file=sys.stderr)
+        raise Exit(code=int(exc.code))
+    except KeyboardInterrupt:
+        print(f"\n{task}: interrupted; the deploy lock (if held) was released; rerun to converge", file=sys.stderr)
+        raise Exit(code=int(ExitCode.INTERRUPTED))
+    except Exit:
+        raise
+    except BrokenPipeError:  # `invoke plan --json | head`: the reader left; not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise Exit(code=int(ExitCode.OK))
+    except Exception as exc:  # a bug: keep it to one line unless asked
+        if verbose:
+            traceback.print_exc()
+        print(f"error: {task}: unexpected {type(exc).__name__}: {exc} (rerun with --verbose for the traceback)",
+              file=sys.stderr)
+        raise Exit(code=int(ExitCode.FAILURE))

@@ -1,0 +1,129 @@
+"""The architecture, enforced: the folder tree is the layering, and imports only go down.
+
+errors/progress < inventory < host < plan, checks < ops < report, taskrun < tasks. A module may import its
+own package and the layers below; `ops.start`, `ops.stop` and `ops.status` (the operations) never
+import each other; no import cycle anywhere (function-level imports included); the inventory's
+model is a leaf."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PKG = Path(__file__).resolve().parents[2] / "comfyume_fab"
+RANK = {"errors": 0, "progress": 0, "inventory": 1, "host": 2, "plan": 3, "checks": 3, "ops": 4,
+        "report": 5, "taskrun": 5, "tasks": 6}
+OPERATIONS = {"comfyume_fab.ops.start", "comfyume_fab.ops.stop", "comfyume_fab.ops.status"}
+
+
+def modules() -> dict[str, Path]:
+    out = {}
+    for path in sorted(PKG.rglob("*.py")):
+        rel = path.relative_to(PKG.parent).with_suffix("")
+        parts = list(rel.parts)
+        if parts[1:2] == ["lab"]:
+            continue
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        out[".".join(parts)] = path
+    return out
+
+
+def _type_checking_lines(tree: ast.AST) -> set[int]:
+    lines = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            for child in node.body:
+                lines.update(range(child.lineno, (child.end_lineno or child.lineno) + 1))
+    return lines
+
+
+def imports(name: str, path: Path, known: set[str]) -> set[str]:
+    """The comfyume_fab modules `name` imports at run time (a package's `from . import x` counts x)."""
+    tree = ast.parse(path.read_text())
+    skip = _type_checking_lines(tree)
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(tree):
+        if getattr(node, "lineno", None) in skip:
+            continue
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if not target.startswith("comfyume_fab"):
+                continue
+            for alias in node.names:
+                sub = f"{target}.{alias.name}"
+                found.add(sub if sub in known else target)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("comfyume_fab"))
+    return {m for m in found if m != name and m in known and not m.startswith("comfyume_fab.lab")}
+
+
+MODULES = modules()
+GRAPH = {name: imports(name, path, set(MODULES)) for name, path in MODULES.items()}
+
+
+def layer(name: str) -> str | None:
+    parts = name.split(".")
+    return parts[1] if len(parts) > 1 else None
+
+
+def test_every_module_sits_in_a_known_layer():
+    assert {layer(m) for m in MODULES if layer(m)} <= set(RANK)
+
+
+@pytest.mark.parametrize("name", sorted(m for m in MODULES if layer(m)))
+def test_imports_only_go_down(name):
+    mine = layer(name)
+    for target in GRAPH[name]:
+        theirs = layer(target)
+        if theirs is None or theirs == mine:
+            continue
+        assert RANK[theirs] < RANK[mine], f"{name} imports {target}: {theirs} is not below {mine}"
+
+
+def test_an_operation_never_imports_another():
+    for op in OPERATIONS:
+        assert not (GRAPH[op] & (OPERATIONS - {op})), f"{op} imports {GRAPH[op] & OPERATIONS}"
+
+
+def test_the_inventory_model_is_a_leaf():
+    assert GRAPH["comfyume_fab.inventory.model"] <= {"comfyume_fab.errors", "comfyume_fab.inventory.secrets",
+                                                      "comfyume_fab.inventory.yamlsrc"}
+
+
+def test_no_import_cycles():
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(GRAPH.get(node, ())):
+            # a package importing its own submodules (re-exports) is not a cycle through the package
+            if nxt.startswith(node + "."):
+                continue
+            if state.get(nxt) == 1:
+                cycle = stack[stack.index(nxt):] + [nxt]
+                if not any(b.startswith(a + ".") for a, b in zip(cycle, cycle[1:])):
+                    pytest.fail("import cycle: " + " -> ".join(cycle))
+            elif not state.get(nxt):
+                visit(nxt)
+        stack.pop()
+        state[node] = 2
+    for name in sorted(GRAPH):
+        if not state.get(name):
+            visit(name)
+
+
+def test_only_the_ssh_edge_opens_ssh():
+    for name, path in MODULES.items():
+        source = path.read_text()
+        if name != "comfyume_fab.host.ssh":
+            assert "import paramiko" not in source and "from fabric" not in source, name

@@ -7,6 +7,23 @@ on stderr and the matching exit code; a traceback only with `--verbose`.
 from __future__ import annotations
 
 import enum
+import re
+
+# C0 controls but tab and newline, DEL, C1 controls, and the Unicode line separators and bidi
+# overrides that can make a terminal show something other than what was sent.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def _escape(match: re.Match) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def clean(text: object) -> str:
+    """`text` safe to print on a terminal: every control character (an ESC of a colour or cursor
+    sequence, a carriage return, a bell, ...) shown escaped as `\\x1b`; tabs and newlines kept.
+    Used for every string that comes from a file or a host before it is printed."""
+    return _CONTROL.sub(_escape, str(text))
 
 
 class ExitCode(enum.IntEnum):
@@ -45,7 +62,7 @@ class FabError(Exception):
         text = f"{head}: {self.cause}" if head else self.cause
         if self.hint:
             text = f"{text} ({self.hint})"
-        return text
+        return clean(text)
 
 
 class ConfigError(FabError):
@@ -59,7 +76,7 @@ class ConfigError(FabError):
         self.cause, self.host, self.step, self.hint, self.where = "\n".join(self.problems), None, None, None, None
 
     def sentence(self) -> str:
-        return "\n".join(self.problems)
+        return "\n".join(clean(p) for p in self.problems)
 
 
 class UnreachableError(FabError):

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .errors import clean
+
 if TYPE_CHECKING:  # a type only: rendering never runs an operation
     from .ops.start import StartSummary
     from .ops.status import StatusReport
@@ -38,7 +40,7 @@ def status_text(rep: StatusReport) -> str:
     lines.append("checks:")
     for c in rep.checks:
         lines.append(f"  [{_mark(c.ok, c.warning):>4}] {c.name}: {c.detail}")
-    return "\n".join(lines)
+    return clean("\n".join(lines))  # names, states and details come from hosts
 
 
 def start_text(summary: StartSummary) -> str:
@@ -54,4 +56,4 @@ def start_text(summary: StartSummary) -> str:
         lines.append(f"  WARNING: {w}")
     head = ("start-all: everything was already running with this configuration; nothing changed"
             if not summary.changed else f"start-all: deployment up (mode {plan.mode}, config {plan.config_hash})")
-    return "\n".join([head] + lines)
+    return clean("\n".join([head] + lines))

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 
 from invoke.exceptions import Exit
 
-from .errors import ExitCode, FabError
+from .errors import ExitCode, FabError, clean
 
 DEFAULT_INVENTORY = "hosts.yaml"
 
@@ -47,8 +47,10 @@ def reported(verbose: bool = False, task: str = ""):
             text = " | ".join(part.strip() for part in exc.sentence().splitlines() if part.strip())
             print(f"error: {label}{text}", file=sys.stderr)
         raise Exit(code=int(exc.code))
-    except KeyboardInterrupt:
-        print(f"\n{task}: interrupted; the deploy lock (if held) was released; rerun to converge", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        left = getattr(exc, "cfab_lock_left", None)  # set by DeployLock when its release failed
+        lock = f"WARNING: {left}" if left else "the deploy lock (if held) was released"
+        print(f"\n{task}: interrupted; {lock}; rerun to converge", file=sys.stderr)
         raise Exit(code=int(ExitCode.INTERRUPTED))
     except Exit:
         raise
@@ -58,6 +60,6 @@ def reported(verbose: bool = False, task: str = ""):
     except Exception as exc:  # a bug: keep it to one line unless asked
         if verbose:
             traceback.print_exc()
-        print(f"error: {task}: unexpected {type(exc).__name__}: {exc} (rerun with --verbose for the traceback)",
+        print(f"error: {task}: unexpected {type(exc).__name__}: {clean(exc)} (rerun with --verbose for the traceback)",
               file=sys.stderr)
         raise Exit(code=int(ExitCode.FAILURE))

@@ -1,12 +1,26 @@
-"""The deploy lock: a directory on the app host made with `mkdir` (atomic), holding who
-took it, for which task, since when. Released in `finally`, so also on failure and Ctrl-C;
-`break_lock` removes one left by a run that died (explicitly, never automatically)."""
+"""The deploy lock: a directory on the app host made with `mkdir` (atomic), holding a random
+token (the holder's proof) and who took it, for which task, since when.
+
+- Only its holder releases it: release compares the token and leaves someone else's lock alone
+  (a run whose lock was broken with `lock-break` must not delete the next holder's lock).
+- Released in `finally`, so also on failure and on Ctrl-C; Ctrl-C while the lock is being taken
+  (the folder may exist before we heard so) removes it if it is ours, and a second Ctrl-C cannot
+  cut the release short (SIGINT is held back for that one bounded command).
+- `timeouts.lock_wait` (the `stale_after` here): `--wait-lock` waits at most that long, and a lock
+  older than that is reported as stale, with its age (probably left by a run that died). A lock is
+  never broken automatically: `break_lock` (`invoke lock-break`) removes it, also one whose info
+  file is missing (a run that died between making the folder and writing the file)."""
 from __future__ import annotations
 
 import os
+import secrets
+import signal
+import threading
 import time
+from contextlib import contextmanager
+from typing import Iterator
 
-from ..errors import LockedError, UnhealthyError
+from ..errors import LockedError, UnhealthyError, clean
 from ..host import commands as cmd
 from ..host.session import Session
 from ..host.ssh import Remote
@@ -14,37 +28,106 @@ from ..inventory.model import Inventory
 from .audit import now_iso, who
 
 
+def describe(seen: cmd.LockSeen, stale_after: float | None = None) -> str:
+    """The holder as shown to the user: its info line (control characters removed) and its age;
+    `stale` when older than `stale_after`."""
+    holder = clean(seen.holder) or "an unknown holder (the lock has no info file: the run that took it died)"
+    if seen.age is None:
+        return holder
+    if stale_after is not None and seen.age > stale_after:
+        return (f"{holder}, taken {seen.age} s ago: STALE (older than timeouts.lock_wait "
+                f"{stale_after:g} s; that run probably died)")
+    return f"{holder}, taken {seen.age} s ago"
+
+
+@contextmanager
+def sigint_deferred() -> Iterator[None]:
+    """Hold Ctrl-C back until the block is done (main thread only; elsewhere a no-op), then
+    raise it: for short, bounded steps that must not be cut in half."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
+
+
 class DeployLock:
     def __init__(self, remote: Remote, workdir: str, task: str, revision: str,
-                 wait: float = 0.0, say=lambda m: None):
+                 wait: float = 0.0, say=lambda m: None, stale_after: float = 600.0):
         self.remote, self.workdir, self.task, self.wait, self.say = remote, workdir, task, wait, say
+        self.warn = getattr(say, "warn", say)
+        self.stale_after = stale_after
+        self.token = secrets.token_hex(16)
         self.info = f"{who()} task={task} pid={os.getpid()} since={now_iso()} rev={revision}"
         self.held = False
+        self.left: str | None = None  # why the lock may still be there after __exit__ (None: it is not)
 
     def acquire(self) -> None:
-        deadline = time.monotonic() + self.wait
+        deadline = time.monotonic() + min(self.wait, self.stale_after)
         announced = False
         while True:
-            res = self.remote.run(cmd.lock_acquire(self.workdir, self.info), step="lock")
-            if res.ok:
-                self.held = True
-                return
-            holder = res.stdout.strip() or "an unknown holder"
+            try:
+                res = self.remote.run(cmd.lock_acquire(self.workdir, self.info, self.token), step="lock")
+                if res.ok:
+                    self.held = True
+                    return
+            except BaseException:
+                # Interrupted (or the host failed) while taking it: the folder may be there and
+                # ours although we never heard so. Remove it only if it carries our token.
+                self._release_if_ours()
+                raise
             if res.exited != 3:
-                raise LockedError(f"could not take the deploy lock: {res.tail()}", host=self.remote.name, step="lock")
-            if time.monotonic() >= deadline:
-                raise LockedError(
-                    f"another deploy holds the lock: {holder}", host=self.remote.name, step="lock",
-                    hint="wait for it with --wait-lock, or if that run died, `invoke lock-break`")
+                raise LockedError(f"could not take the deploy lock: {clean(res.tail())}", host=self.remote.name,
+                                  step="lock")
+            seen = cmd.parse_lock(res.stdout)
+            holder = describe(seen, self.stale_after)
+            stale = seen.age is not None and seen.age > self.stale_after
+            if stale or time.monotonic() >= deadline:
+                how = ("if that run died, `invoke lock-break` removes it" if stale or not seen.holder else
+                       "wait for it with --wait-lock, or if that run died, `invoke lock-break`")
+                raise LockedError(f"another deploy holds the lock: {holder}", host=self.remote.name, step="lock",
+                                  hint=how)
             if not announced:
-                self.say(f"{self.remote.name}: waiting for the deploy lock held by {holder}")
+                self.say(f"{self.remote.name}: waiting (at most {min(self.wait, self.stale_after):g} s) "
+                         f"for the deploy lock held by {holder}")
                 announced = True
             time.sleep(min(2.0, max(0.1, deadline - time.monotonic())))
 
+    def _release_if_ours(self) -> None:
+        try:
+            with sigint_deferred():
+                self.remote.run(cmd.lock_release(self.workdir, self.token), step="unlock")
+        except BaseException:  # noqa: BLE001 - the first failure is the one to report
+            pass
+
     def release(self) -> None:
-        if self.held:
-            self.remote.run(cmd.lock_release(self.workdir), step="unlock")
-            self.held = False
+        """Remove the lock if it is still ours; say what was found. Raises when it cannot be checked."""
+        if not self.held:
+            return
+        with sigint_deferred():
+            res = self.remote.run(cmd.lock_release(self.workdir, self.token), step="unlock")
+        self.held = False
+        name = self.remote.name
+        first = res.stdout.strip().splitlines()[:1]
+        if res.ok and first == ["released"]:
+            self.say(f"{name}: deploy lock released")
+        elif res.exited == 4:
+            self.warn(f"{name}: the deploy lock was already gone when this run ended "
+                      "(someone ran `lock-break` while it was held)")
+        elif res.exited == 5:
+            other = describe(cmd.parse_lock(res.stdout), self.stale_after)
+            self.warn(f"{name}: the deploy lock is no longer this run's (its token does not match: it was broken "
+                      f"and taken again by {other}); left it in place for its holder")
+        else:
+            self.held = True
+            raise UnhealthyError(f"could not release the deploy lock: {clean(res.tail())}", host=name, step="unlock",
+                                 hint="`invoke lock-break` removes it")
 
     def __enter__(self) -> "DeployLock":
         self.acquire()
@@ -53,22 +136,37 @@ class DeployLock:
     def __exit__(self, *exc) -> None:
         try:
             self.release()
-        except Exception:
+        except BaseException as failure:  # noqa: BLE001
+            self.left = f"the deploy lock on {self.remote.name} may be left behind ({failure}); " \
+                        "`invoke lock-break` removes it"
             if exc[0] is None:
-                raise  # otherwise keep the original failure; the lock can be broken with lock-break
+                raise
+            if exc[1] is not None:  # keep the original failure, and say what was left
+                try:
+                    exc[1].cfab_lock_left = self.left
+                except AttributeError:
+                    pass
+                self.warn(self.left)
 
 
 def break_lock(inv: Inventory) -> str:
-    """`invoke lock-break`: remove the deploy lock on the app host, saying who held it."""
+    """`invoke lock-break`: remove the deploy lock on the app host, saying who held it (also a lock
+    whose info file is missing)."""
     app = inv.app_host
     with Session(inv, [app]) as s:
         s.connect()
         s.require_all()
-        holder = s[app.name].run(cmd.lock_read(app.workdir), step="lock-break").stdout.strip()
-        if not holder:
-            return f"{app.name}: no deploy lock held"
-        res = s[app.name].run(cmd.lock_release(app.workdir), step="lock-break")
-        if not res.ok:
-            raise UnhealthyError(f"could not remove the deploy lock: {res.tail()}", host=app.name, step="lock-break",
-                                 hint="remove the .deploy-lock folder in the remote folder by hand")
+        remote = s[app.name]
+        res = remote.run(cmd.lock_read(app.workdir), step="lock-break")
+        if res.stdout.strip().splitlines()[:1] != ["present"]:
+            if res.stdout.strip().splitlines()[:1] == ["absent"]:
+                return f"{app.name}: no deploy lock held"
+            raise UnhealthyError(f"could not read the deploy lock: {clean(res.tail())}", host=app.name,
+                                 step="lock-break")
+        holder = describe(cmd.parse_lock(res.stdout), inv.timeouts.lock_wait)
+        with sigint_deferred():
+            res = remote.run(cmd.lock_break(app.workdir), step="lock-break")
+        if not (res.ok and res.stdout.strip() == "removed"):
+            raise UnhealthyError(f"could not remove the deploy lock: {clean(res.tail())}", host=app.name,
+                                 step="lock-break", hint="remove the .deploy-lock folder in the remote folder by hand")
         return f"{app.name}: removed the deploy lock held by {holder}"

@@ -79,7 +79,8 @@ def start_all(inv: Inventory, say: Callable[[str], None], warn: Callable[[str], 
         app = plan.app
         outcomes = {hp.name: HostOutcome(hp.name) for hp in plan.hosts}
         checks: list[CheckResult] = []
-        with DeployLock(s[app.name], app.host.workdir, "start-all", revision, wait=wait_lock, say=say):
+        with DeployLock(s[app.name], app.host.workdir, "start-all", revision, wait=wait_lock, say=say,
+                          stale_after=inv.timeouts.lock_wait):
             # 1. app host: upload, up -d, wait healthy
             if app.app_services:
                 _deploy_stage(inv, s, app, app.app_services, states[app.name], outcomes[app.name], say)

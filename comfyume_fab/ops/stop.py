@@ -43,7 +43,8 @@ def stop_workers(inv: Inventory, say: Callable[[str], None], only: str | None = 
         s.connect()
         s.require_all()
         before = _app_snapshot(s, inv, app)
-        with DeployLock(s[app.name], app.host.workdir, "stop-verda", revision, wait=wait_lock, say=say):
+        with DeployLock(s[app.name], app.host.workdir, "stop-verda", revision, wait=wait_lock, say=say,
+                          stale_after=inv.timeouts.lock_wait):
             if when_idle:
                 _wait_idle(inv, plan, s, say, idle_timeout)
             gather(lambda hp: _stop_worker(inv, s, hp, down, say), workers)
@@ -107,7 +108,8 @@ def stop_all(inv: Inventory, say: Callable[[str], None], down: bool = False, wai
     with Session(inv, inv.hosts) as s:
         s.connect()
         s.require_all()
-        with DeployLock(s[app.name], app.host.workdir, "stop-all", revision, wait=wait_lock, say=say):
+        with DeployLock(s[app.name], app.host.workdir, "stop-all", revision, wait=wait_lock, say=say,
+                          stale_after=inv.timeouts.lock_wait):
             workers = [hp for hp in plan.hosts if hp.worker_services and hp.name != app.name]
             gather(lambda hp: _stop_worker(inv, s, hp, down, say), workers)
             say(f"{app.name}: {'removing' if down else 'stopping'} {', '.join(app.services)}")

@@ -7,6 +7,7 @@ import json
 from ..host import commands as cmd
 from .planner import Plan
 
+TOKEN = "<random token>"  # the run's own, made when it takes the lock
 UPLOAD = "(sftp) write {files} and .env (mode 0600, atomic rename) into {wd}"
 
 
@@ -16,7 +17,7 @@ def steps(plan: Plan, task: str, only: str | None = None, down: bool = False) ->
     app = plan.app
     wd = app.host.workdir
     out: list[tuple[str, str]] = [(h.name, "(ssh) connect; read engine, Compose, GPU, containers") for h in plan.hosts]
-    out.append((app.name, cmd.lock_acquire(wd, "<who> task=" + task)))
+    out.append((app.name, cmd.lock_acquire(wd, "<who> task=" + task, TOKEN)))
     workers = [hp for hp in plan.hosts if hp.worker_services and (not only or hp.name == only)]
     if task == "start-all":
         if app.app_services:
@@ -46,7 +47,7 @@ def steps(plan: Plan, task: str, only: str | None = None, down: bool = False) ->
             out.append((app.name, app.compose.stop((), remove=down)))
         out.append((app.name, "(check) app-host container ids unchanged" if task == "stop-verda" else
                     "(check) nothing left running"))
-    out.append((app.name, cmd.lock_release(wd)))
+    out.append((app.name, cmd.lock_release(wd, TOKEN)))
     return out
 
 

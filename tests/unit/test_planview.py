@@ -32,7 +32,7 @@ def test_dual_server_start_all_steps_are_in_order(tmp_path):
     first_worker_up = next(i for i, (h, s) in enumerate(steps(plan, "start-all")) if h != "mello" and "up -d" in s)
     redis_checks = [i for i, (h, s) in enumerate(steps(plan, "start-all")) if s.startswith("(check) Redis")]
     assert app_up < min(redis_checks) < max(redis_checks) < first_worker_up
-    assert order[-1] == "mello" and steps(plan, "start-all")[-1][1] == cmd.lock_release("comfyume")
+    assert order[-1] == "mello" and steps(plan, "start-all")[-1][1] == cmd.lock_release("comfyume", "<random token>")
     data = json.loads(render_json(plan, "start-all"))
     assert [h["name"] for h in data["hosts"]] == ["mello", "verda", "verda2"]
 

@@ -70,7 +70,7 @@ def ensure_lab(workers: int) -> list:
         faults.heal_all()
     else:
         say(f"lab: bringing up {len(want)} hosts (mello + {workers} worker(s))")
-        manager.up(workers=workers, sshd_only=0, num_users=3, say=lambda m: say(m))
+        manager.up(workers=workers, sshd_only=0, num_users=3, say=lambda m: say(m), takeover=True)
     return manager.load_state()
 
 

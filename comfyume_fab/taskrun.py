@@ -19,10 +19,11 @@ def inventory_path(option: str | None) -> str:
     return option or os.environ.get("COMFYUME_HOSTS") or DEFAULT_INVENTORY
 
 
-def load(option: str | None):
-    """The validated inventory named by --hosts (or $COMFYUME_HOSTS, or ./hosts.yaml)."""
+def load(option: str | None, need_secrets: bool = True):
+    """The validated inventory named by --hosts (or $COMFYUME_HOSTS, or ./hosts.yaml). Without
+    `need_secrets` (plan, --dry-run, lock-break) a secret that is not set is shown as `unset`."""
     from .inventory.read import load_inventory
-    return load_inventory(inventory_path(option))
+    return load_inventory(inventory_path(option), need_secrets=need_secrets)
 
 
 @contextmanager

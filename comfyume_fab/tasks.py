@@ -7,7 +7,7 @@ Modules are imported inside the tasks so that `invoke --list` and `plan` stay fa
 import atexit
 import gc
 
-from invoke import Collection, task
+from invoke import Collection, Task, task
 
 # At exit, skip the interpreter's last garbage collection over the ~100k objects of the imported
 # modules (Fabric, paramiko, redis-py): ~80 ms of every task's wall time on a 2-core host.
@@ -17,25 +17,51 @@ atexit.register(gc.freeze)
 HOSTS_HELP = "inventory file (default hosts.yaml; $COMFYUME_HOSTS overrides the default)"
 VERBOSE_HELP = "show tracebacks and every remote command's timing"
 
+# One short flag per option name, the same in every task (Invoke's automatic ones differed from
+# task to task, and gave --hosts `-h`, which reads as help). Options not named here have none.
+SHORT_FLAGS = {"hosts": "H", "dry_run": "n", "verbose": "v", "wait_lock": "w", "json": "j", "down": "d",
+               "when_idle": "i"}
+
+
+class FabTask(Task):
+    """A task whose short flags come from SHORT_FLAGS, never from Invoke's first-free-letter rule."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs["auto_shortflags"] = False
+        super().__init__(*args, **kwargs)
+
+    def arg_opts(self, name, default, taken_names):
+        opts = super().arg_opts(name, default, taken_names)
+        flag = SHORT_FLAGS.get(name)
+        if flag and flag not in taken_names:
+            opts["names"].append(flag)
+        return opts
+
+
+def _dry_run_plan(hosts):
+    """The plan for --dry-run: the inventory validated like the real run's, secrets may be unset."""
+    from comfyume_fab import taskrun
+    from comfyume_fab.plan.planner import make_plan
+    return make_plan(taskrun.load(hosts, need_secrets=False))
+
 
 def _ui(quiet=False):
     from comfyume_fab.progress import Progress
     return Progress(quiet=quiet)
 
 
-@task(help={"hosts": HOSTS_HELP, "dry_run": "print every host's commands in order and touch nothing",
+@task(klass=FabTask, help={"hosts": HOSTS_HELP, "dry_run": "print every host's commands in order and touch nothing",
             "wait_lock": "wait (up to timeouts.lock_wait) instead of failing when another deploy holds the lock",
             "verbose": VERBOSE_HELP})
 def start_all(c, hosts=None, dry_run=False, wait_lock=False, verbose=False):
     """Bring up the app host, prove Redis is reachable from the workers, bring up the workers, probe inference."""
     from comfyume_fab import taskrun
     with taskrun.reported(verbose, "start-all"):
-        inv = taskrun.load(hosts)
         if dry_run:
             from comfyume_fab.plan.steps import render_text
-            from comfyume_fab.plan.planner import make_plan
-            print(render_text(make_plan(inv), "start-all"))
+            print(render_text(_dry_run_plan(hosts), "start-all"))
             return
+        inv = taskrun.load(hosts)
         from comfyume_fab.ops.start import start_all as run
         from comfyume_fab.report import start_text
         ui = _ui()
@@ -43,7 +69,7 @@ def start_all(c, hosts=None, dry_run=False, wait_lock=False, verbose=False):
         print(start_text(summary))
 
 
-@task(help={"hosts": HOSTS_HELP, "host": "stop only this worker host (default: every worker host)",
+@task(klass=FabTask, help={"hosts": HOSTS_HELP, "host": "stop only this worker host (default: every worker host)",
             "down": "remove the worker containers too (volumes are always kept)",
             "when_idle": "first wait until no job is pending or running",
             "dry_run": "print the commands and touch nothing",
@@ -53,12 +79,11 @@ def stop_verda(c, hosts=None, host=None, down=False, when_idle=False, dry_run=Fa
     """Stop the GPU worker(s) only; the app host is left untouched (checked)."""
     from comfyume_fab import taskrun
     with taskrun.reported(verbose, "stop-verda"):
-        inv = taskrun.load(hosts)
         if dry_run:
             from comfyume_fab.plan.steps import render_text
-            from comfyume_fab.plan.planner import make_plan
-            print(render_text(make_plan(inv), "stop-verda", only=host, down=down))
+            print(render_text(_dry_run_plan(hosts), "stop-verda", only=host, down=down))
             return
+        inv = taskrun.load(hosts)
         from comfyume_fab.ops.stop import stop_workers
         ui = _ui()
         out = stop_workers(inv, ui, only=host, down=down, when_idle=when_idle, idle_timeout=inv.timeouts.lock_wait,
@@ -66,25 +91,24 @@ def stop_verda(c, hosts=None, host=None, down=False, when_idle=False, dry_run=Fa
         print(f"stop-verda: stopped the worker on {', '.join(out['stopped']) or 'no host'}; app host untouched")
 
 
-@task(help={"hosts": HOSTS_HELP, "down": "remove containers too (volumes, so Redis data, are kept)",
+@task(klass=FabTask, help={"hosts": HOSTS_HELP, "down": "remove containers too (volumes, so Redis data, are kept)",
             "dry_run": "print the commands and touch nothing",
             "wait_lock": "wait for another deploy's lock instead of failing", "verbose": VERBOSE_HELP})
 def stop_all(c, hosts=None, down=False, dry_run=False, wait_lock=False, verbose=False):
     """Stop the workers first, then the app host."""
     from comfyume_fab import taskrun
     with taskrun.reported(verbose, "stop-all"):
-        inv = taskrun.load(hosts)
         if dry_run:
             from comfyume_fab.plan.steps import render_text
-            from comfyume_fab.plan.planner import make_plan
-            print(render_text(make_plan(inv), "stop-all", down=down))
+            print(render_text(_dry_run_plan(hosts), "stop-all", down=down))
             return
+        inv = taskrun.load(hosts)
         from comfyume_fab.ops.stop import stop_all as run
         out = run(inv, _ui(), down=down, wait_lock=inv.timeouts.lock_wait if wait_lock else 0.0)
         print(f"stop-all: stopped {', '.join(out['stopped'])}")
 
 
-@task(help={"hosts": HOSTS_HELP, "json": "machine-readable output for scripts",
+@task(klass=FabTask, help={"hosts": HOSTS_HELP, "json": "machine-readable output for scripts",
             "no_probe": "skip the inference probe", "verbose": VERBOSE_HELP})
 def status(c, hosts=None, json=False, no_probe=False, verbose=False):
     """Every host, service, cross-host link, queue and GPU; exit 0 only when all is healthy."""
@@ -103,40 +127,44 @@ def status(c, hosts=None, json=False, no_probe=False, verbose=False):
             raise Exit(code=int(rep.code))
 
 
-@task(name="plan", help={"hosts": HOSTS_HELP, "json": "machine-readable output", "verbose": VERBOSE_HELP})
+@task(klass=FabTask, name="plan", help={"hosts": HOSTS_HELP, "json": "machine-readable output", "verbose": VERBOSE_HELP})
 def plan_(c, hosts=None, json=False, verbose=False):
     """Show per host the services, the environment (secrets masked) and the commands start-all would run."""
     from comfyume_fab import taskrun
     with taskrun.reported(verbose, "plan"):
         from comfyume_fab.plan.steps import render_json, render_text
         from comfyume_fab.plan.planner import make_plan
-        p = make_plan(taskrun.load(hosts))
+        p = make_plan(taskrun.load(hosts, need_secrets=False))
         print(render_json(p) if json else render_text(p))
 
 
-@task(help={"hosts": HOSTS_HELP, "verbose": VERBOSE_HELP})
+@task(klass=FabTask, help={"hosts": HOSTS_HELP, "verbose": VERBOSE_HELP})
 def lock_break(c, hosts=None, verbose=False):
     """Remove a stale deploy lock left by a run that died (says who held it)."""
     from comfyume_fab import taskrun
     with taskrun.reported(verbose, "lock-break"):
         from comfyume_fab.ops.lock import break_lock
-        print(break_lock(taskrun.load(hosts)))
+        print(break_lock(taskrun.load(hosts, need_secrets=False)))
 
 
-@task(help={"workers": "number of worker hosts (verda, verda-2, ...)",
-            "sshd_only": "extra hosts with sshd but no Docker engine (scale benchmarks)",
-            "users": "num_users in the lab inventory"})
-def lab_up(c, workers=1, sshd_only=0, users=3):
+TAKEOVER_HELP = ("remove a lab that another checkout made (default: refuse, naming that checkout; "
+                 "$COMFYUME_LAB_TAKEOVER=1 does the same)")
+
+
+@task(klass=FabTask, help={"workers": "number of worker hosts (verda, verda-2, ...)",
+                           "sshd_only": "extra hosts with sshd but no Docker engine (scale benchmarks)",
+                           "users": "num_users in the lab inventory", "takeover": TAKEOVER_HELP})
+def lab_up(c, workers=1, sshd_only=0, users=3, takeover=False):
     """Create the lab: hosts as network namespaces with their own sshd and Docker engine."""
     from comfyume_fab.lab.cli import up
-    up(int(workers), int(sshd_only), int(users))
+    up(int(workers), int(sshd_only), int(users), takeover=takeover)
 
 
-@task
-def lab_down(c):
+@task(klass=FabTask, help={"takeover": TAKEOVER_HELP})
+def lab_down(c, takeover=False):
     """Remove everything the lab made (processes, namespaces, bridge, users, folders)."""
     from comfyume_fab.lab.cli import down
-    down()
+    down(takeover=takeover)
 
 
 lab = Collection("lab")

@@ -2,7 +2,13 @@
 
 The lab (network namespaces, sshd and a Docker engine per host) is one resource per machine:
 the session fixture takes an exclusive flock on it, reuses a lab that is up (as `.ci/run`
-leaves it) or brings one up, and heals every fault before each lab test.
+leaves it) when THIS checkout made it, or brings one up, and heals every fault before each lab
+test. A lab another checkout made (the machine-wide record names its lab folder) is taken over,
+i.e. rebuilt for this checkout, by default inside pytest (several checkouts take turns on one
+machine); COMFYUME_LAB_TAKEOVER=0 makes the session refuse instead, naming that checkout.
+
+tests/unit needs neither root nor the lab: a unit test that asks for the `lab` fixture (directly
+or through `inv`, `healed`, `deployed`, ...) fails before any fixture runs.
 """
 from __future__ import annotations
 
@@ -47,8 +53,26 @@ class Lab:
         return path
 
 
+UNIT = Path(__file__).resolve().parent / "unit"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """tests/unit must run without root and without the lab: refuse a unit test that uses it."""
+    if UNIT in Path(str(item.path)).resolve().parents and "lab" in item.fixturenames:
+        via = [f for f in item.fixturenames if f in _LAB_FIXTURES and f != "lab"]
+        pytest.fail(f"{item.nodeid}: a unit test must not use the lab (it asks for the `lab` fixture"
+                    f"{' through ' + ', '.join(via) if via else ''}); move it to tests/lab/ or drop the fixture",
+                    pytrace=False)
+
+
+_LAB_FIXTURES = ("lab", "healed", "inv", "deployed")
+
+
 def _lab_is_up() -> bool:
     from comfyume_fab.lab import hostsvc, manager
+    if not manager.made_here():  # a lab another checkout made has its own keys and secrets
+        return False
     hosts = {h.name: h for h in manager.load_state()}
     if not {"mello", "verda"} <= set(hosts):
         return False
@@ -69,7 +93,11 @@ def lab():
         fcntl.flock(lock, fcntl.LOCK_EX)
         os.environ[manager.LOCK_HELD_ENV] = "1"  # our own `invoke lab.up` subprocesses must not wait on us
         if not _lab_is_up():
-            manager.up(workers=1, num_users=3)
+            takeover = os.environ.get(manager.TAKEOVER_ENV, "1") != "0"
+            try:
+                manager.up(workers=1, num_users=3, takeover=takeover)
+            except manager.LabError as exc:
+                pytest.fail(f"the lab session: {exc}", pytrace=False)
         faults.heal_all()
         secrets = {}
         for line in (manager.LAB_DIR / "secrets.env").read_text().splitlines():

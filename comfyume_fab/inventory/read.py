@@ -23,7 +23,7 @@ TOP_KEYS = ("mode", "project", "num_users", "images", "ports", "worker", "timeou
 IMAGE_HINT = "letters, digits and . _ / : @ - only, e.g. comfyume-worker:v0.11.0"
 
 
-def read_inventory(doc: YamlDoc, shown: str, environ: Mapping[str, str]) -> model.Inventory:
+def read_inventory(doc: YamlDoc, shown: str, environ: Mapping[str, str], need_secrets: bool = True) -> model.Inventory:
     """Validate `doc` (the parsed file shown as `shown`); the Inventory, or ConfigError with all problems."""
     c = Checker(doc, shown)
     base = os.path.dirname(os.path.abspath(shown))
@@ -61,7 +61,7 @@ def read_inventory(doc: YamlDoc, shown: str, environ: Mapping[str, str]) -> mode
         check_modes(c, mode, hosts, serverless)
     if ports_ok:
         check_ports(c, ports, num_users)
-    secrets, env_file = check_secrets(c, mode, env_file_given, base, environ)
+    secrets, env_file = check_secrets(c, mode, env_file_given, base, environ, need_secrets)
     if c.found:
         raise ConfigError(c.problems)
     return model.Inventory(
@@ -173,7 +173,8 @@ def _hosts(c: Checker, top: dict, base: str) -> tuple[list[model.Host], bool]:
     return hosts, len(hosts) == len(raw)
 
 
-def load_inventory(path: str, environ: Mapping[str, str] | None = None) -> model.Inventory:
-    """Read, validate and resolve the inventory at `path`; ConfigError lists every problem."""
+def load_inventory(path: str, environ: Mapping[str, str] | None = None, need_secrets: bool = True) -> model.Inventory:
+    """Read, validate and resolve the inventory at `path`; ConfigError lists every problem.
+    `need_secrets=False` (plan, --dry-run): a secret that is not set is `Unset`, not a problem."""
     doc = load_yaml_file(path, shown=str(path))
-    return read_inventory(doc, str(path), os.environ if environ is None else environ)
+    return read_inventory(doc, str(path), os.environ if environ is None else environ, need_secrets)

@@ -90,8 +90,9 @@ def check_ports(c: Checker, ports: model.Ports, num_users: int) -> None:
 
 
 def check_secrets(c: Checker, mode: str | None, env_file_given: str | None, base: str,
-                  environ: Mapping[str, str]) -> tuple[dict[str, Secret], str | None]:
-    """Resolve the secrets the mode needs (environment first, then the env file)."""
+                  environ: Mapping[str, str], need_secrets: bool = True) -> tuple[dict[str, Secret], str | None]:
+    """Resolve the secrets the mode needs (environment first, then the env file); without
+    `need_secrets` (plan, --dry-run) a missing one is an `Unset` placeholder, not a problem."""
     where = ("secrets",)
     env_file_path = expand(env_file_given, base) if env_file_given else None
     env_file = None
@@ -106,7 +107,7 @@ def check_secrets(c: Checker, mode: str | None, env_file_given: str | None, base
                 c.err(where + ("env_file",), f"{env_file_given}:{number}: {what}",
                       "write lines like REDIS_PASSWORD=...; '#' starts a comment")
     required = REQUIRED_ALWAYS + (REQUIRED_WITH_ADMIN if mode not in (None, "frontend-testing") else ())
-    result = resolve_secrets(required, OPTIONAL, environ, env_file, env_file_given)
+    result = resolve_secrets(required, OPTIONAL, environ, env_file, env_file_given, allow_unset=not need_secrets)
     for what, hint in result.problems:
         c.err(where, what, hint)
     return dict(result.secrets), env_file_path

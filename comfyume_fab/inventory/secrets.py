@@ -113,6 +113,31 @@ def unsafe_reason(value: str) -> str | None:
     return UNSAFE_CHARS_TEXT if _UNSAFE.search(value) else None
 
 
+class Unset(Secret):
+    """A required secret that was not given, allowed only where nothing is deployed (`plan`,
+    `--dry-run`): shown as `unset`, and it has no value to reveal."""
+
+    __slots__ = ()
+
+    def __init__(self, name: str):
+        object.__setattr__(self, "_value", name)
+
+    def reveal(self) -> str:
+        from ..errors import ConfigError
+        raise ConfigError(f"{self._value} is not set (export {self._value}=... or add it to the secrets.env_file)")
+
+    def __repr__(self) -> str:
+        return "unset"
+
+    __str__ = __repr__
+
+    def __format__(self, spec: str) -> str:
+        return "unset"
+
+    def __bool__(self) -> bool:
+        return False
+
+
 @dataclass(frozen=True)
 class Resolution:
     """The outcome of resolving secrets: the found ones, and (what, hint) per problem (never a value)."""
@@ -122,7 +147,7 @@ class Resolution:
 
 
 def resolve_secrets(required: tuple[str, ...], optional: tuple[str, ...], environ: Mapping[str, str],
-                    env_file: EnvFile | None, env_file_name: str | None) -> Resolution:
+                    env_file: EnvFile | None, env_file_name: str | None, allow_unset: bool = False) -> Resolution:
     """Look up each name in `environ`, then in `env_file`; check presence, emptiness and characters.
 
     Problems are (`"<NAME> <what is wrong>"`, hint); the caller adds file, line and key path.
@@ -137,6 +162,9 @@ def resolve_secrets(required: tuple[str, ...], optional: tuple[str, ...], enviro
         was_empty = name in environ or name in file_values
         if not value:
             if name in optional:
+                continue
+            if allow_unset and not was_empty:  # plan / --dry-run: shown as `unset`
+                found[name] = Unset(name)
                 continue
             if was_empty:
                 why = ("Redis across the tailnet must always require a password"

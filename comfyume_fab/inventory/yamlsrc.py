@@ -201,7 +201,7 @@ def load_yaml_file(path: str, shown: str | None = None) -> YamlDoc:
             raw = fh.read()
     except OSError as exc:
         raise ConfigError(f"{shown}: cannot read the inventory: {exc.strerror or exc} "
-                          f"(check the path, or pass another with --inventory)") from None
+                          f"(check the path, or name another with --hosts PATH or $COMFYUME_HOSTS)") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

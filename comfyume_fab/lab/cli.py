@@ -8,20 +8,20 @@ from invoke.exceptions import Exit
 from .system import LabError
 
 
-def up(workers: int, sshd_only: int, users: int) -> None:
+def up(workers: int, sshd_only: int, users: int, takeover: bool = False) -> None:
     from .manager import up as run
     try:
-        path = run(workers=workers, sshd_only=sshd_only, num_users=users)
+        path = run(workers=workers, sshd_only=sshd_only, num_users=users, takeover=takeover or None)
     except LabError as exc:
         print(f"error: lab.up: {exc}", file=sys.stderr)
         raise Exit(code=1)
     print(path)
 
 
-def down() -> None:
+def down(takeover: bool = False) -> None:
     from .manager import down as run
     try:
-        run()
+        run(takeover=takeover or None)
     except LabError as exc:
         print(f"error: lab.down: {exc}", file=sys.stderr)
         raise Exit(code=1)

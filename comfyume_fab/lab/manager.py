@@ -30,6 +30,39 @@ def _require_root() -> None:
 
 LOCK = Path("/run/comfyume-lab.lock")
 LOCK_HELD_ENV = "COMFYUME_LAB_LOCK_HELD"
+# Which checkout made the lab that is up (its LAB_DIR): the lab is one per machine, and a lab.up or
+# lab.down from another checkout must not tear it down unasked.
+OWNER = Path(f"{RUN_ROOT}.owner")
+TAKEOVER_ENV = "COMFYUME_LAB_TAKEOVER"
+
+
+def owner() -> str | None:
+    """The LAB_DIR of the checkout that made the lab that is up, or None when none is recorded."""
+    try:
+        return OWNER.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def _mine() -> str:
+    return str(LAB_DIR.resolve())
+
+
+def made_here() -> bool:
+    """Was the lab that is up made by this checkout?"""
+    return owner() == _mine()
+
+
+def _check_owner(takeover: bool | None, doing: str) -> None:
+    """Refuse to touch a lab another checkout made, unless told to take it over (the argument, else
+    $COMFYUME_LAB_TAKEOVER=1)."""
+    if takeover is None:
+        takeover = os.environ.get(TAKEOVER_ENV) == "1"
+    other = owner()
+    if other and other != _mine() and not takeover:
+        raise LabError(f"refusing to {doing}: the lab that is up was made by the checkout at "
+                       f"{Path(other).parent} (its lab folder {other}); run `invoke lab.down` there first, "
+                       f"or rerun with --takeover (or {TAKEOVER_ENV}=1) to remove it and build this checkout's")
 
 
 @contextmanager
@@ -71,11 +104,13 @@ def _held_by_ancestor() -> bool:
 
 
 def up(workers: int = 1, sshd_only: int = 0, num_users: int = 3,
-       say: Callable[[str], None] = print) -> Path:
+       say: Callable[[str], None] = print, takeover: bool | None = None) -> Path:
     """Create the lab from scratch (first cleaning what an earlier run left) and return the
-    path of the inventory it wrote."""
+    path of the inventory it wrote. A lab made by another checkout is removed only with
+    `takeover` (default: $COMFYUME_LAB_TAKEOVER=1); otherwise LabError names that checkout."""
     _require_root()
     with lab_lock():
+        _check_owner(takeover, "rebuild the lab")
         return _up(workers, sshd_only, num_users, say)
 
 
@@ -84,6 +119,8 @@ def _up(workers: int, sshd_only: int, num_users: int, say: Callable[[str], None]
     hosts = lab_hosts(workers, sshd_only)
     _down()
     LAB_DIR.mkdir(parents=True, exist_ok=True)
+    OWNER.parent.mkdir(parents=True, exist_ok=True)
+    OWNER.write_text(_mine() + "\n")  # from the first namespace on: a half-built lab is ours too
     key = _operator_key()
     network.bridge_up()
     for host in hosts:
@@ -103,9 +140,11 @@ def _up(workers: int, sshd_only: int, num_users: int, say: Callable[[str], None]
     return inventory
 
 
-def down(say: Callable[[str], None] = print) -> None:
-    """Stop every lab process and remove namespaces, bridge, users and folders (cache kept)."""
+def down(say: Callable[[str], None] = print, takeover: bool | None = None) -> None:
+    """Stop every lab process and remove namespaces, bridge, users and folders (cache kept). A lab
+    made by another checkout only with `takeover` (default: $COMFYUME_LAB_TAKEOVER=1)."""
     with lab_lock():
+        _check_owner(takeover, "remove the lab")
         _down()
     say("lab: down (no lab process, namespace, bridge or folder left; image cache kept)")
 
@@ -128,6 +167,7 @@ def _down() -> None:
         if name.startswith(USER_PREFIX):
             hostsvc.remove_user(name)
     (LAB_DIR / "state.json").unlink(missing_ok=True)
+    OWNER.unlink(missing_ok=True)
 
 
 def _operator_key() -> Path:

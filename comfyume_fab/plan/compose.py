@@ -15,7 +15,11 @@ import yaml
 from ..errors import ConfigError
 from ..host.facts.docker import ENV_HASH_LABEL
 
-COMPOSE_DIR = Path(__file__).resolve().parents[2] / "compose"
+# Installed (pip/pipx), the compose files are package data in comfyume_fab/compose/; in a checkout
+# they are the repository's compose/ folder (the same files: see setup.py).
+_PACKAGE = Path(__file__).resolve().parents[1]
+COMPOSE_DIR = next((d for d in (_PACKAGE / "compose", _PACKAGE.parent / "compose") if (d / "app.yml").is_file()),
+                   _PACKAGE / "compose")
 APP_FILE, WORKER_FILE, WORKER_GPU_FILE, FRONTENDS_FILE = "app.yml", "worker.yml", "worker-gpu.yml", "frontends.yml"
 BATCH_SIZE = 5
 HEALTH = {"interval": "${HEALTH_INTERVAL:-5s}", "timeout": "3s", "retries": 3,

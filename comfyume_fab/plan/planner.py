@@ -22,7 +22,7 @@ from typing import Mapping
 from ..errors import ConfigError
 from ..host.commands import ComposeProject
 from ..inventory.model import GPU_MODES, Host, Inventory
-from ..inventory.secrets import REDACTED, Secret
+from ..inventory.secrets import REDACTED, Secret, Unset
 from . import compose as cg
 
 APP_CORE = ("redis", "queue-manager", "admin")
@@ -47,7 +47,7 @@ def _secret_fingerprint(name: str, value: str) -> str:
 
 def env_hash(env: Mapping[str, str | Secret]) -> str:
     """Hash of every variable but CFAB_ENV_HASH; a secret enters only as its scrypt fingerprint."""
-    lines = [f"{k}={_secret_fingerprint(k, v.reveal()) if isinstance(v, Secret) else v}"
+    lines = [f"{k}={'unset' if isinstance(v, Unset) else _secret_fingerprint(k, v.reveal()) if isinstance(v, Secret) else v}"
              for k, v in sorted(env.items()) if k != HASH_KEY]
     return short_hash("\n".join(lines))
 
@@ -138,7 +138,8 @@ class HostPlan:
 
     def env_masked(self) -> dict[str, str]:
         """The env for display: every secret as '***'."""
-        return {k: REDACTED if isinstance(v, Secret) else str(v) for k, v in self.env.items()}
+        return {k: "unset" if isinstance(v, Unset) else REDACTED if isinstance(v, Secret) else str(v)
+                for k, v in self.env.items()}
 
     @property
     def compose(self) -> ComposeProject:
@@ -206,7 +207,8 @@ def make_plan(inv: Inventory, gpu_present: Mapping[str, bool] | None = None) -> 
     app = inv.app_host
     if app is None:
         raise ConfigError(f"{inv.path}: mode {inv.mode} has no host with the app role (check hosts:)")
-    if inv.mode != "frontend-testing" and not inv.secrets.get("REDIS_PASSWORD"):
+    if inv.mode != "frontend-testing" and not inv.secrets.get("REDIS_PASSWORD") \
+            and not isinstance(inv.secrets.get("REDIS_PASSWORD"), Unset):
         raise ConfigError(f"{inv.path}: refusing to plan Redis without a password "
                           f"(set REDIS_PASSWORD: Redis across the tailnet must always require one)")
     ordered = (app,) + tuple(h for h in inv.worker_hosts if h is not app)

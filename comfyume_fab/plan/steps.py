@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
+from ..errors import ConfigError
 from ..host import commands as cmd
+from ..inventory.secrets import Unset
 from .planner import Plan
 
 TOKEN = "<random token>"  # the run's own, made when it takes the lock
@@ -19,6 +21,9 @@ def steps(plan: Plan, task: str, only: str | None = None, down: bool = False) ->
     out: list[tuple[str, str]] = [(h.name, "(ssh) connect; read engine, Compose, GPU, containers") for h in plan.hosts]
     out.append((app.name, cmd.lock_acquire(wd, "<who> task=" + task, TOKEN)))
     workers = [hp for hp in plan.hosts if hp.worker_services and (not only or hp.name == only)]
+    if only and not workers:  # the same refusal as the real stop-verda's, before anything is shown
+        names = ", ".join(hp.name for hp in plan.hosts if hp.worker_services) or "none"
+        raise ConfigError(f"--host {only}: not a worker host in {inv.path} (worker hosts: {names})")
     if task == "start-all":
         if app.app_services:
             out.append((app.name, cmd.mkdir(wd)))
@@ -51,10 +56,19 @@ def steps(plan: Plan, task: str, only: str | None = None, down: bool = False) ->
     return out
 
 
+def unset_secrets(plan: Plan) -> list[str]:
+    """The secrets the plan needs that were not given (plan / --dry-run only)."""
+    return sorted(name for name, value in plan.inventory.secrets.items() if isinstance(value, Unset))
+
+
 def render_text(plan: Plan, task: str = "start-all", **kw) -> str:
     lines = [f"mode {plan.mode}, config {plan.config_hash}, inventory {plan.inventory.path}"]
     for w in plan.warnings:
         lines.append(f"WARNING: {w}")
+    unset = unset_secrets(plan)
+    if unset:
+        lines.append(f"NOTE: {', '.join(unset)} not set (shown as unset; the config hash differs from the real "
+                     f"one): start-all needs them (export them, or name an env file in secrets.env_file)")
     for hp in plan.hosts:
         lines.append("")
         lines.append(f"{hp.name} ({', '.join(hp.roles)}) {hp.host.address} -> {hp.host.workdir}")
@@ -73,6 +87,7 @@ def render_text(plan: Plan, task: str = "start-all", **kw) -> str:
 def render_json(plan: Plan, task: str = "start-all", **kw) -> str:
     return json.dumps({
         "mode": plan.mode, "config_hash": plan.config_hash, "warnings": list(plan.warnings),
+        "unset_secrets": unset_secrets(plan),
         "hosts": [{"name": hp.name, "roles": list(hp.roles), "address": hp.host.address, "workdir": hp.host.workdir,
                    "compose_files": list(hp.compose_files), "services": list(hp.services), "env": hp.env_masked()}
                   for hp in plan.hosts],

@@ -494,7 +494,7 @@ def test_not_utf8_and_missing_file():
     with pytest.raises(ConfigError) as info:
         load_inventory("nope.yaml", environ=ENV)
     assert info.value.problems == ["nope.yaml: cannot read the inventory: No such file or directory "
-                                   "(check the path, or pass another with --inventory)"]
+                                   "(check the path, or name another with --hosts PATH or $COMFYUME_HOSTS)"]
     assert info.value.code == 2
 
 

@@ -1,0 +1,165 @@
+"""First contact (issue 11, item 7), run as a user would: the real `invoke` as a subprocess, in a
+folder with a copy of the example inventory, and no host touched. `plan` and `--dry-run` work
+without the secrets (shown as unset) while the real run still refuses without them; short flags
+mean the same option in every task and `-h` is help; hints name options that exist; every task
+checks its options before it acts. The inventory points at a TCP listener of the test's own,
+which proves that plan and --dry-run open no connection."""
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+INVOKE = str(Path(sys.executable).with_name("invoke"))
+TASKS = ["start-all", "stop-verda", "stop-all", "status", "plan", "lock-break", "lab.up", "lab.down"]
+SECRETS = {"REDIS_PASSWORD": "first-contact-redis-pw", "ADMIN_PASSWORD": "first-contact-admin-pw"}
+
+
+class Listener:
+    """A TCP port on 127.0.0.1 that counts the connections made to it (an SSH attempt would be one)."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.accepted = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except (socket.timeout, OSError):
+                continue
+            self.accepted += 1
+            conn.close()
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(2)
+        self.sock.close()
+
+
+@pytest.fixture
+def place(tmp_path):
+    """A folder outside the checkout with the example inventory, its hosts at a local listener."""
+    listener = Listener()
+    data = yaml.safe_load((REPO / "hosts.yaml").read_text())
+    for host in data["hosts"].values():
+        host["address"], host["port"] = "127.0.0.1", listener.port
+    data.setdefault("timeouts", {})["connect"] = 2
+    (tmp_path / "hosts.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    yield tmp_path, listener
+    listener.close()
+
+
+def run(cwd: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    full = {k: v for k, v in os.environ.items() if k not in ("COMFYUME_HOSTS", *SECRETS)}
+    full.update(env or {})
+    return subprocess.run([INVOKE, "--search-root", str(REPO), *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=120, env=full)
+
+
+def test_plan_and_dry_run_work_without_the_secrets_and_connect_to_nothing(place):
+    cwd, listener = place
+    res = run(cwd, "plan")
+    assert res.returncode == 0, res.stderr
+    assert "    REDIS_PASSWORD=unset" in res.stdout and "    ADMIN_PASSWORD=unset" in res.stdout
+    assert "NOTE: ADMIN_PASSWORD, REDIS_PASSWORD not set" in res.stdout and "start-all needs them" in res.stdout
+    plan = json.loads(run(cwd, "plan", "--json").stdout)
+    assert plan["unset_secrets"] == ["ADMIN_PASSWORD", "REDIS_PASSWORD"]
+    assert plan["hosts"][0]["env"]["REDIS_PASSWORD"] == "unset"
+    for task in ("start-all", "stop-verda", "stop-all"):
+        res = run(cwd, task, "--dry-run")
+        assert res.returncode == 0, res.stderr
+        assert f"{task} would run, in order:" in res.stdout and "REDIS_PASSWORD=unset" in res.stdout
+    # with the secrets given they are masked, never shown
+    res = run(cwd, "start-all", "-n", env=SECRETS)
+    assert res.returncode == 0 and "REDIS_PASSWORD=***" in res.stdout and "unset" not in res.stdout
+    assert SECRETS["REDIS_PASSWORD"] not in res.stdout + res.stderr
+    assert listener.accepted == 0
+
+
+def test_the_real_runs_still_refuse_without_the_secrets_before_touching_anything(place):
+    cwd, listener = place
+    for task in ("start-all", "stop-verda", "stop-all", "status"):
+        res = run(cwd, task)
+        assert res.returncode == 2, (task, res.stderr)
+        assert "REDIS_PASSWORD is not set" in res.stderr and "Traceback" not in res.stderr
+    assert listener.accepted == 0
+
+
+def options(task: str) -> dict[str, str]:
+    """`invoke --help TASK`'s options: long name -> its short flag ('' when none)."""
+    out = run(REPO, "--help", task).stdout
+    found = {}
+    for line in out.split("Options:", 1)[1].splitlines():
+        m = re.match(r"\s+(?:-(\w)(?: \w+)?, )?--([\w-]+)", line)
+        if m:
+            found[m.group(2)] = m.group(1) or ""
+    return found
+
+
+def test_short_flags_mean_the_same_option_in_every_task_and_h_is_help(place):
+    cwd, listener = place
+    meaning: dict[str, set[str]] = {}
+    every = {task: options(task) for task in TASKS}
+    for task, opts in every.items():
+        for long, short in opts.items():
+            if short:
+                meaning.setdefault(short, set()).add(long)
+        assert "h" not in opts.values(), f"{task}: -h must stay help"
+    assert all(len(longs) == 1 for longs in meaning.values()), meaning
+    for task in ("start-all", "stop-verda", "stop-all"):
+        assert every[task]["dry-run"] == "n" and every[task]["hosts"] == "H" and every[task]["wait-lock"] == "w"
+    assert every["status"]["json"] == every["plan"]["json"] == "j"
+    res = run(cwd, "status", "-h")  # help, not --hosts
+    assert res.returncode == 0 and "Usage:" in res.stdout and "--no-probe" in res.stdout
+    res = run(cwd, "plan", "-H", "hosts.yaml", "-j")
+    assert res.returncode == 0 and json.loads(res.stdout)["mode"] == "dual-server"
+    assert listener.accepted == 0
+
+
+def test_a_worker_that_does_not_exist_is_refused_by_dry_run_like_by_the_real_run(place):
+    cwd, listener = place
+    dry = run(cwd, "stop-verda", "--dry-run", "--host", "nosuch")
+    real = run(cwd, "stop-verda", "--host", "nosuch", env=SECRETS)
+    for res in (dry, real):
+        assert res.returncode == 2, res.stderr
+        assert res.stderr.strip() == "--host nosuch: not a worker host in hosts.yaml (worker hosts: verda)"
+        assert res.stdout == ""
+    assert listener.accepted == 0
+
+
+EXTERNAL = {"--cpu", "--runtime", "--porcelain", "--short", "--untracked-files"}  # other programs' flags
+
+
+def test_every_option_a_message_names_exists():
+    known = {f"--{o}" for task in TASKS for o in options(task)} | {"--help", "--list", "--version"}
+    named = {}
+    for path in (REPO / "comfyume_fab").rglob("*.py"):
+        rel = path.relative_to(REPO).as_posix()
+        if rel.startswith(("comfyume_fab/lab/", "comfyume_fab/host/commands.py", "comfyume_fab/host/facts/")):
+            continue  # command lines for other programs
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                for opt in re.findall(r"(?<![\w-])--[a-z][a-z-]+", node.value):
+                    named.setdefault(opt, rel)
+    unknown = {opt: where for opt, where in named.items() if opt not in known | EXTERNAL}
+    assert not unknown, f"messages name options that no task has: {unknown}"
+    assert "--hosts" in named  # the check really reads the messages

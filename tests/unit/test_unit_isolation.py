@@ -1,0 +1,68 @@
+"""tests/unit needs neither root nor the lab, and the lab is never torn down for another checkout
+unasked (issue 11, item 9). Nothing here touches the machine's lab: the owner record is pointed
+at tmp, and the refusal of a unit test that asks for the lab is shown in a separate pytest run
+of a scratch copy of tests/conftest.py."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from comfyume_fab.lab import manager
+from comfyume_fab.lab.system import LabError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def owner_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(manager, "OWNER", tmp_path / "comfyume-lab.owner")
+    monkeypatch.setattr(manager, "LAB_DIR", tmp_path / "here" / ".lab")
+    monkeypatch.delenv(manager.TAKEOVER_ENV, raising=False)
+    return manager.OWNER
+
+
+def test_a_lab_made_by_another_checkout_is_refused_with_its_name(owner_file, monkeypatch):
+    owner_file.write_text("/work/other-checkout/.lab\n")
+    assert manager.owner() == "/work/other-checkout/.lab" and not manager.made_here()
+    with pytest.raises(LabError) as info:
+        manager._check_owner(None, "remove the lab")
+    text = str(info.value)
+    assert "\n" not in text
+    assert text.startswith("refusing to remove the lab: the lab that is up was made by the checkout at "
+                           "/work/other-checkout (its lab folder /work/other-checkout/.lab)")
+    assert "`invoke lab.down` there" in text and "--takeover" in text and "COMFYUME_LAB_TAKEOVER=1" in text
+    manager._check_owner(True, "remove the lab")  # an explicit takeover goes ahead
+    monkeypatch.setenv(manager.TAKEOVER_ENV, "1")
+    manager._check_owner(None, "remove the lab")  # and so does the environment's (CI, benchmarks)
+
+
+def test_this_checkouts_own_lab_or_none_is_never_refused(owner_file):
+    manager._check_owner(None, "rebuild the lab")  # no lab recorded
+    owner_file.write_text(str(manager.LAB_DIR.resolve()) + "\n")
+    assert manager.made_here()
+    manager._check_owner(None, "rebuild the lab")
+
+
+def test_a_unit_test_that_asks_for_the_lab_fails_before_the_lab_is_touched(tmp_path):
+    tests = tmp_path / "tests"
+    (tests / "unit").mkdir(parents=True)
+    shutil.copy2(REPO / "tests" / "conftest.py", tests / "conftest.py")
+    (tests / "__init__.py").write_text("")
+    (tests / "unit" / "__init__.py").write_text("")
+    (tests / "unit" / "test_sneaky.py").write_text(
+        "def test_direct(lab):\n    raise AssertionError('the lab fixture ran')\n\n"
+        "def test_through_inv(inv):\n    raise AssertionError('the inv fixture ran')\n\n"
+        "def test_plain():\n    assert True\n")
+    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/unit"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    out = res.stdout + res.stderr
+    assert res.returncode == 1, out
+    assert "1 passed, 2 errors" in out, out
+    assert ("tests/unit/test_sneaky.py::test_direct: a unit test must not use the lab (it asks for the `lab` "
+            "fixture); move it to tests/lab/ or drop the fixture") in out
+    assert "test_through_inv: a unit test must not use the lab (it asks for the `lab` fixture through inv)" in out
+    assert "fixture ran" not in out and "need root" not in out

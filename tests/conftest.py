@@ -79,7 +79,15 @@ def _lab_is_up() -> bool:
     for h in hosts.values():
         if not hostsvc.read_pid(h.sshd_pid) or (h.engine and not hostsvc.read_pid(h.dockerd_pid)):
             return False
-    return (manager.LAB_DIR / "known_hosts").exists()
+    # Our known_hosts must still name the hosts' keys: a checkout with an older conftest rebuilds
+    # the lab without updating the owner record.
+    try:
+        known = (manager.LAB_DIR / "known_hosts").read_text()
+        ours = " ".join((manager.LAB_DIR / "id_ed25519.pub").read_text().split()[:2])
+        return all(hostsvc.host_public_key(h) in known and ours in (h.home / ".ssh" / "authorized_keys").read_text()
+                   for h in hosts.values())
+    except OSError:
+        return False
 
 
 @pytest.fixture(scope="session")

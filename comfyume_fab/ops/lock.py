@@ -80,7 +80,10 @@ class DeployLock:
             except BaseException:
                 # Interrupted (or the host failed) while taking it: the folder may be there and
                 # ours although we never heard so. Remove it only if it carries our token.
-                self._release_if_ours()
+                try:
+                    self._release_if_ours()
+                except KeyboardInterrupt:  # a second Ctrl-C before SIGINT was held back: once more
+                    self._release_if_ours()
                 raise
             if res.exited != 3:
                 raise LockedError(f"could not take the deploy lock: {clean(res.tail())}", host=self.remote.name,
@@ -110,9 +113,12 @@ class DeployLock:
         """Remove the lock if it is still ours; say what was found. Raises when it cannot be checked."""
         if not self.held:
             return
-        with sigint_deferred():
+        with sigint_deferred():  # a Ctrl-C meanwhile is raised once the outcome is known and said
             res = self.remote.run(cmd.lock_release(self.workdir, self.token), step="unlock")
-        self.held = False
+            self.held = False
+            self._said(res)
+
+    def _said(self, res) -> None:
         name = self.remote.name
         first = res.stdout.strip().splitlines()[:1]
         if res.ok and first == ["released"]:
@@ -134,19 +140,34 @@ class DeployLock:
         return self
 
     def __exit__(self, *exc) -> None:
-        try:
-            self.release()
-        except BaseException as failure:  # noqa: BLE001
-            self.left = f"the deploy lock on {self.remote.name} may be left behind ({failure}); " \
-                        "`invoke lock-break` removes it"
-            if exc[0] is None:
-                raise
-            if exc[1] is not None:  # keep the original failure, and say what was left
-                try:
-                    exc[1].cfab_lock_left = self.left
-                except AttributeError:
-                    pass
-                self.warn(self.left)
+        interrupted = False
+        for _ in range(2):  # once more when a Ctrl-C landed before SIGINT was held back
+            try:
+                self.release()
+                break
+            except KeyboardInterrupt:
+                interrupted = True
+                if not self.held:  # released (and said so); the Ctrl-C came meanwhile
+                    break
+            except BaseException as failure:  # noqa: BLE001 - could not reach or check the host
+                self._left(str(failure) or type(failure).__name__, exc[1])
+                if exc[0] is None and not interrupted:
+                    raise
+                break
+        if self.held and self.left is None:
+            self._left("interrupted twice", exc[1])
+        if interrupted and exc[0] is None:
+            raise KeyboardInterrupt
+
+    def _left(self, why: str, pending: BaseException | None) -> None:
+        """Say that the lock may still be there; tell the failure in flight (taskrun prints it)."""
+        self.left = f"the deploy lock on {self.remote.name} may be left behind ({why}); `invoke lock-break` removes it"
+        if pending is not None:
+            try:
+                pending.cfab_lock_left = self.left
+            except AttributeError:
+                pass
+        self.warn(self.left)
 
 
 def break_lock(inv: Inventory) -> str:

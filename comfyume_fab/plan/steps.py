@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from ..errors import ConfigError
+from ..errors import ConfigError, clean
 from ..host import commands as cmd
 from ..inventory.secrets import Unset
 from .planner import Plan
@@ -81,7 +81,7 @@ def render_text(plan: Plan, task: str = "start-all", **kw) -> str:
     lines.append(f"{task} would run, in order:")
     for i, (host, step) in enumerate(steps(plan, task, **kw), 1):
         lines.append(f"  {i:2}. [{host}] {step}")
-    return "\n".join(lines)
+    return clean("\n".join(lines))  # values from the inventory file
 
 
 def render_json(plan: Plan, task: str = "start-all", **kw) -> str:

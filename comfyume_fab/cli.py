@@ -11,12 +11,33 @@ import os
 import sys
 
 from invoke import Program
+from invoke.exceptions import Exit, ParseError
 
 from . import __version__
+from .errors import ExitCode
 from .tasks import ns
 
-program = Program(namespace=ns, version=__version__, name="comfyume-fab", binary="comfyume-fab",
-                  binary_names=["comfyume-fab"])
+
+class FabProgram(Program):
+    """Invoke's Program, with a wrong option or task name reported like every other wrong option:
+    one sentence and exit 2 (Invoke itself exits 1, the code this tool keeps for bugs)."""
+
+    def _parse(self, step, *args) -> None:
+        try:
+            step(*args)
+        except ParseError as exc:
+            raise Exit(f"error: {exc} (`{self.binary} --list` shows the tasks, `{self.binary} --help TASK` "
+                       "their options)", code=int(ExitCode.CONFIG)) from None
+
+    def parse_core(self, argv) -> None:
+        self._parse(super().parse_core, argv)
+
+    def parse_tasks(self) -> None:
+        self._parse(super().parse_tasks)
+
+
+program = FabProgram(namespace=ns, version=__version__, name="comfyume-fab", binary="comfyume-fab",
+                     binary_names=["comfyume-fab"])
 
 
 def main() -> None:

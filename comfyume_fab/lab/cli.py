@@ -10,6 +10,11 @@ from .system import LabError
 
 def up(workers: int, sshd_only: int, users: int, takeover: bool = False) -> None:
     from .manager import up as run
+    for option, value, low, high in (("--workers", workers, 1, 16), ("--sshd-only", sshd_only, 0, 64),
+                                     ("--users", users, 1, 200)):
+        if not low <= value <= high:  # checked before anything is torn down
+            print(f"error: lab.up: {option} {value} is out of range (give {low} to {high})", file=sys.stderr)
+            raise Exit(code=2)
     try:
         path = run(workers=workers, sshd_only=sshd_only, num_users=users, takeover=takeover or None)
     except LabError as exc:

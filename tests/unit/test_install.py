@@ -83,8 +83,13 @@ def test_the_installed_command_lists_the_same_tasks_and_its_version(installed, t
     assert res.returncode == 0, res.stderr
     listed = {line.split()[0] for line in res.stdout.splitlines()[1:] if line.strip()}
     assert {"start-all", "stop-verda", "stop-all", "status", "plan", "lock-break", "lab.up", "lab.down"} <= listed
+    from comfyume_fab import __version__
     version = run_installed(installed, tmp_path, "--version")
-    assert version.returncode == 0 and version.stdout.strip() == "comfyume-fab 0.1.0"
+    assert version.returncode == 0 and version.stdout.strip() == f"comfyume-fab {__version__}"
+    for wrong in (["plan", "--nosuch"], ["nosuch-task"], ["plan", "-H"]):  # one sentence, exit 2 (Invoke: 1)
+        res = run_installed(installed, tmp_path, *wrong)
+        assert res.returncode == 2 and res.stderr.startswith("error: ") and len(res.stderr.splitlines()) == 1, res
+        assert "`comfyume-fab --help TASK` their options" in res.stderr
     missing = run_installed(installed, tmp_path, "plan")  # no hosts.yaml here: one clear sentence, exit 2
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
     assert "hosts.yaml" in missing.stderr and "--hosts" in missing.stderr

@@ -66,3 +66,20 @@ def test_a_unit_test_that_asks_for_the_lab_fails_before_the_lab_is_touched(tmp_p
             "fixture); move it to tests/lab/ or drop the fixture") in out
     assert "test_through_inv: a unit test must not use the lab (it asks for the `lab` fixture through inv)" in out
     assert "fixture ran" not in out and "need root" not in out
+
+
+def test_lab_up_checks_its_options_before_anything_is_torn_down(monkeypatch, capsys):
+    from invoke.exceptions import Exit
+
+    from comfyume_fab.lab import cli
+
+    def must_not_run(**kw):
+        raise AssertionError("manager.up ran")
+    monkeypatch.setattr(manager, "up", must_not_run)
+    for args, said in (((0, 0, 3), "--workers 0 is out of range (give 1 to 16)"),
+                       ((1, -1, 3), "--sshd-only -1 is out of range (give 0 to 64)"),
+                       ((1, 0, 500), "--users 500 is out of range (give 1 to 200)")):
+        with pytest.raises(Exit) as info:
+            cli.up(*args)
+        assert info.value.code == 2
+        assert capsys.readouterr().err == f"error: lab.up: {said}\n"

@@ -137,6 +137,12 @@ class Unset(Secret):
     def __bool__(self) -> bool:
         return False
 
+    def __eq__(self, other: object) -> bool:  # never equal to a real secret that happens to be the name
+        return isinstance(other, Unset) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(("Unset", self._value))
+
 
 @dataclass(frozen=True)
 class Resolution:

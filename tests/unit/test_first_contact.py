@@ -163,3 +163,19 @@ def test_every_option_a_message_names_exists():
     unknown = {opt: where for opt, where in named.items() if opt not in known | EXTERNAL}
     assert not unknown, f"messages name options that no task has: {unknown}"
     assert "--hosts" in named  # the check really reads the messages
+
+
+def test_an_unset_secret_can_never_be_written_to_a_hosts_env_file(place):
+    from comfyume_fab.errors import ConfigError
+    from comfyume_fab.inventory import load_inventory
+    from comfyume_fab.plan.planner import make_plan
+    cwd, _ = place
+    inv = load_inventory(str(cwd / "hosts.yaml"), environ={}, need_secrets=False)
+    plan = make_plan(inv)
+    assert plan.app.env_masked()["REDIS_PASSWORD"] == "unset"
+    with pytest.raises(ConfigError) as info:
+        plan.app.env_file_text()
+    assert info.value.sentence() == ("ADMIN_PASSWORD is not set (export ADMIN_PASSWORD=... "
+                                     "or add it to the secrets.env_file)")  # the first in sorted order
+    with pytest.raises(ConfigError):  # and the real run's loading refuses it before anything else
+        load_inventory(str(cwd / "hosts.yaml"), environ={})

@@ -26,6 +26,19 @@ def load(option: str | None, need_secrets: bool = True):
     return load_inventory(inventory_path(option), need_secrets=need_secrets)
 
 
+class CleanStream:
+    """A text stream that escapes control characters on the way (progress lines quote hosts)."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        return self.stream.write(clean(text))
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
 @contextmanager
 def reported(verbose: bool = False, task: str = ""):
     """FabError -> one sentence on stderr + its exit code; Ctrl-C -> 130; a bug -> exit 1 with a hint."""

@@ -46,8 +46,11 @@ def _dry_run_plan(hosts):
 
 
 def _ui(quiet=False):
+    import sys
+
     from comfyume_fab.progress import Progress
-    return Progress(quiet=quiet)
+    from comfyume_fab.taskrun import CleanStream
+    return Progress(stream=CleanStream(sys.stderr), quiet=quiet)
 
 
 @task(klass=FabTask, help={"hosts": HOSTS_HELP, "dry_run": "print every host's commands in order and touch nothing",

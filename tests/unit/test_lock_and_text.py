@@ -112,3 +112,16 @@ def test_a_report_shows_host_text_escaped():
         checks = [CheckResult("queue", True, "ok")]
     text = status_text(Rep())
     assert "\x1b" not in text and f"running{SHOWN}" in text and f"down{SHOWN}" in text and f"27{SHOWN}" in text
+
+
+def test_progress_lines_are_escaped_on_their_way_to_the_terminal():
+    import io
+
+    from comfyume_fab.progress import Progress
+    from comfyume_fab.taskrun import CleanStream
+    out = io.StringIO()
+    ui = Progress(stream=CleanStream(out))
+    ui(f"verda: log {ESC}")
+    ui.warn(f"gpu {ESC}")
+    text = out.getvalue()
+    assert "\x1b" not in text and f"verda: log {SHOWN}\n" in text and f"WARNING: gpu {SHOWN}\n" in text

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 
 import pytest
@@ -172,5 +173,28 @@ def test_ctrl_c_during_stop_leaves_no_lock(lab, deployed, tmp_path, task, step, 
     fast = fast_inventory(lab, tmp_path)
     run = Watched(*args, "--hosts", str(fast), trigger=trigger, action=lambda me: me.proc.send_signal(signal.SIGINT))
     interrupted(run, task)
+    assert not lock_dir(lab).exists()
+    converge(fast)
+
+
+@pytest.mark.parametrize("delay", [0.3, 0.9, 1.5, 2.1, 2.7, 3.3])
+def test_ctrl_c_at_arbitrary_moments_of_start_all_leaves_no_lock(lab, deployed, tmp_path, delay):
+    """Between the named steps too: SIGINT `delay` s after the first progress line of a start-all
+    that brings the app host back up."""
+    fast = fast_inventory(lab, tmp_path)
+    stop_containers(lab, "mello", APP)
+
+    def later(me):
+        timer = threading.Timer(delay, lambda: me.proc.poll() is None and me.proc.send_signal(signal.SIGINT))
+        timer.daemon = True
+        timer.start()
+    run = Watched("start-all", "--hosts", str(fast), trigger="connecting to", action=later)
+    rc = run.wait(timeout=90)
+    print(f"SIGINT {delay} s after connecting: exit {rc}; last line: {run.lines[-1] if run.lines else ''}")
+    assert "Traceback" not in run.stderr + run.stdout, run.stderr
+    if rc != 0:  # 0 only when the run finished before the signal came
+        interrupted_code = ExitCode.INTERRUPTED
+        assert rc == interrupted_code, run.stderr
+        assert "start-all: interrupted; the deploy lock (if held) was released; rerun to converge" in run.stderr
     assert not lock_dir(lab).exists()
     converge(fast)

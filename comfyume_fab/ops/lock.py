@@ -27,6 +27,8 @@ from ..host.ssh import Remote
 from ..inventory.model import Inventory
 from .audit import now_iso, who
 
+RELEASE_BOUND_S = 15.0
+
 
 def describe(seen: cmd.LockSeen, stale_after: float | None = None) -> str:
     """The holder as shown to the user: its info line (control characters removed) and its age;
@@ -105,16 +107,20 @@ class DeployLock:
     def _release_if_ours(self) -> None:
         try:
             with sigint_deferred():
-                self.remote.run(cmd.lock_release(self.workdir, self.token), step="unlock")
+                self.remote.run(cmd.lock_release(self.workdir, self.token), step="unlock", timeout=self._release_bound())
         except BaseException:  # noqa: BLE001 - the first failure is the one to report
             pass
+
+    def _release_bound(self) -> float:
+        """How long a release may take: Ctrl-C is held back meanwhile, so not a whole command timeout."""
+        return min(float(self.remote.target.command_timeout), RELEASE_BOUND_S)
 
     def release(self) -> None:
         """Remove the lock if it is still ours; say what was found. Raises when it cannot be checked."""
         if not self.held:
             return
         with sigint_deferred():  # a Ctrl-C meanwhile is raised once the outcome is known and said
-            res = self.remote.run(cmd.lock_release(self.workdir, self.token), step="unlock")
+            res = self.remote.run(cmd.lock_release(self.workdir, self.token), step="unlock", timeout=self._release_bound())
             self.held = False
             self._said(res)
 

@@ -123,7 +123,7 @@ probe: {workflow: wf.json}
 ssh: {known_hosts: kh, accept_new_host_keys: true}
 hosts:
   box: {address: 10.0.0.5, user: dev, port: 2222, identity_file: id_test, roles: [worker, app],
-        workdir: /srv/comfyume, worker_id: w-one}
+        workdir: ~/srv/comfyume, worker_id: w-one}
 """)
     assert (inv.project, inv.num_users, inv.images.worker, inv.ports.redis, inv.ports.frontend_base) == \
         ("lab-1", 7, "local/worker:dev", 16379, 9000)
@@ -135,7 +135,7 @@ hosts:
     box = inv.hosts[0]
     assert (box.address, box.user, box.port, box.identity_file, box.roles, box.gpu, box.workdir,
             box.worker_id) == ("10.0.0.5", "dev", 2222, os.path.abspath("id_test"), ("app", "worker"),
-                               "auto", "/srv/comfyume", "w-one")
+                               "auto", "~/srv/comfyume", "w-one")
 
 
 # --- every message, exactly ----------------------------------------------------------------------
@@ -404,8 +404,13 @@ hosts:
 def test_unreadable_identity_file(monkeypatch):
     with open("key", "w") as fh:
         fh.write("x")
-    real = os.access
-    monkeypatch.setattr(os, "access", lambda p, m, *a, **k: False if p.endswith("/key") else real(p, m))
+    real = os.open
+
+    def refuse(p, *a, **k):  # the tests may run as root, which no file mode keeps out
+        if str(p).endswith("/key"):
+            raise PermissionError(13, "Permission denied")
+        return real(p, *a, **k)
+    monkeypatch.setattr(os, "open", refuse)
     assert problems(DUAL.replace("roles: [worker]", "roles: [worker]\n    identity_file: key")) == [
         "hosts.yaml:10 hosts.verda.identity_file: 'key' is not readable by this user (check the path and its "
         "permissions, or remove identity_file to let ssh_config choose the key)"]
@@ -493,8 +498,8 @@ def test_not_utf8_and_missing_file():
     assert info.value.problems == ["hosts.yaml:2: malformed YAML: the file is not UTF-8 text (save it as UTF-8)"]
     with pytest.raises(ConfigError) as info:
         load_inventory("nope.yaml", environ=ENV)
-    assert info.value.problems == ["nope.yaml: cannot read the inventory: No such file or directory "
-                                   "(check the path, or pass another with --inventory)"]
+    assert info.value.problems == ["nope.yaml: cannot read the inventory: it does not exist "
+                                   "(give the path of a hosts.yaml file with --hosts)"]
     assert info.value.code == 2
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import stat
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import yaml
 from yaml.constructor import SafeConstructor
@@ -29,7 +29,7 @@ class FileProblem(Exception):
     """Why a file named in the inventory (or the inventory itself) cannot be read: one clause."""
 
 
-def read_regular(path: str, cap: int) -> bytes:
+def read_regular(path: str, cap: int, inspect: "Callable[[os.stat_result], None] | None" = None) -> bytes:
     """The bytes of the REGULAR file at `path`, at most `cap` of them. A FIFO, device (/dev/zero),
     directory or socket is refused without blocking (O_NONBLOCK, then fstat); a bigger file too."""
     try:
@@ -53,6 +53,8 @@ def read_regular(path: str, cap: int) -> bytes:
             raise FileProblem(f"is {kind}, not a regular file")
         if st.st_size > cap:
             raise FileProblem(f"is {st.st_size} bytes, more than the {cap} bytes allowed")
+        if inspect is not None:
+            inspect(st)  # e.g. the secrets file's owner and mode; raises FileProblem
         chunks, total = [], 0
         while True:
             chunk = os.read(fd, 65536)

@@ -169,6 +169,7 @@ def test_bad_inventory_is_rejected_before_any_host_is_touched(lab, tmp_path, cas
 def test_missing_secret(lab, tmp_path):
     secrets = tmp_path / "only-redis.env"
     secrets.write_text("REDIS_PASSWORD=some-password\n")
+    secrets.chmod(0o600)  # a secrets file others can read is refused (issue 11)
     path = write(lab, tmp_path, {}, secrets=str(secrets))
     before = connections(lab)
     res = invoke("start-all", "--hosts", str(path))

@@ -215,6 +215,9 @@ class _OpenSSHKeys(AuthStrategy):
         return offered
 
     def hint(self, user: str | None, label: str) -> str:
+        if any("not a private key" in n for n in self.notes):
+            return ("identity_file in hosts.yaml (or IdentityFile in ssh_config) must be a private key file "
+                    "(e.g. ~/.ssh/id_ed25519), not a .pub or another file")
         if any("passphrase" in n for n in self.notes):
             return "load the key into ssh-agent with `ssh-add KEYFILE` (its passphrase is asked once there)"
         return (f"add the matching public key to ~{user or ''}/.ssh/authorized_keys on {label}, or name the "
@@ -324,11 +327,12 @@ class Remote:
             conn.connect_kwargs["sock"] = sock
         where = f"{conn.host}:{conn.port}"
         is_jump = label.startswith("jump host")
+        who = f"{label} ({_known_name(conn)})" if is_jump else conn.host  # a jump is named as in ssh_config
         try:
             conn.open()
         except paramiko.BadHostKeyException:
             raise UnreachableError(
-                f"the SSH host key of {label} ({where}) has CHANGED since it was recorded in {known}; "
+                f"the SSH host key of {who} has CHANGED since it was recorded in {known}; "
                 "refusing to connect (this is what a man-in-the-middle looks like)",
                 host=self.name, step="connect",
                 hint=f"if the host was rebuilt, verify its new key, then `ssh-keygen -R {_known_name(conn)} "
@@ -342,11 +346,12 @@ class Remote:
         except paramiko.SSHException as exc:
             if "not found in known_hosts" in str(exc):
                 raise UnreachableError(
-                    f"{label} ({_known_name(conn)}) is not in {known}; refusing an unknown host key",
+                    f"{who} is not in {known}; refusing an unknown host key",
                     host=self.name, step="connect",
-                    hint=f"add it with `ssh-keyscan -p {conn.port} {conn.host} >> {known}` after checking the "
-                         "fingerprint, or set ssh.accept_new_host_keys: true to trust it on first use") from None
-            raise UnreachableError(f"SSH to {label} ({where}) failed: {exc}", host=self.name,
+                    hint="add it with `ssh-keyscan` after checking the fingerprint, or set "
+                         f"ssh.accept_new_host_keys: true to trust it on first use (`ssh-keyscan -p {conn.port} "
+                         f"{conn.host} >> {known}`)") from None
+            raise UnreachableError(f"SSH to {'' if not is_jump else label + ' '}{where} failed: {exc}", host=self.name,
                                    step="connect", hint="check that sshd runs on the host") from None
         except (socket.timeout, TimeoutError):
             raise UnreachableError(f"cannot reach {'' if not is_jump else label + ' '}{where} (no answer within "
@@ -360,7 +365,7 @@ class Remote:
                                    host=self.name, step="connect",
                                    hint="is sshd running and the address right?") from None
         except EOFError:
-            raise UnreachableError(f"{label} ({where}) closed the SSH connection during the handshake",
+            raise UnreachableError(f"{who} ({where}) closed the SSH connection during the handshake",
                                    host=self.name, step="connect", hint="check the host's sshd log") from None
 
     def _close_jumps(self) -> None:

@@ -281,6 +281,7 @@ class Remote:
                 sock = self._hop_channel(jump, label, nxt.host, int(nxt.port))
             self._connect(conn, sock, conn.host, explicit=[t.identity_file] if t.identity_file else [])
         except BaseException:
+            conn.close()  # a refused login leaves paramiko's transport open otherwise
             self._close_jumps()
             raise
         self.conn = conn

@@ -269,8 +269,13 @@ class Remote:
         config = Config(runtime_ssh_path=os.path.expanduser(t.ssh_config)) if t.ssh_config else Config()
         conn = self._connection(t.address, config, user=t.user, port=t.port)
         hops = _jump_hops(conn)
-        if hops:
-            conn.gateway = False  # built below, under the same rules as the target
+        if any(Connection.derive_shorthand(conn, hop)["host"] in (t.address, conn.host) for hop in hops):
+            hops = []  # `Host *` + ProxyJump reaching the jump host itself: no hop (as Fabric does)
+        command = conn.ssh_config.get("proxycommand", "")
+        if not hops and command and command.strip().lower() != "none":
+            conn.gateway = command  # ProxyCommand: Fabric runs it (a local process, no SSH of its own)
+        # Each hop is a Connection made here without Fabric's gateway resolution (which auto-accepts
+        # and, with `Host *` + ProxyJump, recurses without end): the chain below is the route.
         chain = [(f"jump host {hop}", self._connection(hop, config)) for hop in hops]
         sock = None
         try:
@@ -289,11 +294,12 @@ class Remote:
 
     def _connection(self, address: str, config: Config, user: str | None = None,
                     port: int | None = None) -> Connection:
-        """A Fabric Connection (ssh_config resolved) with this tool's connect timeouts; not opened."""
+        """A Fabric Connection (ssh_config resolved) with this tool's connect timeouts and no gateway
+        of Fabric's making (`open` builds ProxyJump hops itself); not opened."""
         t = self.target
         kwargs: dict = {"banner_timeout": t.connect_timeout, "auth_timeout": t.connect_timeout}
         return Connection(address, user=user, port=port, config=config, connect_timeout=t.connect_timeout,
-                          connect_kwargs=kwargs)
+                          connect_kwargs=kwargs, gateway=False)
 
     def _hop_channel(self, jump: Connection, label: str, host: str, port: int) -> paramiko.Channel:
         """The direct-tcpip channel through `jump` that carries the next hop's SSH connection."""

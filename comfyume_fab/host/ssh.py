@@ -1,13 +1,24 @@
 """The ONLY module that opens SSH: one connection per host per task, reused for every
 command, upload and tunnel. Host keys are checked strictly against known_hosts.
 
-Fabric's `Connection` resolves ssh_config (aliases, IdentityFile, ProxyJump) and connects;
-its default policy auto-accepts unknown host keys, so that policy is replaced here before
-the first connect. Low-level errors (socket, paramiko) become `UnreachableError` sentences
-naming the host and the step, once, here.
+Fabric's `Connection` resolves ssh_config (aliases, User, Port, IdentityFile, IdentitiesOnly,
+ProxyJump); the rest is done here, the way OpenSSH does it:
+- host keys: Fabric's default policy auto-accepts unknown keys; it is replaced by RejectPolicy
+  (or accept-new) before the first connect, for the target AND for every ProxyJump hop;
+- authentication (`_OpenSSHKeys`): keys held by ssh-agent, then the identity files (the
+  inventory's identity_file, else ssh_config IdentityFile, else ~/.ssh/id_*); a passphrase-
+  protected file is used through the agent; `IdentitiesOnly yes` limits the agent to those files.
+  A refusal names every key offered and why it was not accepted;
+- jump hosts: Fabric would build each hop itself (auto-accept, no timeout, default auth), so the
+  hops are built here with the target's policy, known_hosts, timeouts and authentication;
+- channels: paramiko keeps ONE "last error" per transport, so channel OPENINGS are serialized per
+  connection (opening is one round trip) and each failure keeps its own cause.
+Low-level errors (socket, paramiko) become `UnreachableError` sentences naming the host and the
+step, once, here.
 """
 from __future__ import annotations
 
+import base64
 import dataclasses
 import logging
 import os
@@ -22,6 +33,8 @@ from typing import Callable, Iterator
 
 import paramiko
 from fabric import Config, Connection
+
+from paramiko.auth_strategy import AuthFailure, AuthResult, AuthStrategy, InMemoryPrivateKey
 
 from ..errors import TunnelError, UnreachableError
 
@@ -65,6 +78,162 @@ class _AcceptNewPolicy(paramiko.MissingHostKeyPolicy):
         client.get_host_keys().add(hostname, key.get_name(), key)
 
 
+DEFAULT_IDENTITIES = ("~/.ssh/id_rsa", "~/.ssh/id_ecdsa", "~/.ssh/id_ed25519")
+
+
+def _known_name(conn: Connection) -> str:
+    """The name a host has in known_hosts: `host`, or `[host]:port` off port 22 (as OpenSSH writes it)."""
+    return conn.host if int(conn.port) == 22 else f"[{conn.host}]:{conn.port}"
+
+
+def _jump_hops(conn: Connection) -> list[str]:
+    """The ProxyJump hops of `conn` from its ssh_config, first hop first ([] for none)."""
+    value = conn.ssh_config.get("proxyjump", "")
+    if not value or value.strip().lower() == "none":
+        return []
+    return [hop.strip() for hop in value.split(",") if hop.strip()]
+
+
+def _identity_files(explicit: list[str], from_config: list[str], extra: list[str]) -> list[str]:
+    """The files OpenSSH would try: the inventory's identity_file and ssh_config IdentityFile
+    (in that order), then `extra` (a jump hop also tries the target's identity_file); the
+    default ~/.ssh/id_* when none is named."""
+    out: list[str] = []
+    for path in [*explicit, *from_config, *extra]:
+        if path and path not in out:
+            out.append(path)
+    if not out:
+        out = [p for p in DEFAULT_IDENTITIES if os.path.exists(os.path.expanduser(p))]
+    return out
+
+
+def _public_blob(path: str) -> bytes | None:
+    """The public key of a private key file from its `.pub` beside it (readable without a passphrase)."""
+    try:
+        with open(path + ".pub") as fh:
+            fields = fh.read(65536).split()
+        return base64.b64decode(fields[1]) if len(fields) >= 2 else None
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _why_unusable(exc: Exception) -> str:
+    text = str(exc)
+    if isinstance(exc, paramiko.PasswordRequiredException) or "encrypted" in text.lower() \
+            or "password" in text.lower() or "passphrase" in text.lower():
+        return "protected by a passphrase and not loaded in ssh-agent"
+    if isinstance(exc, PermissionError):
+        return "not readable by this user"
+    if isinstance(exc, FileNotFoundError):
+        return "does not exist"
+    return "not a private key this tool can read (a .pub file, or another file?)"
+
+
+class _Key(InMemoryPrivateKey):
+    """A key offered to the server, with how to name it in a message."""
+
+    def __init__(self, username: str, pkey: paramiko.PKey, label: str):
+        super().__init__(username=username, pkey=pkey)
+        self.label = label
+
+
+class _OpenSSHKeys(AuthStrategy):
+    """Public-key authentication in OpenSSH's order: agent keys that match an identity file,
+    the other agent keys (not with IdentitiesOnly), then identity files the agent does not hold.
+    No password prompt: the tool runs unattended. `notes` keeps the keys that could not be offered."""
+
+    def __init__(self, username: str, files: list[str], explicit: list[str], identities_only: bool,
+                 use_agent: bool = True):
+        super().__init__(ssh_config=None)
+        self.username = username
+        self.files = files
+        self.explicit = explicit
+        self.identities_only = identities_only
+        self.use_agent = use_agent
+        self.notes: list[str] = []
+        self.agent_count = 0
+        self.agent = None
+
+    def get_sources(self):
+        on_disk = []  # (path, pkey or None, public blob or None, why unusable)
+        for path in self.files:
+            full = os.path.expanduser(path)
+            pub = _public_blob(full)
+            try:
+                pkey, why = paramiko.PKey.from_path(full), ""
+                pub = pub or pkey.asbytes()
+            except Exception as exc:  # noqa: BLE001 - any unreadable key is reported, not raised
+                pkey, why = None, _why_unusable(exc)
+            on_disk.append((path, pkey, pub, why))
+        agent_keys: list = []
+        if self.use_agent and os.environ.get("SSH_AUTH_SOCK"):
+            try:
+                self.agent = paramiko.Agent()
+                agent_keys = list(self.agent.get_keys())
+            except paramiko.SSHException as exc:
+                self.notes.append(f"ssh-agent at $SSH_AUTH_SOCK did not answer ({exc})")
+        self.agent_count = len(agent_keys)
+        wanted = [pub for _, _, pub, _ in on_disk if pub]
+        matching = [k for k in agent_keys if k.asbytes() in wanted]
+        others = [k for k in agent_keys if k.asbytes() not in wanted]
+        if self.identities_only and others:
+            self.notes.append(f"{len(others)} other ssh-agent key(s) not offered (IdentitiesOnly yes)")
+        for key in matching + ([] if self.identities_only else others):
+            comment = f" ({key.comment})" if getattr(key, "comment", "") else ""
+            yield _Key(self.username, key, f"ssh-agent key {key.get_name()} {key.fingerprint}{comment}")
+        in_agent = {k.asbytes() for k in matching}
+        for path, pkey, pub, why in on_disk:
+            if pub is not None and pub in in_agent:
+                continue  # offered through the agent already
+            if pkey is None:
+                self.notes.append(f"{path}: {why}")
+                continue
+            yield _Key(self.username, pkey, f"{path} ({pkey.get_name()} {pkey.fingerprint})")
+
+    def authenticate(self, transport):
+        try:
+            return super().authenticate(transport)
+        finally:
+            if self.agent is not None:
+                self.agent.close()
+
+    def explain(self, result: AuthResult) -> str:
+        """One clause: each key offered and the server's answer, then the keys not offered and why."""
+        parts = []
+        for source, outcome in result:
+            parts.append(f"{getattr(source, 'label', source)}: {_refusal(outcome)}")
+        offered = ("offered " + "; ".join(parts)) if parts else "no key was offered"
+        if not parts and not self.use_agent:
+            offered += " (IdentityAgent none)"
+        elif not parts and not os.environ.get("SSH_AUTH_SOCK"):
+            offered += " (no ssh-agent: SSH_AUTH_SOCK is not set"
+            offered += ", and no identity file was found)" if not self.files else ")"
+        elif not parts and self.agent_count == 0 and self.use_agent:
+            offered += " (ssh-agent holds no keys)"
+        if self.notes:
+            offered += "; not offered: " + "; ".join(self.notes)
+        return offered
+
+    def hint(self, user: str | None, label: str) -> str:
+        if any("not a private key" in n for n in self.notes):
+            return ("identity_file in hosts.yaml (or IdentityFile in ssh_config) must be a private key file "
+                    "(e.g. ~/.ssh/id_ed25519), not a .pub or another file")
+        if any("passphrase" in n for n in self.notes):
+            return "load the key into ssh-agent with `ssh-add KEYFILE` (its passphrase is asked once there)"
+        return (f"add the matching public key to ~{user or ''}/.ssh/authorized_keys on {label}, or name the "
+                "right key with identity_file in hosts.yaml / IdentityFile in ssh_config, or `ssh-add` it")
+
+
+def _refusal(outcome) -> str:
+    if isinstance(outcome, paramiko.BadAuthenticationType):
+        return f"the server does not take public keys (it allows: {', '.join(outcome.allowed_types)})"
+    if isinstance(outcome, paramiko.AuthenticationException):
+        return "refused by the server"
+    if isinstance(outcome, Exception):
+        return f"{type(outcome).__name__}: {outcome}" if str(outcome) else type(outcome).__name__
+    return "accepted"
+
+
 @dataclasses.dataclass(frozen=True)
 class Target:
     """What remote.py needs to know about a host (built from the inventory's Host)."""
@@ -88,62 +257,128 @@ class Remote:
         self.target = target
         self.name = target.name
         self.conn: Connection | None = None
+        self.jumps: list[Connection] = []  # the ProxyJump hops, first hop first (closed after conn)
         self._sftp = None
+        # paramiko keeps one "last error" per transport: two channel openings that fail at the same
+        # time would swap or lose their causes, so openings take turns (each is one round trip).
+        self._opening = threading.Lock()
 
     # -- connection -------------------------------------------------------------------------
     def open(self) -> "Remote":
         t = self.target
         config = Config(runtime_ssh_path=os.path.expanduser(t.ssh_config)) if t.ssh_config else Config()
-        kwargs: dict = {"allow_agent": False, "banner_timeout": t.connect_timeout,
-                        "auth_timeout": t.connect_timeout}
-        if t.identity_file:
-            kwargs["key_filename"] = [os.path.expanduser(t.identity_file)]
-            kwargs["look_for_keys"] = False
-        conn = Connection(t.address, user=t.user, port=t.port, config=config,
-                          connect_timeout=int(t.connect_timeout), connect_kwargs=kwargs)
+        conn = self._connection(t.address, config, user=t.user, port=t.port)
+        hops = _jump_hops(conn)
+        if any(Connection.derive_shorthand(conn, hop)["host"] in (t.address, conn.host) for hop in hops):
+            hops = []  # `Host *` + ProxyJump reaching the jump host itself: no hop (as Fabric does)
+        command = conn.ssh_config.get("proxycommand", "")
+        if not hops and command and command.strip().lower() != "none":
+            conn.gateway = command  # ProxyCommand: Fabric runs it (a local process, no SSH of its own)
+        # Each hop is a Connection made here without Fabric's gateway resolution (which auto-accepts
+        # and, with `Host *` + ProxyJump, recurses without end): the chain below is the route.
+        chain = [(f"jump host {hop}", self._connection(hop, config)) for hop in hops]
+        sock = None
+        try:
+            for index, (label, jump) in enumerate(chain):
+                self._connect(jump, sock, label, extra_files=[t.identity_file] if t.identity_file else [])
+                self.jumps.append(jump)
+                nxt_label, nxt = chain[index + 1] if index + 1 < len(chain) else (conn.host, conn)
+                sock = self._hop_channel(jump, label, nxt.host, int(nxt.port))
+            self._connect(conn, sock, conn.host, explicit=[t.identity_file] if t.identity_file else [])
+        except BaseException:
+            conn.close()  # a refused login leaves paramiko's transport open otherwise
+            self._close_jumps()
+            raise
+        self.conn = conn
+        return self
+
+    def _connection(self, address: str, config: Config, user: str | None = None,
+                    port: int | None = None) -> Connection:
+        """A Fabric Connection (ssh_config resolved) with this tool's connect timeouts and no gateway
+        of Fabric's making (`open` builds ProxyJump hops itself); not opened."""
+        t = self.target
+        kwargs: dict = {"banner_timeout": t.connect_timeout, "auth_timeout": t.connect_timeout}
+        return Connection(address, user=user, port=port, config=config, connect_timeout=t.connect_timeout,
+                          connect_kwargs=kwargs, gateway=False)
+
+    def _hop_channel(self, jump: Connection, label: str, host: str, port: int) -> paramiko.Channel:
+        """The direct-tcpip channel through `jump` that carries the next hop's SSH connection."""
+        t = self.target
+        try:
+            return jump.transport.open_channel("direct-tcpip", (host, port), ("", 0), timeout=t.connect_timeout)
+        except paramiko.ChannelException as exc:
+            raise UnreachableError(f"{label} could not connect to {host}:{port} ({exc.text})", host=self.name,
+                                   step="connect", hint="check ProxyJump and HostName in the ssh_config, and "
+                                   "that the next host's sshd is reachable from the jump host") from None
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise UnreachableError(f"{label} did not open a connection to {host}:{port} within "
+                                   f"{t.connect_timeout:g} s ({exc or type(exc).__name__})", host=self.name,
+                                   step="connect", hint="is the next host up, and reachable from the jump host?") from None
+
+    def _connect(self, conn: Connection, sock, label: str, explicit: list[str] = (),
+                 extra_files: list[str] = ()) -> None:
+        """Open `conn` (through `sock` when given) with strict host keys and OpenSSH-style keys;
+        every failure is one sentence that names `label` (the host, or `jump host X`)."""
+        t = self.target
         known = Path(os.path.expanduser(t.known_hosts))
         if known.exists():
             conn.client.load_host_keys(str(known))
         conn.client.set_missing_host_key_policy(
             _AcceptNewPolicy(known) if t.accept_new_host_keys else paramiko.RejectPolicy())
+        files = _identity_files(explicit, conn.ssh_config.get("identityfile", []), extra_files)
+        strategy = _OpenSSHKeys(conn.user, files, explicit=list(explicit),
+                                identities_only=conn.ssh_config.get("identitiesonly", "no").lower() == "yes",
+                                use_agent=conn.ssh_config.get("identityagent", "").lower() != "none")
+        conn.connect_kwargs["auth_strategy"] = strategy
+        if sock is not None:
+            conn.connect_kwargs["sock"] = sock
+        where = f"{conn.host}:{conn.port}"
+        is_jump = label.startswith("jump host")
+        who = f"{label} ({_known_name(conn)})" if is_jump else conn.host  # a jump is named as in ssh_config
         try:
             conn.open()
         except paramiko.BadHostKeyException:
             raise UnreachableError(
-                f"the SSH host key of {conn.host} has CHANGED since it was recorded in {known}; "
+                f"the SSH host key of {who} has CHANGED since it was recorded in {known}; "
                 "refusing to connect (this is what a man-in-the-middle looks like)",
                 host=self.name, step="connect",
-                hint=f"if the host was rebuilt, verify its new key, then `ssh-keygen -R {conn.host} -f {known}`") from None
-        except paramiko.AuthenticationException:
-            raise UnreachableError(
-                f"SSH login as {conn.user}@{conn.host} was refused (authentication failed)",
-                host=self.name, step="connect",
-                hint="check identity_file in hosts.yaml and the key in the host's authorized_keys") from None
+                hint=f"if the host was rebuilt, verify its new key, then `ssh-keygen -R {_known_name(conn)} "
+                     f"-f {known}`") from None
+        except AuthFailure as exc:
+            raise UnreachableError(f"SSH login as {conn.user}@{label} was refused: {strategy.explain(exc.result)}",
+                                   host=self.name, step="connect", hint=strategy.hint(conn.user, label)) from None
+        except paramiko.AuthenticationException as exc:
+            raise UnreachableError(f"SSH login as {conn.user}@{label} was refused ({exc})",
+                                   host=self.name, step="connect", hint=strategy.hint(conn.user, label)) from None
         except paramiko.SSHException as exc:
-            if t.identity_file and "private key" in str(exc):
-                raise UnreachableError(f"cannot use the SSH key {t.identity_file}: {exc}", host=self.name,
-                                       step="connect", hint="identity_file in hosts.yaml must be a private key "
-                                       "file (e.g. ~/.ssh/id_ed25519), not a .pub or another file") from None
             if "not found in known_hosts" in str(exc):
                 raise UnreachableError(
-                    f"{conn.host} is not in {known}; refusing an unknown host key",
+                    f"{who} is not in {known}; refusing an unknown host key",
                     host=self.name, step="connect",
                     hint="add it with `ssh-keyscan` after checking the fingerprint, or set "
-                         "ssh.accept_new_host_keys: true to trust it on first use") from None
-            raise UnreachableError(f"SSH to {conn.host}:{conn.port} failed: {exc}", host=self.name,
+                         f"ssh.accept_new_host_keys: true to trust it on first use (`ssh-keyscan -p {conn.port} "
+                         f"{conn.host} >> {known}`)") from None
+            raise UnreachableError(f"SSH to {'' if not is_jump else label + ' '}{where} failed: {exc}", host=self.name,
                                    step="connect", hint="check that sshd runs on the host") from None
         except (socket.timeout, TimeoutError):
-            raise UnreachableError(f"cannot reach {conn.host}:{conn.port} (no answer within "
+            raise UnreachableError(f"cannot reach {'' if not is_jump else label + ' '}{where} (no answer within "
                                    f"{t.connect_timeout:g} s)", host=self.name, step="connect",
-                                   hint="is the host up and the address in hosts.yaml right?") from None
+                                   hint="is the host up and the address in hosts.yaml (or ssh_config) right?") from None
         except OSError as exc:
             reason = exc.strerror or str(exc)
             if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
                 reason = "connection refused"
-            raise UnreachableError(f"cannot reach {conn.host}:{conn.port} ({reason})", host=self.name,
-                                   step="connect", hint="is sshd running and the address right?") from None
-        self.conn = conn
-        return self
+            raise UnreachableError(f"cannot reach {'' if not is_jump else label + ' '}{where} ({reason})",
+                                   host=self.name, step="connect",
+                                   hint="is sshd running and the address right?") from None
+        except EOFError:
+            raise UnreachableError(f"{who} ({where}) closed the SSH connection during the handshake",
+                                   host=self.name, step="connect", hint="check the host's sshd log") from None
+
+    def _close_jumps(self) -> None:
+        for jump in reversed(self.jumps):
+            jump.close()
+        self.jumps = []
 
     @property
     def transport(self) -> paramiko.Transport:
@@ -154,12 +389,24 @@ class Remote:
         if self.conn is not None:
             self.conn.close()
             self.conn = None
+        self._close_jumps()
 
     def __enter__(self) -> "Remote":
         return self.open()
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    def _open_session(self) -> paramiko.Channel:
+        """A session channel, opened in turn with this connection's other openings (see __init__)."""
+        timeout = self.target.connect_timeout
+        t0 = time.monotonic()
+        if not self._opening.acquire(timeout=timeout):
+            raise paramiko.SSHException("Timeout opening channel.")
+        try:
+            return self.transport.open_session(timeout=max(0.1, timeout - (time.monotonic() - t0)))
+        finally:
+            self._opening.release()
 
     # -- commands ---------------------------------------------------------------------------
     def run(self, command: str, *, timeout: float | None = None, step: str = "run") -> Result:
@@ -169,7 +416,7 @@ class Remote:
             timeout = self.target.command_timeout
         t0 = time.monotonic()
         try:
-            chan = self.transport.open_session(timeout=self.target.connect_timeout)
+            chan = self._open_session()
             chan.exec_command(command)
             chan.shutdown_write()
             out, err = _collect(chan, t0 + timeout)
@@ -200,7 +447,7 @@ class Remote:
         if self._sftp is None:
             # Bounded like a command: without a timeout a request on a dead connection waits forever
             # (and paramiko's default wait for a channel is an hour).
-            chan = self.transport.open_session(timeout=self.target.connect_timeout)
+            chan = self._open_session()
             chan.settimeout(self.target.command_timeout)
             chan.invoke_subsystem("sftp")
             self._sftp = paramiko.SFTPClient(chan)
@@ -230,7 +477,14 @@ class Remote:
         """A local socket whose far end is a TCP connection that THIS host opens to host:port:
         the vantage point is the remote host, exactly as its own processes would connect."""
         try:
-            chan = self.transport.open_channel("direct-tcpip", (host, port), ("127.0.0.1", 0), timeout=timeout)
+            t0 = time.monotonic()
+            if not self._opening.acquire(timeout=timeout):
+                raise paramiko.SSHException("Timeout opening channel.")
+            try:
+                chan = self.transport.open_channel("direct-tcpip", (host, port), ("127.0.0.1", 0),
+                                                   timeout=max(0.1, timeout - (time.monotonic() - t0)))
+            finally:
+                self._opening.release()
         except paramiko.ChannelException as exc:
             kind = "refused" if exc.code == paramiko.common.OPEN_FAILED_CONNECT_FAILED else "prohibited"
             raise TunnelError(kind, f"{self.name} could not connect to {host}:{port} ({exc.text})",

@@ -7,12 +7,13 @@ stopping, so that `load_inventory` can report the whole file at once.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 from typing import Any, Callable, Sequence
 
 from .model import suggest  # noqa: F401 - re-exported for the readers
-from .yamlsrc import Path, YamlDoc, format_path
+from .yamlsrc import FileProblem, Path, YamlDoc, format_path, read_regular
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 NAME_HINT = "use lowercase letters, digits, '-' and '_', starting with a letter or digit"
@@ -22,6 +23,10 @@ WORKDIR_RE = re.compile(r"^[A-Za-z0-9._/~-]+$")
 IMAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$")
 DURATION_RE = re.compile(r"^\d+(ms|s|m)$")
 URL_RE = re.compile(r"^https?://[A-Za-z0-9._~:/?#\[\]@!$&()*+,;=%-]+$")
+
+MAX_STRING = 4096  # no value of an inventory is longer; a 10 MB project name is refused
+MAX_NAME = 63  # host, project and worker names: a DNS label / compose project name fits
+MAX_KEY_FILE = 1024 * 1024  # identity_file, ssh config_file: regular files, this big at most
 
 _MISSING = object()
 
@@ -119,6 +124,13 @@ class Checker:
               "number": is_number,
               "bool": lambda v: isinstance(v, bool),
               "list": lambda v: isinstance(v, list)}[kind](value)
+        if ok and kind == "str" and len(value) > MAX_STRING:
+            self.err(where, f"the value is {len(value)} characters long, more than the {MAX_STRING} allowed",
+                     f"e.g. {key}: {example if example is not None else default}")
+            return default
+        if ok and kind == "number" and not math.isfinite(value):
+            self.err(where, f"{value} is not a finite number", f"e.g. {key}: {example if example is not None else default}")
+            return default
         if not ok:
             want = {"str": "a string", "int": "an integer", "number": "a number",
                     "bool": "true or false", "list": "a list"}[kind]
@@ -151,6 +163,18 @@ def positive(value: Any) -> tuple[str, str] | None:
     return None
 
 
+def seconds(minimum: float, why: str) -> Callable[[Any], tuple[str, str] | None]:
+    """A finite number of seconds (finiteness is checked by `Checker.get`), > 0 and >= `minimum`."""
+    def check(value):
+        bad = positive(value)
+        if bad:
+            return bad
+        if value < minimum:
+            return f"{value} is below the minimum of {minimum:g} s", f"{why}; give {minimum:g} or more"
+        return None
+    return check
+
+
 def one_of(choices: Sequence[str], noun: str) -> Callable[[Any], tuple[str, str] | None]:
     def check(value):
         if value not in choices:
@@ -161,33 +185,48 @@ def one_of(choices: Sequence[str], noun: str) -> Callable[[Any], tuple[str, str]
 
 def name_check(noun: str) -> Callable[[Any], tuple[str, str] | None]:
     def check(value):
-        if not NAME_RE.match(value):
+        if not NAME_RE.fullmatch(value):
             return f"{noun} '{value}' is not allowed", NAME_HINT
+        if len(value) > MAX_NAME:
+            return f"{noun} is {len(value)} characters long", f"at most {MAX_NAME}"
         return None
     return check
 
 
 def pattern(regex: re.Pattern, what: str, hint: str) -> Callable[[Any], tuple[str, str] | None]:
     def check(value):
-        if not regex.match(value):
+        if not regex.fullmatch(value):
             return f"'{value}' {what}", hint
         return None
     return check
 
 
+def _scoped(value: str) -> tuple[str, str] | None:
+    if "%" in value:
+        return (f"'{value}' has an IPv6 scope id ('%...')",
+                "give a routable address without '%': a scope id names a local interface, not a host")
+    return None
+
+
 def address_check(value: str) -> tuple[str, str] | None:
+    bad = _scoped(value)
+    if bad:
+        return bad
     try:
         ipaddress.ip_address(value)
         return None
     except ValueError:
         pass
-    if ADDRESS_RE.match(value):
+    if ADDRESS_RE.fullmatch(value):
         return None
     return (f"'{value}' is not a hostname, IP address or ssh_config alias",
             "letters, digits, '-', '.' and '_' only, not starting with '-'")
 
 
 def ip_check(value: str) -> tuple[str, str] | None:
+    bad = _scoped(value)
+    if bad:
+        return bad
     try:
         ipaddress.ip_address(value)
         return None
@@ -195,11 +234,23 @@ def ip_check(value: str) -> tuple[str, str] | None:
         return f"'{value}' is not an IP address", "run 'tailscale ip -4' on that host and copy its address"
 
 
+WORKDIR_HINT = ("give a relative path such as comfyume: it starts at the login user's home; "
+                "no leading '/', no '..', not the home itself")
+
+
 def workdir_check(value: str) -> tuple[str, str] | None:
-    if not WORKDIR_RE.match(value) or ".." in value.split("/") or value.startswith("-"):
+    """A folder UNDER the login home: the tool runs `chmod 700` on it and keeps its lock there, so `/`,
+    `/etc`, `~/` (the home itself) or `~//etc` (= /etc) must never get through."""
+    if not WORKDIR_RE.fullmatch(value) or ".." in value.split("/") or value.startswith("-"):
         return (f"'{value}' is not a safe folder name",
                 "letters, digits and . _ / ~ - only, no '..', not starting with '-'; "
                 "a relative path starts at the login user's home")
+    rest = value[2:] if value.startswith("~/") else value
+    parts = [p for p in rest.split("/") if p not in ("", ".")]
+    if rest.startswith("/") or value.startswith("~") and not value.startswith("~/"):
+        return f"'{value}' is not a folder under the login user's home", WORKDIR_HINT
+    if not parts or any("~" in p for p in parts):
+        return f"'{value}' is not a folder under the login user's home", WORKDIR_HINT
     return None
 
 
@@ -209,15 +260,14 @@ def expand(given: str, base: str) -> str:
     return full if os.path.isabs(full) else os.path.normpath(os.path.join(base, full))
 
 
-def readable_file(c: Checker, path: tuple, given: str, base: str, hint: str) -> str | None:
-    """The expanded path of `given` when it is a readable file; a problem and None otherwise."""
+def readable_file(c: Checker, path: tuple, given: str, base: str, hint: str,
+                  cap: int = MAX_KEY_FILE) -> str | None:
+    """The expanded path of `given` when it is a readable REGULAR file of at most `cap` bytes
+    (never a FIFO that would hang the reader, nor /dev/zero); a problem and None otherwise."""
     full = expand(given, base)
-    if not os.path.exists(full):
-        c.err(path, f"'{given}' does not exist", hint)
-    elif os.path.isdir(full):
-        c.err(path, f"'{given}' is a directory, not a file", hint)
-    elif not os.access(full, os.R_OK):
-        c.err(path, f"'{given}' is not readable by this user", hint)
-    else:
-        return full
-    return None
+    try:
+        read_regular(full, cap)
+    except FileProblem as exc:
+        c.err(path, f"'{given}' {exc}", hint)
+        return None
+    return full

@@ -102,6 +102,7 @@ def assign_worker_ids(c: Checker, hosts: list[model.Host]) -> list[model.Host]:
                       f"on line {c.doc.line_of(('hosts', first.name, 'worker_id'))}",
                       "give each worker its own id")
         out.append(host)
+    check_same_address(c, out)
     seen: dict[str, model.Host] = {}
     for host in out:
         if host.tailscale_ip is None:
@@ -113,3 +114,20 @@ def assign_worker_ids(c: Checker, hosts: list[model.Host]) -> list[model.Host]:
                   f"on line {c.doc.line_of(('hosts', first.name, 'tailscale_ip'))}",
                   "each host has its own tailnet address; run 'tailscale ip -4' on each")
     return out
+
+
+def check_same_address(c: Checker, hosts: list[model.Host]) -> None:
+    """Two entries that log into the same machine (same address and SSH port) cannot both deploy:
+    each runs the compose project with `--remove-orphans`, which removes the other's containers
+    (in dual-server the worker's `up` would remove the whole app stack)."""
+    seen: dict[tuple[str, int | None], model.Host] = {}
+    for host in hosts:
+        if not host.address:
+            continue
+        first = seen.setdefault((host.address.lower(), host.port), host)
+        if first is not host:
+            c.err(("hosts", host.name, "address"),
+                  f"{host.address} is also the address of {first.name} on line "
+                  f"{c.doc.line_of(('hosts', first.name, 'address'))}",
+                  "two entries for one machine would remove each other's containers (compose --remove-orphans); "
+                  "list each machine once, with all its roles (e.g. mode single-server-gpu for one machine)")

@@ -13,13 +13,14 @@ from typing import Any, Mapping
 from . import model
 from ..errors import ConfigError
 from .checker import (DURATION_RE, IMAGE_RE, URL_RE, Checker, expand, in_range, name_check,
-                               one_of, pattern, positive, readable_file)
+                      one_of, pattern, positive, readable_file, seconds)
 from .hosts import assign_worker_ids, read_host
 from .rules import check_modes, check_ports, check_secrets
-from .yamlsrc import YamlDoc, load_yaml_file
+from .yamlsrc import FileProblem, YamlDoc, load_yaml_file, read_regular
 
 TOP_KEYS = ("mode", "project", "num_users", "images", "ports", "worker", "timeouts", "health",
             "probe", "serverless", "ssh", "secrets", "hosts")
+MAX_WORKFLOW_BYTES = 4 * 1024 * 1024  # an API-format workflow is KiBs; /dev/zero is refused
 IMAGE_HINT = "letters, digits and . _ / : @ - only, e.g. comfyume-worker:v0.11.0"
 
 
@@ -46,7 +47,7 @@ def read_inventory(doc: YamlDoc, shown: str, environ: Mapping[str, str], need_se
     images = _section(c, top, "images", model.Images, "str",
                       pattern(IMAGE_RE, "is not an image reference", IMAGE_HINT))
     worker = _worker(c, top)
-    timeouts = _section(c, top, "timeouts", model.Timeouts, "number", positive)
+    timeouts = _timeouts(c, top)
     health = _section(c, top, "health", model.Health, "str",
                       pattern(DURATION_RE, "is not a compose duration",
                               "a whole number and a unit: ms, s or m, e.g. 5s"))
@@ -79,6 +80,28 @@ def _section(c: Checker, top: dict, name: str, cls: type, kind: str, check) -> A
     return cls(**{f: c.get(sec, (name,), f, kind, getattr(defaults, f), check=check) for f in fields})
 
 
+# The smallest sensible value of each timeout: below it a real network (or Fabric, for which a
+# connect timeout of 0 means "wait forever") makes the setting meaningless.
+TIMEOUT_MINIMUM = {"connect": (1, "an SSH handshake over a real network needs about a second"),
+                   "command": (1, "a remote command needs at least a second"),
+                   "health": (1, "containers need at least a second to turn healthy"),
+                   "redis": (0.1, "a Redis round trip needs more than 0.1 s"),
+                   "probe": (1, "an inference probe needs at least a second"),
+                   "lock_wait": (0.1, "a lock wait below 0.1 s is no wait")}
+
+
+def _timeouts(c: Checker, top: dict) -> model.Timeouts:
+    """Finite seconds, each at least its minimum, kept as floats (never truncated to int)."""
+    fields = tuple(model.Timeouts.__dataclass_fields__)
+    d = model.Timeouts()
+    sec = c.mapping(("timeouts",), top.get("timeouts"), fields, f"connect: {d.connect}")
+    out = {}
+    for f in fields:
+        minimum, why = TIMEOUT_MINIMUM[f]
+        out[f] = float(c.get(sec, ("timeouts",), f, "number", getattr(d, f), check=seconds(minimum, why)))
+    return model.Timeouts(**out)
+
+
 def _worker(c: Checker, top: dict) -> model.WorkerSettings:
     sec = c.mapping(("worker",), top.get("worker"), ("poll_interval", "heartbeat_timeout", "provider"),
                     "poll_interval: 2")
@@ -99,18 +122,21 @@ def _probe(c: Checker, top: dict, base: str) -> model.Probe:
     name = os.path.basename(c.filename)
     hint = (f"give an API-format workflow JSON, relative to {name}, or remove probe.workflow "
             f"to use the built-in EmptyImage->SaveImage graph")
-    full = readable_file(c, ("probe", "workflow"), given, base, hint)
-    if full is None:
-        return model.Probe()
+    full = expand(given, base)
     api_hint = "export it from ComfyUI with 'Export (API)'"
     try:
-        with open(full, encoding="utf-8") as fh:
-            graph = json.load(fh)
+        graph = json.loads(read_regular(full, MAX_WORKFLOW_BYTES).decode("utf-8"))
+    except FileProblem as exc:
+        c.err(("probe", "workflow"), f"'{given}' {exc}", hint)
+        return model.Probe()
     except json.JSONDecodeError as exc:
         c.err(("probe", "workflow"), f"{given}:{exc.lineno}: not valid JSON: {exc.msg}", api_hint)
         return model.Probe()
-    except (OSError, UnicodeDecodeError) as exc:
-        c.err(("probe", "workflow"), f"cannot read '{given}': {getattr(exc, 'strerror', None) or exc}", hint)
+    except UnicodeDecodeError:
+        c.err(("probe", "workflow"), f"'{given}' is not UTF-8 text", "save the workflow JSON as UTF-8")
+        return model.Probe()
+    except RecursionError:
+        c.err(("probe", "workflow"), f"'{given}' is nested too deeply to be a workflow", api_hint)
         return model.Probe()
     why = _not_api_graph(graph)
     if why:

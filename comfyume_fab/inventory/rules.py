@@ -5,8 +5,8 @@ from typing import Mapping
 
 from . import model
 from .checker import Checker, expand
-from .secrets import (OPTIONAL, REQUIRED_ALWAYS, REQUIRED_WITH_ADMIN, Secret, read_env_file,
-                      resolve_secrets)
+from .secrets import (OPTIONAL, REQUIRED_ALWAYS, REQUIRED_WITH_ADMIN, EnvFile, EnvFileProblem, Secret,
+                      load_env_file, resolve_secrets)
 
 TAILNET_WHY = "a remote worker reaches Redis and the queue manager at the app host's tailnet address"
 
@@ -89,25 +89,45 @@ def check_ports(c: Checker, ports: model.Ports, num_users: int) -> None:
         seen.setdefault(port, key)
 
 
+MISSING_ENV_FILE = "does not exist"
+
+
+def check_env_file(c: Checker, given: str | None, path: str | None) -> EnvFile | EnvFileProblem | None:
+    """The secrets file named by secrets.env_file, read only when it is safe to (regular, yours, 0600,
+    bounded, UTF-8); every problem recorded at secrets.env_file. None when not named or unusable; the
+    EnvFileProblem when it does not exist (an error only if a secret it should hold is missing)."""
+    if not path:
+        return None
+    where = ("secrets", "env_file")
+    try:
+        env_file = load_env_file(path)
+    except EnvFileProblem as exc:
+        if exc.what == MISSING_ENV_FILE:
+            return exc
+        c.err(where, f"'{given}' {exc.what}", exc.hint)
+        return None
+    for number, what in env_file.problems:
+        c.err(where, f"{given}:{number}: {what}", "write lines like REDIS_PASSWORD=...; '#' starts a comment")
+    return env_file
+
+
 def check_secrets(c: Checker, mode: str | None, env_file_given: str | None, base: str,
                   environ: Mapping[str, str], need_secrets: bool = True) -> tuple[dict[str, Secret], str | None]:
     """Resolve the secrets the mode needs (environment first, then the env file); without
     `need_secrets` (plan, --dry-run) a missing one is an `Unset` placeholder, not a problem."""
     where = ("secrets",)
     env_file_path = expand(env_file_given, base) if env_file_given else None
-    env_file = None
-    if env_file_path:
-        try:
-            env_file = read_env_file(env_file_path)
-        except OSError as exc:
-            c.err(where + ("env_file",), f"cannot read '{env_file_given}': {exc.strerror or exc}",
-                  "check its permissions (chmod 600, owned by you), or export the secrets instead")
-        if env_file:
-            for number, what in env_file.problems:
-                c.err(where + ("env_file",), f"{env_file_given}:{number}: {what}",
-                      "write lines like REDIS_PASSWORD=...; '#' starts a comment")
+    env_file = check_env_file(c, env_file_given, env_file_path)
+    missing = env_file if isinstance(env_file, EnvFileProblem) else None
+    env_file = None if missing else env_file
     required = REQUIRED_ALWAYS + (REQUIRED_WITH_ADMIN if mode not in (None, "frontend-testing") else ())
     result = resolve_secrets(required, OPTIONAL, environ, env_file, env_file_given, allow_unset=not need_secrets)
-    for what, hint in result.problems:
+    problems = list(result.problems)
+    unset = any(what.endswith(" is not set") for what, _ in problems)
+    if missing and unset:  # the secrets were to come from that file: name the missing file
+        c.err(where + ("env_file",), f"'{env_file_given}' {missing.what}", missing.hint)
+    if env_file_path and env_file is None:  # missing or refused (reported): not each secret again
+        problems = [(what, hint) for what, hint in problems if not what.endswith(" is not set")]
+    for what, hint in problems:
         c.err(where, what, hint)
     return dict(result.secrets), env_file_path

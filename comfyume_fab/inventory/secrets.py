@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -100,12 +101,51 @@ def parse_env_text(text: str) -> EnvFile:
     return EnvFile(values, tuple(problems))
 
 
-def read_env_file(path: str) -> EnvFile | None:
-    """Parse the env file at `path`; None when it does not exist. OSError when it cannot be read."""
-    if not os.path.exists(path):
-        return None
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        return parse_env_text(fh.read())
+MAX_ENV_FILE = 64 * 1024  # a few secrets; /dev/zero or a huge file is refused
+
+
+class EnvFileProblem(Exception):
+    """Why the secrets file cannot be used: `what` (one clause after its name) and `hint`."""
+
+    def __init__(self, what: str, hint: str):
+        super().__init__(what)
+        self.what, self.hint = what, hint
+
+
+def _private(path: str):
+    def inspect(st: os.stat_result) -> None:
+        me = os.geteuid()
+        if st.st_uid != me:
+            raise EnvFileProblem(f"is owned by uid {st.st_uid}, not by this user (uid {me})",
+                                 f"a secrets file must be yours alone: `chown {me} {path}` and `chmod 600 {path}`")
+        mode = stat.S_IMODE(st.st_mode)
+        if mode & 0o077:
+            who = " and ".join(w for w, bits in (("its group", 0o070), ("other users", 0o007)) if mode & bits)
+            raise EnvFileProblem(f"can be read or changed by {who} (mode {mode:04o})",
+                                 f"run `chmod 600 {path}`; like ssh with a private key, a secrets file that "
+                                 "others can read is refused")
+    return inspect
+
+
+def load_env_file(path: str) -> EnvFile:
+    """The secrets file at `path` (absolute), checked the way OpenSSH checks a private key: a regular
+    file, owned by this user, mode 0600 or stricter, at most MAX_ENV_FILE bytes, UTF-8 text.
+    EnvFileProblem otherwise (a missing file is named as missing)."""
+    from .yamlsrc import FileProblem, read_regular
+    try:
+        raw = read_regular(path, MAX_ENV_FILE, inspect=_private(path))
+    except FileProblem as exc:
+        hint = ("create it (mode 0600) with lines like REDIS_PASSWORD=..., or remove secrets.env_file and "
+                "export the secrets instead" if str(exc) == "does not exist" else
+                "name a regular file of KEY=value lines, mode 0600, owned by you")
+        raise EnvFileProblem(str(exc), hint) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise EnvFileProblem(f"is not UTF-8 text (line {line})", "save it as UTF-8; a secret is never guessed "
+                             "from bytes that are not text") from None
+    return parse_env_text(text)
 
 
 def unsafe_reason(value: str) -> str | None:

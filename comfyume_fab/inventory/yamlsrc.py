@@ -8,8 +8,10 @@ becomes one `ConfigError` line `FILE:LINE: malformed YAML: <problem> (<hint>)`, 
 """
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import yaml
 from yaml.constructor import SafeConstructor
@@ -20,6 +22,53 @@ from ..errors import ConfigError
 Path = tuple  # a key path: str for mapping keys, int for list indexes
 
 MAX_NODES = 20000  # bounds alias expansion ("billion laughs") long before memory does
+MAX_INVENTORY_BYTES = 1024 * 1024  # an inventory is a few KiB; /dev/zero or a 10 MB file is refused
+
+
+class FileProblem(Exception):
+    """Why a file named in the inventory (or the inventory itself) cannot be read: one clause."""
+
+
+def read_regular(path: str, cap: int, inspect: "Callable[[os.stat_result], None] | None" = None) -> bytes:
+    """The bytes of the REGULAR file at `path`, at most `cap` of them. A FIFO, device (/dev/zero),
+    directory or socket is refused without blocking (O_NONBLOCK, then fstat); a bigger file too."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except FileNotFoundError:
+        raise FileProblem("does not exist") from None
+    except IsADirectoryError:
+        raise FileProblem("is a directory, not a file") from None
+    except PermissionError:
+        raise FileProblem("is not readable by this user") from None
+    except OSError as exc:
+        raise FileProblem(f"cannot be opened: {exc.strerror or exc}") from None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise FileProblem("is a directory, not a file")
+        if not stat.S_ISREG(st.st_mode):
+            kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(st.st_mode) else
+                    "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else
+                    "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file")
+            raise FileProblem(f"is {kind}, not a regular file")
+        if st.st_size > cap:
+            raise FileProblem(f"is {st.st_size} bytes, more than the {cap} bytes allowed")
+        if inspect is not None:
+            inspect(st)  # e.g. the secrets file's owner and mode; raises FileProblem
+        chunks, total = [], 0
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            total += len(chunk)
+            if total > cap:  # it grew while being read
+                raise FileProblem(f"is more than the {cap} bytes allowed")
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError as exc:
+        raise FileProblem(f"cannot be read: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -172,6 +221,9 @@ def parse_yaml(text: str, filename: str) -> YamlDoc:
                          "remove the control character; save the file as UTF-8 text") from None
     except yaml.YAMLError as exc:  # any other PyYAML failure: still one line
         raise _malformed(filename, 1, str(exc).splitlines()[0] if str(exc) else "not valid YAML") from None
+    except RecursionError:  # PyYAML's composer recurses once per nesting level
+        raise _malformed(filename, 1, "the values are nested too deeply",
+                         "an inventory needs only a few levels") from None
     if root is None:
         raise _malformed(filename, 1, "the file is empty",
                          "start with 'mode: dual-server' and a 'hosts:' mapping; see docs/inventory.md")
@@ -197,10 +249,9 @@ def load_yaml_file(path: str, shown: str | None = None) -> YamlDoc:
     """Read and parse a YAML file; `shown` is the name used in messages (default: `path`)."""
     shown = shown or str(path)
     try:
-        with open(path, "rb") as fh:
-            raw = fh.read()
-    except OSError as exc:
-        raise ConfigError(f"{shown}: cannot read the inventory: {exc.strerror or exc} "
+        raw = read_regular(path, MAX_INVENTORY_BYTES)
+    except FileProblem as exc:
+        raise ConfigError(f"{shown}: cannot read the inventory: it {exc} "
                           f"(check the path, or name another with --hosts PATH or $COMFYUME_HOSTS)") from None
     try:
         text = raw.decode("utf-8")

@@ -129,7 +129,12 @@ def _deploy_stage(inv: Inventory, s: Session, hp: HostPlan, services, state, out
         return
     if uploaded != want_seen:
         say(f"{hp.name}: uploading {len(hp.files)} compose file(s) and the env file (0600) to {wd}")
-        remote.run(cmd.mkdir(wd), step="upload")
+        made = remote.run(cmd.mkdir(wd), step="upload")
+        if not made.ok:  # never upload into a folder that is not there or not private
+            raise UnhealthyError(f"could not create the folder {wd} (mode 700) under the login home: "
+                                 f"{made.tail() or f'exit {made.exited}'}", host=hp.name, step="upload",
+                                 hint="check what already has that name on the host and who owns it, or choose "
+                                      "another workdir in hosts.yaml")
         for name, text in hp.files.items():
             remote.put(cmd.workdir_path(wd, name), text.encode(), mode=0o600)
         remote.put(cmd.workdir_path(wd, cmd.ENV_FILE), hp.env_file_text().encode(), mode=0o600)

@@ -169,6 +169,7 @@ def test_bad_inventory_is_rejected_before_any_host_is_touched(lab, tmp_path, cas
 def test_missing_secret(lab, tmp_path):
     secrets = tmp_path / "only-redis.env"
     secrets.write_text("REDIS_PASSWORD=some-password\n")
+    secrets.chmod(0o600)  # a secrets file others can read is refused (issue 11)
     path = write(lab, tmp_path, {}, secrets=str(secrets))
     before = connections(lab)
     res = invoke("start-all", "--hosts", str(path))
@@ -204,12 +205,14 @@ def test_an_identity_file_that_is_not_a_key_names_the_file_not_sshd(lab, tmp_pat
     key = tmp_path / "id_ed25519.pub"
     key.write_text((lab.key.parent / (lab.key.name + ".pub")).read_text())
     path = write(lab, tmp_path, {19: f"    identity_file: {key}"})
-    res = invoke("start-all", "--hosts", str(path))
+    res = invoke("start-all", "--hosts", str(path), env={"SSH_AUTH_SOCK": ""})  # no agent to fall back on
     assert "Traceback" not in res.stderr and res.returncode == ExitCode.UNREACHABLE
     (line,) = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
-    assert line.startswith(f"error: start-all: host verda, step connect: cannot use the SSH key {key}: ")
-    assert line.endswith("(identity_file in hosts.yaml must be a private key file (e.g. ~/.ssh/id_ed25519), "
-                         "not a .pub or another file)")
+    assert line.startswith("error: start-all: host verda, step connect: SSH login as cfab-verda@100.64.0.2 was "
+                           "refused: no key was offered"), line
+    assert f"not offered: {key}: not a private key this tool can read (a .pub file, or another file?)" in line, line
+    assert line.endswith("(identity_file in hosts.yaml (or IdentityFile in ssh_config) must be a private key file "
+                         "(e.g. ~/.ssh/id_ed25519), not a .pub or another file)"), line
 
 
 # ---------------------------------------------------- secrets with metacharacters: deployed, not run

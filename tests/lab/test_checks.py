@@ -151,3 +151,29 @@ def test_env_drift_is_diagnosed_when_a_container_runs_old_settings(lab, deployed
         assert drift and not drift["ok"] and "docker compose up -d" in drift["detail"]
     finally:
         env.write_text(original)
+
+
+def test_concurrent_failing_channels_each_keep_their_own_cause(lab, redises):
+    """Issue 11 item 5: paramiko keeps one "last error" per transport, so two channels that failed
+    together used to swap or lose their causes ("Unable to open channel" instead of "Connect failed",
+    the Redis check's REDIS_BIND_IP hint replaced by generic text). Many rounds of Redis + HTTP checks
+    at once over ONE connection, every port refused: each result keeps its own diagnosis."""
+    from concurrent.futures import ThreadPoolExecutor
+    from comfyume_fab.checks.links import http_check
+    with remote(lab, "verda") as r:
+        def redis_one(_):
+            return redis_ping(r, "100.64.0.1", 16380, PW, 3, "redis", "mello")  # bound to loopback: refused
+
+        def http_one(port):
+            return http_check(r, "100.64.0.1", port, "/health", f"http-{port}", 3, "queue manager")
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            for _ in range(15):
+                futures = [pool.submit(redis_one, None) for _ in range(3)] + \
+                          [pool.submit(http_one, port) for port in (1, 2, 9)]
+                results = [f.result(timeout=30) for f in futures]
+                for res in results[:3]:
+                    assert not res.ok and res.data["diagnosis"] == "refused", res.detail
+                    assert "bound to 127.0.0.1" in res.detail and "REDIS_BIND_IP" in res.detail, res.detail
+                for res, port in zip(results[3:], (1, 2, 9)):
+                    assert not res.ok and res.data["diagnosis"] == "refused", res.detail
+                    assert f"could not connect to 100.64.0.1:{port} (Connect failed)" in res.detail, res.detail

@@ -273,8 +273,8 @@ def test_03_ssh_login_refused_with_the_wrong_key(lab, deployed, tmp_path):
     before = snapshot(lab)
     res, took = cli("start-all", "--hosts", str(fast))
     one_error(res, ExitCode.UNREACHABLE, "verda", "connect",
-              "SSH login as cfab-verda@100.64.0.2 was refused (authentication failed)",
-              "check identity_file in hosts.yaml")
+              f"SSH login as cfab-verda@100.64.0.2 was refused: offered {key} (ssh-ed25519 SHA256:",
+              "): refused by the server", "add the matching public key to ~cfab-verda/.ssh/authorized_keys")
     assert took < FAST["connect"] + SLACK
     assert_up(lab, "mello", same_as=before)
     assert_up(lab, "verda", same_as=before)

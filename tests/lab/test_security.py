@@ -202,6 +202,7 @@ def test_files_on_the_hosts_are_private_to_the_login_user(lab, deployed, tmp_pat
 def test_a_dual_server_plan_without_a_redis_password_is_refused(lab, tmp_path):
     secrets = tmp_path / "secrets.env"
     secrets.write_text("REDIS_PASSWORD=\nADMIN_PASSWORD=some-admin-password\n")
+    secrets.chmod(0o600)  # a secrets file others can read is refused (issue 11)
     inv = lab.inventory(tmp_path, timeouts=FAST, secrets={"env_file": str(secrets)})
     line = 1 + next(i for i, text in enumerate(inv.read_text().splitlines()) if text.startswith("secrets:"))
     for task in ("plan", "start-all"):

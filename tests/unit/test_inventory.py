@@ -123,7 +123,7 @@ probe: {workflow: wf.json}
 ssh: {known_hosts: kh, accept_new_host_keys: true}
 hosts:
   box: {address: 10.0.0.5, user: dev, port: 2222, identity_file: id_test, roles: [worker, app],
-        workdir: /srv/comfyume, worker_id: w-one}
+        workdir: ~/srv/comfyume, worker_id: w-one}
 """)
     assert (inv.project, inv.num_users, inv.images.worker, inv.ports.redis, inv.ports.frontend_base) == \
         ("lab-1", 7, "local/worker:dev", 16379, 9000)
@@ -135,7 +135,7 @@ hosts:
     box = inv.hosts[0]
     assert (box.address, box.user, box.port, box.identity_file, box.roles, box.gpu, box.workdir,
             box.worker_id) == ("10.0.0.5", "dev", 2222, os.path.abspath("id_test"), ("app", "worker"),
-                               "auto", "/srv/comfyume", "w-one")
+                               "auto", "~/srv/comfyume", "w-one")
 
 
 # --- every message, exactly ----------------------------------------------------------------------
@@ -404,8 +404,13 @@ hosts:
 def test_unreadable_identity_file(monkeypatch):
     with open("key", "w") as fh:
         fh.write("x")
-    real = os.access
-    monkeypatch.setattr(os, "access", lambda p, m, *a, **k: False if p.endswith("/key") else real(p, m))
+    real = os.open
+
+    def refuse(p, *a, **k):  # the tests may run as root, which no file mode keeps out
+        if str(p).endswith("/key"):
+            raise PermissionError(13, "Permission denied")
+        return real(p, *a, **k)
+    monkeypatch.setattr(os, "open", refuse)
     assert problems(DUAL.replace("roles: [worker]", "roles: [worker]\n    identity_file: key")) == [
         "hosts.yaml:10 hosts.verda.identity_file: 'key' is not readable by this user (check the path and its "
         "permissions, or remove identity_file to let ssh_config choose the key)"]
@@ -493,7 +498,7 @@ def test_not_utf8_and_missing_file():
     assert info.value.problems == ["hosts.yaml:2: malformed YAML: the file is not UTF-8 text (save it as UTF-8)"]
     with pytest.raises(ConfigError) as info:
         load_inventory("nope.yaml", environ=ENV)
-    assert info.value.problems == ["nope.yaml: cannot read the inventory: No such file or directory "
+    assert info.value.problems == ["nope.yaml: cannot read the inventory: it does not exist "
                                    "(check the path, or name another with --hosts PATH or $COMFYUME_HOSTS)"]
     assert info.value.code == 2
 
@@ -540,6 +545,7 @@ def test_env_var_beats_env_file_and_file_fills_gaps():
     with open(".secrets.env", "w") as fh:
         fh.write("# comment\n\nexport REDIS_PASSWORD='from-file'\nADMIN_PASSWORD=\"admin from file\"\n"
                  "SERVERLESS_API_KEY=key$(x);`y`\n")
+    os.chmod(".secrets.env", 0o600)
     text = DUAL + "secrets: {env_file: .secrets.env}\n"
     inv = load(text, environ={"REDIS_PASSWORD": "from-env"})
     assert inv.secrets["REDIS_PASSWORD"].reveal() == "from-env"
@@ -554,6 +560,7 @@ def test_env_file_relative_to_inventory(tmp_path):
     os.mkdir("conf")
     with open("conf/s.env", "w") as fh:
         fh.write("REDIS_PASSWORD=r\nADMIN_PASSWORD=a\n")
+    os.chmod("conf/s.env", 0o600)
     with open("conf/hosts.yaml", "w") as fh:
         fh.write(DUAL + "secrets: {env_file: s.env}\n")
     inv = load_inventory("conf/hosts.yaml", environ={})
@@ -562,10 +569,9 @@ def test_env_file_relative_to_inventory(tmp_path):
 
 SECRET_CASES = {
     "missing with env file": (DUAL + "secrets: {env_file: .secrets.env}\n", {},
-                              ["hosts.yaml:10 secrets: REDIS_PASSWORD is not set "
-                               "(export REDIS_PASSWORD=... or add it to .secrets.env)",
-                               "hosts.yaml:10 secrets: ADMIN_PASSWORD is not set "
-                               "(export ADMIN_PASSWORD=... or add it to .secrets.env)"]),
+                              ["hosts.yaml:10 secrets.env_file: '.secrets.env' does not exist (create it (mode 0600) "
+                               "with lines like REDIS_PASSWORD=..., or remove secrets.env_file and export the "
+                               "secrets instead)"]),
     "missing without env file": (DUAL, {"ADMIN_PASSWORD": "adm-secret-9"},
                                  ["hosts.yaml:1 secrets: REDIS_PASSWORD is not set "
                                   "(export REDIS_PASSWORD=... or name an env file that has it in secrets.env_file)"]),
@@ -606,6 +612,7 @@ def test_secret_messages(name):
 def test_env_file_problems():
     with open(".secrets.env", "w") as fh:
         fh.write("REDIS_PASSWORD=ok\nthis is not a pair\nADMIN_PASSWORD='unclosed\n")
+    os.chmod(".secrets.env", 0o600)
     assert problems(DUAL + "secrets:\n  env_file: .secrets.env\n", {}) == [
         "hosts.yaml:10 secrets: ADMIN_PASSWORD is not set (export ADMIN_PASSWORD=... or add it to .secrets.env)",
         "hosts.yaml:11 secrets.env_file: .secrets.env:2: expected KEY=value "
@@ -616,11 +623,211 @@ def test_env_file_problems():
     os.remove(".secrets.env")
     os.mkdir(".secrets.env")
     assert problems(DUAL + "secrets:\n  env_file: .secrets.env\n", ENV) == [
-        "hosts.yaml:11 secrets.env_file: cannot read '.secrets.env': Is a directory "
-        "(check its permissions (chmod 600, owned by you), or export the secrets instead)"]
+        "hosts.yaml:11 secrets.env_file: '.secrets.env' is a directory, not a file "
+        "(name a regular file of KEY=value lines, mode 0600, owned by you)"]
 
 
 def test_parse_env_text():
     parsed = parse_env_text("A=1\n B = ' spaced $(x) ' \n#C=3\nexport D=\"d\"\nE=\n")
     assert dict(parsed.values) == {"A": "1", "B": " spaced $(x) ", "D": "d", "E": ""}
     assert parsed.problems == ()
+
+
+# --- issue 11: the holes a review found (each failed before its fix) -----------------------------
+
+WD = "not a folder under the login user's home (give a relative path such as comfyume: it starts at the " \
+     "login user's home; no leading '/', no '..', not the home itself)"
+
+
+@pytest.mark.parametrize("workdir", ["/", "/etc", "/srv/comfyume", "~/", "~//etc", "~", ".", "./", "~/.", "~root/x",
+                                     "a/~/b"])
+def test_workdir_only_under_the_login_home(workdir):
+    text = DUAL.replace("roles: [worker]", f"roles: [worker]\n    workdir: '{workdir}'")
+    assert problems(text) == [f"hosts.yaml:10 hosts.verda.workdir: '{workdir}' is {WD}"]
+
+
+@pytest.mark.parametrize("workdir", ["comfyume", "~/comfyume", "apps/comfyume", "./comfyume", "~/a/b.c_d-e"])
+def test_workdir_relative_paths_are_kept(workdir):
+    inv = load(DUAL.replace("roles: [worker]", f"roles: [worker]\n    workdir: '{workdir}'"))
+    assert inv.host("verda").workdir == workdir
+
+
+NEWLINE_CASES = {
+    "user": (DUAL.replace("address: verda", 'address: verda\n    user: "root\\n"'),
+             "hosts.yaml:9 hosts.verda.user: 'root\\n' is not a valid login name "
+             "(letters, digits, '.', '_' and '-', not starting with '-')"),
+    "project": (DUAL + 'project: "comfyume\\n"\n',
+                "hosts.yaml:10 project: project name 'comfyume\\n' is not allowed "
+                "(use lowercase letters, digits, '-' and '_', starting with a letter or digit)"),
+    "address": (DUAL.replace("address: verda", 'address: "verda\\n"'),
+                "hosts.yaml:8 hosts.verda.address: 'verda\\n' is not a hostname, IP address or ssh_config alias "
+                "(letters, digits, '-', '.' and '_' only, not starting with '-')"),
+    "worker id": (DUAL.replace("roles: [worker]", 'roles: [worker]\n    worker_id: "w1\\n"'),
+                  "hosts.yaml:10 hosts.verda.worker_id: worker id 'w1\\n' is not allowed "
+                  "(use lowercase letters, digits, '-' and '_', starting with a letter or digit)"),
+    "image": (DUAL + 'images: {worker: "w:1\\n"}\n',
+              "hosts.yaml:10 images.worker: 'w:1\\n' is not an image reference "
+              "(letters, digits and . _ / : @ - only, e.g. comfyume-worker:v0.11.0)"),
+    "duration": (DUAL + 'health: {interval: "5s\\n"}\n',
+                 "hosts.yaml:10 health.interval: '5s\\n' is not a compose duration "
+                 "(a whole number and a unit: ms, s or m, e.g. 5s)"),
+    "workdir": (DUAL.replace("roles: [worker]", 'roles: [worker]\n    workdir: "comfyume\\n"'),
+                "hosts.yaml:10 hosts.verda.workdir: 'comfyume\\n' is not a safe folder name (letters, digits and "
+                ". _ / ~ - only, no '..', not starting with '-'; a relative path starts at the login user's home)"),
+    "endpoint": (DUAL + 'serverless: {endpoint: "https://x.y/run\\n"}\n',
+                 "hosts.yaml:10 serverless.endpoint: 'https://x.y/run\\n' is not an http(s) URL "
+                 "(e.g. https://api.example.com/v2/ENDPOINT/run; no spaces or quotes)"),
+}
+
+
+@pytest.mark.parametrize("name", list(NEWLINE_CASES))
+def test_a_trailing_newline_never_matches(name):
+    text, expected = NEWLINE_CASES[name]
+    assert problems(text) == [expected]
+
+
+@pytest.mark.parametrize("value, shown", [(".nan", "nan"), (".inf", "inf"), ("-.inf", "-inf")])
+def test_timeouts_are_finite(value, shown):
+    assert problems(DUAL + f"timeouts: {{command: {value}}}\nworker: {{poll_interval: {value}}}\n") == [
+        f"hosts.yaml:10 timeouts.command: {shown} is not a finite number (e.g. command: 120)",
+        f"hosts.yaml:11 worker.poll_interval: {shown} is not a finite number (e.g. poll_interval: 2)"]
+
+
+def test_timeouts_have_a_minimum_and_stay_floats():
+    assert problems(DUAL + "timeouts: {connect: 0.5, redis: 0.05}\n") == [
+        "hosts.yaml:10 timeouts.connect: 0.5 is below the minimum of 1 s (an SSH handshake over a real network "
+        "needs about a second; give 1 or more)",
+        "hosts.yaml:10 timeouts.redis: 0.05 is below the minimum of 0.1 s (a Redis round trip needs more than "
+        "0.1 s; give 0.1 or more)"]
+    inv = load(DUAL + "timeouts: {connect: 1.5, command: 30}\n")
+    assert inv.timeouts.connect == 1.5 and type(inv.timeouts.command) is float and inv.timeouts.command == 30.0
+    from comfyume_fab.host.session import target
+    assert target(inv, inv.hosts[0]).connect_timeout == 1.5  # not int(1.5) == 1, never 0 ("no timeout")
+
+
+def test_ipv6_scope_ids_are_refused():
+    text = DUAL.replace("address: mello", "address: '::1%eth0'").replace("100.99.216.71", "'fe80::1%25x'")
+    assert problems(text) == [
+        "hosts.yaml:4 hosts.mello.address: '::1%eth0' has an IPv6 scope id ('%...') (give a routable address "
+        "without '%': a scope id names a local interface, not a host)",
+        "hosts.yaml:5 hosts.mello.tailscale_ip: 'fe80::1%25x' has an IPv6 scope id ('%...') (give a routable "
+        "address without '%': a scope id names a local interface, not a host)"]
+
+
+def test_two_hosts_with_one_address_are_refused():
+    assert problems(DUAL.replace("address: verda", "address: MELLO")) == [
+        "hosts.yaml:8 hosts.verda.address: MELLO is also the address of mello on line 4 (two entries for one "
+        "machine would remove each other's containers (compose --remove-orphans); list each machine once, "
+        "with all its roles (e.g. mode single-server-gpu for one machine))"]
+    inv = load(DUAL.replace("address: verda", "address: mello\n    port: 2222"))  # another sshd: allowed
+    assert [h.port for h in inv.hosts] == [None, 2222]
+
+
+def special(kind: str, tmp_path) -> str:
+    """A path that is not a small regular file: a device, a FIFO (nobody writes), a folder, a big file."""
+    if kind == "device":
+        return "/dev/zero"
+    path = tmp_path / f"special-{kind}"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "dir":
+        path.mkdir()
+    else:
+        path.write_bytes(b"#" * (5 * 1024 * 1024))
+        os.chmod(path, 0o600)
+    return str(path)
+
+
+SPECIAL_WHY = {"device": "is a device, not a regular file", "fifo": "is a FIFO (named pipe), not a regular file",
+               "dir": "is a directory, not a file", "huge": "is 5242880 bytes, more than the {cap} bytes allowed"}
+
+
+@pytest.mark.parametrize("kind", list(SPECIAL_WHY))
+def test_the_inventory_must_be_a_small_regular_file(kind, tmp_path):
+    path = special(kind, tmp_path)
+    with pytest.raises(ConfigError) as info:
+        load_inventory(path, environ=ENV)
+    why = SPECIAL_WHY[kind].format(cap=1048576)
+    assert info.value.problems == [f"{path}: cannot read the inventory: it {why} "
+                                   "(give the path of a hosts.yaml file with --hosts)"]
+
+
+@pytest.mark.parametrize("kind", list(SPECIAL_WHY))
+def test_named_files_must_be_small_regular_files(kind, tmp_path):
+    path = special(kind, tmp_path)
+    text = DUAL + f"secrets: {{env_file: '{path}'}}\nprobe: {{workflow: '{path}'}}\n"
+    got = problems(text.replace("roles: [worker]", f"roles: [worker]\n    identity_file: '{path}'"))
+    assert got == [
+        f"hosts.yaml:10 hosts.verda.identity_file: '{path}' {SPECIAL_WHY[kind].format(cap=1048576)} (check the "
+        "path and its permissions, or remove identity_file to let ssh_config choose the key)",
+        f"hosts.yaml:11 secrets.env_file: '{path}' {SPECIAL_WHY[kind].format(cap=65536)} (name a regular file "
+        "of KEY=value lines, mode 0600, owned by you)",
+        f"hosts.yaml:12 probe.workflow: '{path}' {SPECIAL_WHY[kind].format(cap=4194304)} (give an API-format "
+        "workflow JSON, relative to hosts.yaml, or remove probe.workflow to use the built-in "
+        "EmptyImage->SaveImage graph)"]
+
+
+def test_deep_nesting_is_a_clean_message():
+    deep = "[" * 50000 + "]" * 50000
+    assert problems(f"mode: dual-server\nx: {deep}\n") == [
+        "hosts.yaml:1: malformed YAML: the values are nested too deeply (an inventory needs only a few levels)"]
+    with open("wf.json", "w") as fh:
+        fh.write(deep)
+    assert problems(DUAL + "probe: {workflow: wf.json}\n") == [
+        "hosts.yaml:10 probe.workflow: 'wf.json' is nested too deeply to be a workflow "
+        "(export it from ComfyUI with 'Export (API)')"]
+
+
+def test_long_strings_are_refused():
+    assert problems(DUAL + f"project: {'a' * 64}\n") == [
+        "hosts.yaml:10 project: project name is 64 characters long (at most 63)"]
+    assert problems(DUAL + f"images: {{worker: {'a' * 5000}}}\n") == [
+        "hosts.yaml:10 images.worker: the value is 5000 characters long, more than the 4096 allowed "
+        "(e.g. worker: comfyume-worker:v0.11.0)"]
+    text = DUAL + f"project: {'a' * 10_000_000}\n"
+    with pytest.raises(ConfigError) as info:  # a 10 MB project name: the file itself is refused
+        load(text)
+    assert info.value.problems == [f"hosts.yaml: cannot read the inventory: it is {len(text)} bytes, more than "
+                                   "the 1048576 bytes allowed (give the path of a hosts.yaml file with --hosts)"]
+
+
+SECRETS_TEXT = DUAL + "secrets: {env_file: s.env}\n"
+
+
+def write_secrets(data: bytes, mode: int = 0o600) -> str:
+    with open("s.env", "wb") as fh:
+        fh.write(data)
+    os.chmod("s.env", mode)
+    return os.path.abspath("s.env")
+
+
+@pytest.mark.parametrize("mode, who", [(0o644, "its group and other users"), (0o640, "its group"),
+                                       (0o602, "other users")])
+def test_a_secrets_file_others_can_read_is_refused(mode, who):
+    full = write_secrets(b"REDIS_PASSWORD=r\nADMIN_PASSWORD=a\n", mode)
+    assert problems(SECRETS_TEXT, {}) == [
+        f"hosts.yaml:10 secrets.env_file: 's.env' can be read or changed by {who} (mode {mode:04o}) (run "
+        f"`chmod 600 {full}`; like ssh with a private key, a secrets file that others can read is refused)"]
+
+
+def test_a_secrets_file_of_another_user_is_refused(monkeypatch):
+    full = write_secrets(b"REDIS_PASSWORD=r\nADMIN_PASSWORD=a\n")
+    me = os.geteuid()
+    monkeypatch.setattr(os, "geteuid", lambda: me + 1)  # the file is then someone else's
+    assert problems(SECRETS_TEXT, {}) == [
+        f"hosts.yaml:10 secrets.env_file: 's.env' is owned by uid {me}, not by this user (uid {me + 1}) "
+        f"(a secrets file must be yours alone: `chown {me + 1} {full}` and `chmod 600 {full}`)"]
+
+
+def test_a_secrets_file_that_is_not_utf8_is_refused():
+    write_secrets(b"REDIS_PASSWORD=ok\nADMIN_PASSWORD=caf\xe9\n")
+    assert problems(SECRETS_TEXT, {}) == [
+        "hosts.yaml:10 secrets.env_file: 's.env' is not UTF-8 text (line 2) (save it as UTF-8; a secret is "
+        "never guessed from bytes that are not text)"]
+
+
+def test_a_missing_secrets_file_is_named_only_when_it_was_needed():
+    assert problems(SECRETS_TEXT, {"ADMIN_PASSWORD": "a"}) == [
+        "hosts.yaml:10 secrets.env_file: 's.env' does not exist (create it (mode 0600) with lines like "
+        "REDIS_PASSWORD=..., or remove secrets.env_file and export the secrets instead)"]
+    assert load(SECRETS_TEXT).secrets["REDIS_PASSWORD"].reveal() == "redis-pw-1"  # all exported: fine

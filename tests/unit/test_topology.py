@@ -194,6 +194,7 @@ def test_env_per_host_details(tmp_path):
 
 def test_serverless_env(tmp_path):
     (tmp_path / "s.env").write_text("SERVERLESS_API_KEY=key-123\n")
+    (tmp_path / "s.env").chmod(0o600)  # a secrets file others can read is refused
     plan = plan_for(tmp_path, "serverless", "one", extra="secrets: {env_file: s.env}\n")
     box = plan.hosts[0]
     assert box.env["SERVERLESS_ENDPOINT"] == "https://api.runpod.ai/v2/abc/run"

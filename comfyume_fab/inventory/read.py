@@ -18,7 +18,7 @@ from .hosts import assign_worker_ids, read_host
 from .rules import check_modes, check_ports, check_secrets
 from .yamlsrc import YamlDoc, load_yaml_file
 
-TOP_KEYS = ("mode", "project", "num_users", "images", "ports", "worker", "timeouts", "health",
+TOP_KEYS = ("mode", "project", "num_users", "images", "ports", "worker", "timeouts", "rollout", "health",
             "probe", "serverless", "ssh", "secrets", "hosts")
 IMAGE_HINT = "letters, digits and . _ / : @ - only, e.g. comfyume-worker:v0.11.0"
 
@@ -47,6 +47,7 @@ def read_inventory(doc: YamlDoc, shown: str, environ: Mapping[str, str]) -> mode
                       pattern(IMAGE_RE, "is not an image reference", IMAGE_HINT))
     worker = _worker(c, top)
     timeouts = _section(c, top, "timeouts", model.Timeouts, "number", positive)
+    rollout = _section(c, top, "rollout", model.Rollout, "int", in_range(1, 200, "an integer"))
     health = _section(c, top, "health", model.Health, "str",
                       pattern(DURATION_RE, "is not a compose duration",
                               "a whole number and a unit: ms, s or m, e.g. 5s"))
@@ -67,7 +68,7 @@ def read_inventory(doc: YamlDoc, shown: str, environ: Mapping[str, str]) -> mode
     return model.Inventory(
         path=shown, mode=mode, hosts=tuple(hosts), secrets=MappingProxyType(dict(secrets)),
         project=project, num_users=num_users, images=images, ports=ports, worker=worker,
-        timeouts=timeouts, health=health, probe=probe, serverless=serverless, ssh=ssh,
+        timeouts=timeouts, rollout=rollout, health=health, probe=probe, serverless=serverless, ssh=ssh,
         env_file=env_file, lines=MappingProxyType(dict(doc.lines)))
 
 

@@ -427,3 +427,14 @@ def test_service_fingerprint_never_holds_a_plain_hash_of_a_secret(tmp_path):
                 if isinstance(value, Secret):
                     assert hashlib.sha256(value.reveal().encode()).hexdigest()[:12] != host.service_hashes[svc]
     assert "s3cret" not in str([h.service_hashes for h in plan.hosts])
+
+
+def test_rollout_batch_is_read_and_validated(tmp_path):
+    assert plan_for(tmp_path, "dual-server", "two").inventory.rollout.batch == 5
+    assert plan_for(tmp_path, "dual-server", "two", extra="rollout: {batch: 3}\n").inventory.rollout.batch == 3
+    with pytest.raises(ConfigError) as err:
+        plan_for(tmp_path, "dual-server", "two", extra="rollout: {batch: 0}\n")
+    assert "rollout.batch" in str(err.value) and "from 1 to 200" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        plan_for(tmp_path, "dual-server", "two", extra="rollout: {bacth: 2}\n")
+    assert "did you mean 'batch'" in str(err.value)

@@ -20,7 +20,7 @@ from ..host.commands import published_port
 from ..host.facts.docker import by_service, describe, service_ok
 from ..host.session import Session, each
 from ..inventory.model import GPU_MODES, Inventory
-from ..plan.planner import HostPlan, Plan, make_plan
+from ..plan.planner import HostPlan, Plan, make_plan, service_hash_var
 from .audit import local_revision
 from .health import last_logs
 
@@ -128,8 +128,10 @@ def _host_block(inv, hp: HostPlan, st, connect_s: float, revision: str, config_h
                               f"deployed config {dep.get('config_hash', 'none')} (rev {dep.get('revision', '?')}) "
                               f"differs from the local {config_hash} (rev {revision}): run start-all to apply",
                               host=hp.name, warning=not in_sync))
+    # each container's label against its own fingerprint in the uploaded .env
     drifted = [c.service for c in st.containers if c.service in hp.services and c.state == "running"
-               and st.env_hash and c.env_hash and c.env_hash != st.env_hash]
+               and st.service_hashes.get(service_hash_var(c.service)) and c.env_hash
+               and c.env_hash != st.service_hashes[service_hash_var(c.service)]]
     if drifted:
         checks.append(CheckResult(f"env-drift-{hp.name}", False, f"{', '.join(drifted)} run with settings that differ "
                                   "from the uploaded .env (a `docker restart` does not re-read it): run start-all, "

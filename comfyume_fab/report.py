@@ -46,7 +46,10 @@ def start_text(summary: StartSummary) -> str:
     lines = []
     for hp in plan.hosts:
         o = summary.outcomes[hp.name]
-        what = "unchanged" if o.unchanged else f"(re)created or started {', '.join(o.changed)}"
+        made = [svc for svc in o.changed if not svc.startswith("-")]
+        gone = [svc[1:] for svc in o.changed if svc.startswith("-")]
+        what = "unchanged" if o.unchanged else "; ".join(
+            ([f"(re)created or started {', '.join(made)}"] if made else []) + ([f"removed {', '.join(gone)}"] if gone else []))
         lines.append(f"  {hp.name}: {len(hp.services)} service(s) healthy, {what}")
     for c in summary.checks:
         lines.append(f"  [{_mark(c.ok, c.warning):>4}] {c.name}: {c.detail}")
@@ -55,3 +58,20 @@ def start_text(summary: StartSummary) -> str:
     head = ("start-all: everything was already running with this configuration; nothing changed"
             if not summary.changed else f"start-all: deployment up (mode {plan.mode}, config {plan.config_hash})")
     return "\n".join([head] + lines)
+
+
+def diff_text(diffs) -> str:
+    """`invoke diff`: per host the services start-all would create, recreate (and why), start or
+    remove; the same lines start-all prints before acting."""
+    from .plan.diff import changed, summary_lines
+    total = sum(len(changed(c)) for c in diffs.values())
+    head = ("diff: nothing would change" if not total else
+            f"diff: start-all would make {total} change(s)")
+    return "\n".join([head] + [f"  {line}" for line in summary_lines(diffs)])
+
+
+def diff_json(diffs) -> str:
+    import json
+    from .plan.diff import changed
+    return json.dumps({"changes": sum(len(changed(c)) for c in diffs.values()),
+                       "hosts": {h: [c.as_json() for c in changes] for h, changes in diffs.items()}}, indent=2)

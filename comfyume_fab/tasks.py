@@ -114,6 +114,18 @@ def plan_(c, hosts=None, json=False, verbose=False):
         print(render_json(p) if json else render_text(p))
 
 
+@task(help={"hosts": HOSTS_HELP, "json": "machine-readable output", "verbose": VERBOSE_HELP})
+def diff(c, hosts=None, json=False, verbose=False):
+    """Read the hosts (touching nothing) and list per service what start-all would create, recreate (and why), remove."""
+    from comfyume_fab import taskrun
+    with taskrun.reported(verbose, "diff"):
+        inv = taskrun.load(hosts)
+        from comfyume_fab.ops.diff import diff as run
+        from comfyume_fab.report import diff_json, diff_text
+        diffs = run(inv)
+        print(diff_json(diffs) if json else diff_text(diffs))
+
+
 @task(help={"hosts": HOSTS_HELP, "verbose": VERBOSE_HELP})
 def lock_break(c, hosts=None, verbose=False):
     """Remove a stale deploy lock left by a run that died (says who held it)."""
@@ -142,4 +154,4 @@ def lab_down(c):
 lab = Collection("lab")
 lab.add_task(lab_up, name="up")
 lab.add_task(lab_down, name="down")
-ns = Collection(start_all, stop_verda, stop_all, status, plan_, lock_break, lab)
+ns = Collection(start_all, stop_verda, stop_all, status, plan_, diff, lock_break, lab)

@@ -103,7 +103,8 @@ def start_all(inv: Inventory, say: Callable[[str], None], warn: Callable[[str], 
                    worker_plans, hint="the app host was left running")
             # 4. inference answers on every worker
             probes = gather(lambda hp: run_probe(s[hp.name], inv.ports.worker_comfyui, inv.timeouts.probe,
-                                                 inv.probe.workflow_graph), worker_plans)
+                                                 inv.probe.workflow_graph, busy_after=inv.timeouts.busy),
+                            worker_plans)
             _require(probes, checks, say, "inference probe", "inference ",
                      "the app host and the worker were left running; see the worker's logs")
             # 5. record who deployed what on every host

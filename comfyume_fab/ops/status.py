@@ -208,7 +208,7 @@ def _worker_checks(inv: Inventory, plan: Plan, s: Session, hp: HostPlan, st, pro
             queue_manager, lambda: device_check(remote, inv.ports.worker_comfyui, inv.timeouts.redis, inv.mode)]
     if probe:
         jobs.append(lambda: run_probe(remote, inv.ports.worker_comfyui, inv.timeouts.probe, inv.probe.workflow_graph,
-                                      name=f"inference-{hp.name}"))
+                                      name=f"inference-{hp.name}", busy_after=inv.timeouts.busy))
     results = list(each(lambda job: job[1](), list(enumerate(jobs)), key=lambda job: job[0]).raise_first().values())
     out: list[CheckResult] = results[:2]
     if st.has_gpu:

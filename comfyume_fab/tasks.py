@@ -45,12 +45,13 @@ def start_all(c, hosts=None, dry_run=False, wait_lock=False, verbose=False):
 
 @task(help={"hosts": HOSTS_HELP, "host": "stop only this worker host (default: every worker host)",
             "down": "remove the worker containers too (volumes are always kept)",
-            "when_idle": "first wait until no job is pending or running",
+            "when_idle": "first wait until no job is pending or running (needs the app host's queue)",
+            "force": "do not wait for the queue (with --when-idle: stop now)",
             "dry_run": "print the commands and touch nothing",
             "wait_lock": "wait for another deploy's lock instead of failing", "verbose": VERBOSE_HELP})
-def stop_verda(c, hosts=None, host=None, down=False, when_idle=False, dry_run=False, wait_lock=False,
+def stop_verda(c, hosts=None, host=None, down=False, when_idle=False, force=False, dry_run=False, wait_lock=False,
                verbose=False):
-    """Stop the GPU worker(s) only; the app host is left untouched (checked)."""
+    """Stop the GPU worker(s) only, even when the app host is unreachable (a warning says what was not checked)."""
     from comfyume_fab import taskrun
     with taskrun.reported(verbose, "stop-verda"):
         inv = taskrun.load(hosts)
@@ -62,8 +63,9 @@ def stop_verda(c, hosts=None, host=None, down=False, when_idle=False, dry_run=Fa
         from comfyume_fab.ops.stop import stop_workers
         ui = _ui()
         out = stop_workers(inv, ui, only=host, down=down, when_idle=when_idle, idle_timeout=inv.timeouts.lock_wait,
-                           wait_lock=inv.timeouts.lock_wait if wait_lock else 0.0)
-        print(f"stop-verda: stopped the worker on {', '.join(out['stopped']) or 'no host'}; app host untouched")
+                           wait_lock=inv.timeouts.lock_wait if wait_lock else 0.0, force=force, warn=ui.warn)
+        tail = ("app host NOT checked (unreachable)" if out.get("unchecked") else "app host untouched")
+        print(f"stop-verda: stopped the worker on {', '.join(out['stopped']) or 'no host'}; {tail}")
 
 
 @task(help={"hosts": HOSTS_HELP, "down": "remove containers too (volumes, so Redis data, are kept)",

@@ -16,6 +16,7 @@ from ..checks.result import CheckResult
 from ..errors import UnhealthyError
 from ..host import commands as cmd
 from ..host import state as hoststate
+from ..host.facts import stopped
 from ..host.facts.docker import by_service, service_ok
 from ..host.session import Session, gather
 from ..inventory.model import Inventory
@@ -99,7 +100,7 @@ def start_all(inv: Inventory, say: Callable[[str], None], warn: Callable[[str], 
             _require(pings, checks, say, "redis from worker", "",
                      "the app host was left running; fix this and rerun start-all")
             # 3. workers up, in parallel
-            gather(lambda hp: _deploy_stage(inv, s, hp, hp.worker_services, states[hp.name], outcomes[hp.name], say),
+            gather(lambda hp: _deploy_worker(inv, s, hp, states[hp.name], outcomes[hp.name], say),
                    worker_plans, hint="the app host was left running")
             # 4. inference answers on every worker
             probes = gather(lambda hp: run_probe(s[hp.name], inv.ports.worker_comfyui, inv.timeouts.probe,
@@ -194,6 +195,12 @@ def _deploy_stage(inv: Inventory, s: Session, hp: HostPlan, services, state, out
     outcome.changed += [f"-{svc}" for svc in sorted({c.service for c in orphans})]
     outcome.unchanged = outcome.unchanged and not outcome.changed
     state.containers = tuple(after)
+
+
+def _deploy_worker(inv: Inventory, s: Session, hp: HostPlan, state, outcome: HostOutcome, say) -> None:
+    """The worker stage, then the host's "stopped on purpose" record goes: it runs again."""
+    _deploy_stage(inv, s, hp, hp.worker_services, state, outcome, say)
+    s[hp.name].run(stopped.clear_command(hp.host.workdir), step="clear stop record")
 
 
 def _up(inv: Inventory, remote, hp: HostPlan, services, no_deps: bool, say) -> None:

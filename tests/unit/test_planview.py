@@ -110,3 +110,24 @@ def test_diff_starts_a_stopped_service_without_recreating_it(tmp_path):
     stopped = [_container("worker", worker.service_hashes["worker"], state="exited", health="")]
     assert [(c.action, c.reasons) for c in changed(diff_host(worker, stopped, env))] == [("start", ("it is exited",))]
     assert [c.action for c in diff_host(worker, containers, None)] == ["unchanged"]
+
+
+def test_stopped_record_round_trip_and_rejects_what_is_not_one():
+    from datetime import datetime, timezone
+    from comfyume_fab.host.facts import stopped
+    text = stopped.record_text("stop-verda", "ops@laptop", "2026-11-30T22:00:00Z").decode()
+    rec = stopped.parse_record(text)
+    assert (rec.task, rec.by, rec.at) == ("stop-verda", "ops@laptop", "2026-11-30T22:00:00Z")
+    assert rec.seconds_since(datetime(2026, 11, 30, 23, 30, tzinfo=timezone.utc)) == 5400
+    assert stopped.for_how_long(5400) == "1 h 30 min" and stopped.for_how_long(42) == "42 s"
+    assert stopped.parse_record("") is None and stopped.parse_record("not json") is None
+    assert stopped.parse_record('{"task": "stop-verda"}') is None
+    assert stopped.clear_command("~/comfy dir") == "rm -f -- 'comfy dir/stopped.json'"
+
+
+def test_stop_verda_dry_run_records_the_stop_and_start_all_clears_it(tmp_path):
+    plan = make_plan(load(tmp_path, inventory_text("dual-server", "two")))
+    stop = [s for h, s in steps(plan, "stop-verda") if h == "verda"]
+    assert any("stopped.json" in s for s in stop)
+    start = [s for h, s in steps(plan, "start-all") if h == "verda"]
+    assert any(s.startswith("rm -f -- comfyume/stopped.json") for s in start)

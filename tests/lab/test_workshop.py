@@ -284,10 +284,13 @@ def test_4_a_batch_that_never_becomes_healthy_stops_the_rollout(lab, ws):
         code = faults.netns_run("mello", ["curl", "-fsS", "-o", "/dev/null", f"http://127.0.0.1:{8187 + i}/"])
         assert code.returncode == 0, (i, code.stderr)  # still serving
     assert now["user001"]["image"] == BROKEN_FRONTEND
-    # the rerun with the good version continues from that batch, touching only it
+    # the rerun with the good version continues from that batch, touching only it (already down:
+    # brought up together, not rolled)
     good = _inventory(lab, ws["tmp"], "new-frontend", images={"frontend": NEW_FRONTEND})
     out = _ok(invoke("start-all", "--hosts", str(good)))
-    assert "rolling batch 1/1: recreating user001..user005" in out, out
+    assert "plan: mello: 5 change(s), 18 service(s) unchanged" in out, out
+    assert "recreate user001 (FRONTEND_IMAGE comfyume-frontend:workshop-broken -> comfyume-frontend:workshop-new)" in out
+    assert "docker compose up -d user001 user002 user003 user004 user005\n" in out, out
     after = _containers(lab, "mello")
     assert all(after[f"user{i:03d}"]["id"] == now[f"user{i:03d}"]["id"] for i in range(6, USERS + 1))
 

@@ -25,9 +25,10 @@ unset), WORKER_ID (worker-1), WORKER_POLL_INTERVAL (2 s), JOB_TIMEOUT (3600 s),
 STANDIN_MAX_PIXELS (67108864: a bigger EmptyImage fails at execution, as an out-of-memory would),
 STANDIN_BLUR_RATE (2000000): the STAND-IN's ImageBlur node (real ComfyUI's name and inputs) only
 waits, width*height*batch*blur_radius / rate seconds, interruptible -- the slow node that keeps a
-worker busy the way a large real ImageBlur does; STANDIN_IGNORE_SIGTERM (pid1 | 1 | 0): ignore
-SIGTERM only as PID 1 (what ComfyUI's main.py does: the kernel drops it), always, or never;
-SIGINT (KeyboardInterrupt) always stops it.
+worker busy the way a large real ImageBlur does; STANDIN_IGNORE_SIGTERM (0 | pid1 | 1, default 0):
+never ignore SIGTERM, ignore it only as PID 1 (what ComfyUI's main.py does: the kernel drops it),
+or always (the lab test of clean worker stops bakes 1 into its image); SIGINT (KeyboardInterrupt)
+always stops it.
 
 Fault injection for tests (the file is re-read before every request):
   STANDIN_FAULT_FILE (default /tmp/standin-fault) containing
@@ -428,7 +429,7 @@ def run_job(executor: Executor, job: dict, worker_id: str) -> tuple[str, dict]:
 def ignore_sigterm() -> None:
     """ComfyUI's main.py installs no SIGTERM handler; as a container's PID 1 the kernel then drops
     SIGTERM, so `docker stop` waits out its grace period. Do the same (STANDIN_IGNORE_SIGTERM)."""
-    how = common.env_str("STANDIN_IGNORE_SIGTERM", "pid1").lower()
+    how = common.env_str("STANDIN_IGNORE_SIGTERM", "0").lower()
     if how == "1" or (how == "pid1" and os.getpid() == 1):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
 

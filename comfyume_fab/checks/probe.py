@@ -193,7 +193,11 @@ def _gave_up(call, where, prompt_id, timeout, busy_after, fail, t0, via_name, na
     prompts ahead of it that progress make the worker busy, and healthy."""
     withdrawn = _withdraw(call, prompt_id)
     try:
-        busy = _busy(call, _read_queue(call), prompt_id, busy_after)
+        queue = _read_queue(call)
+        if any(i.prompt_id == prompt_id for i in queue.running):
+            withdrawn = (f"; its prompt {prompt_id[:8]} was already running (ComfyUI deletes only pending "
+                         "prompts) and finishes on its own")
+        busy = _busy(call, queue, prompt_id, busy_after)
     except (TunnelError, OSError, http.client.HTTPException, ParseError, ValueError):
         busy = None
     if busy is None:

@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from comfyume_fab.lab import faults, hostsvc
+from comfyume_fab.lab.files import write_known_hosts
 from comfyume_fab.lab.images import STANDINS, _legacy_build
 from comfyume_fab.lab.system import in_netns
 from comfyume_fab.ops.audit import who
@@ -181,6 +182,8 @@ def ws(lab, tmp_path_factory):
     """The 20-user deployment with the workshop worker image; the lab's default one afterwards."""
     tmp = tmp_path_factory.mktemp("workshop")
     mello, verda = lab.hosts["mello"], lab.hosts["verda"]
+    # the lab is shared: another checkout may have rebuilt it (new host keys) since this one's .lab/
+    write_known_hosts(lab.dir, list(lab.hosts.values()))
     ctx = Path(tempfile.mkdtemp())
     shutil.copytree(STANDINS, ctx / "standins", ignore=shutil.ignore_patterns("__pycache__"))
     (ctx / "Dockerfile").write_text(

@@ -30,6 +30,7 @@ class HostInfo:
     worker_id: str | None
     uploaded: str  # what `cat uploaded.sha256; sha256sum -- .env FILES` prints when up to date
     files: tuple[str, ...]  # .env and the compose files, in the order start-all checksums them
+    service_hashes: dict = None  # service -> its own fingerprint (its container's env-hash label)
 
 
 @dataclass
@@ -68,7 +69,7 @@ def lab_spec(inventory: Path) -> LabSpec:
             env_hash=str(hp.env.get("CFAB_ENV_HASH")), host_hash=hh,
             deployed=deployed_record(rev, plan.config_hash, hh, plan.mode).decode(),
             worker_id=hp.host.worker_id if hp.worker_services else None,
-            uploaded="\n".join([hh, *sums]), files=names))
+            uploaded="\n".join([hh, *sums]), files=names, service_hashes=dict(hp.service_hashes)))
     return LabSpec(project=inv.project, app_ip=plan.app.host.tailscale_ip, redis_port=inv.ports.redis,
                    qm_port=inv.ports.queue_manager, comfyui_port=inv.ports.worker_comfyui, hosts=hosts,
                    compose_files={hp.name: tuple(hp.compose_files) for hp in plan.hosts},
@@ -138,7 +139,7 @@ def _status_extras(h: HostInfo, spec: LabSpec) -> str:
     from comfyume_fab.host.facts import compose, docker
     out = (f"echo '== engine'; {docker.ENGINE_COMMAND}\n"
            f"echo '== compose'; {compose.VERSION_COMMAND}\n"
-           "echo '== envhash'; grep '^CFAB_ENV_HASH=' .env\n")
+           "echo '== envhash'; grep '^CFAB_' .env\n")
     if h.role == "app":
         out += f"echo '== redis_port'; {cmd.published_port(spec.project, 'redis', spec.redis_port)}\n"
     return out
@@ -179,7 +180,7 @@ def _converge(h: HostInfo, spec: LabSpec) -> str:
     """Up to date (upload marker + every service running, healthy, right env label)? Else compose up."""
     files = " ".join(f"-f {f}" for f in spec.compose_files[h.name])
     checks = " && ".join(
-        f"echo \"$st\" | grep -q '^/{spec.project}-{svc}-1 running \\(healthy\\)\\? *[0-9]* {h.env_hash}$'"
+        f"echo \"$st\" | grep -q '^/{spec.project}-{svc}-1 running \\(healthy\\)\\? *[0-9]* {h.service_hashes[svc]}$'"
         for svc in h.services)
     st = (f"ids=$(docker ps -aq --filter label=com.docker.compose.project={spec.project}); "
           f"st=$([ -z \"$ids\" ] || docker inspect --format {shlex.quote(INSPECT)} $ids)")

@@ -33,6 +33,7 @@ class ExitCode(enum.IntEnum):
     UNREACHABLE = 3  # a host could not be reached or logged into over SSH
     UNHEALTHY = 4  # a service, cross-host link, GPU or inference check failed
     LOCKED = 5  # another deploy holds the lock
+    STOPPED = 6  # status: a worker is stopped on purpose (stop-verda/stop-all), and nothing else is wrong
     INTERRUPTED = 130  # Ctrl-C
 
 

@@ -16,7 +16,8 @@ def _mark(ok: bool, warning: bool = False) -> str:
 
 def status_text(rep: StatusReport) -> str:
     d = rep.data
-    lines = [f"comfyume status: {'HEALTHY' if d['ok'] else 'NOT HEALTHY'}   mode {d['mode']}   "
+    verdict = "HEALTHY" if d["ok"] else ("STOPPED ON PURPOSE" if int(rep.code) == 6 else "NOT HEALTHY")
+    lines = [f"comfyume status: {verdict}   mode {d['mode']}   "
              f"local config {d['config_hash']} rev {d['revision']}"]
     for name, h in d["hosts"].items():
         lines.append("")
@@ -31,16 +32,28 @@ def status_text(rep: StatusReport) -> str:
             for g in h["gpu"]["gpus"]:
                 lines.append(f"  GPU {g['name']}  {g['memory_used_mib']}/{g['memory_total_mib']} MiB  "
                              f"{g['utilization_pct']}% busy")
+        held = h.get("stopped_on_purpose")
+        if held:
+            lines.append(f"  stopped on purpose ({held['task']} by {held['by']} at {held['at']}): the instance is still "
+                         f"running (on a cloud GPU, still billing); worker stopped for "
+                         f"{_for(held.get('stopped_for_s'))}")
         width = max([len(s["service"]) for s in h["services"]] + [7])
         lines.append(f"  {'SERVICE':<{width}}  {'STATE':<10} {'HEALTH':<10} RESTARTS")
         for s in h["services"]:
-            flag = "" if s["ok"] else "   <-- " + ("CRASH LOOP" if s.get("crash_loop") else "not ok")
+            flag = "" if s["ok"] else "   <-- " + ("CRASH LOOP" if s.get("crash_loop") else
+                                                   "stopped on purpose" if held and s["service"] == "worker" else "not ok")
             lines.append(f"  {s['service']:<{width}}  {s['state']:<10} {s['health']:<10} {s['restarts']:>8}{flag}")
     lines.append("")
     lines.append("checks:")
     for c in rep.checks:
-        lines.append(f"  [{_mark(c.ok, c.warning):>4}] {c.name}: {c.detail}")
+        mark = "stop" if c.data.get("stopped_on_purpose") else _mark(c.ok, c.warning)
+        lines.append(f"  [{mark:>4}] {c.name}: {c.detail}")
     return clean("\n".join(lines))  # names, states and details come from hosts
+
+
+def _for(seconds) -> str:
+    from .host.facts.stopped import for_how_long
+    return for_how_long(seconds)
 
 
 def start_text(summary: StartSummary) -> str:
@@ -48,7 +61,10 @@ def start_text(summary: StartSummary) -> str:
     lines = []
     for hp in plan.hosts:
         o = summary.outcomes[hp.name]
-        what = "unchanged" if o.unchanged else f"(re)created or started {', '.join(o.changed)}"
+        made = [svc for svc in o.changed if not svc.startswith("-")]
+        gone = [svc[1:] for svc in o.changed if svc.startswith("-")]
+        what = "unchanged" if o.unchanged else "; ".join(
+            ([f"(re)created or started {', '.join(made)}"] if made else []) + ([f"removed {', '.join(gone)}"] if gone else []))
         lines.append(f"  {hp.name}: {len(hp.services)} service(s) healthy, {what}")
     for c in summary.checks:
         lines.append(f"  [{_mark(c.ok, c.warning):>4}] {c.name}: {c.detail}")
@@ -57,3 +73,20 @@ def start_text(summary: StartSummary) -> str:
     head = ("start-all: everything was already running with this configuration; nothing changed"
             if not summary.changed else f"start-all: deployment up (mode {plan.mode}, config {plan.config_hash})")
     return clean("\n".join([head] + lines))
+
+
+def diff_text(diffs) -> str:
+    """`invoke diff`: per host the services start-all would create, recreate (and why), start or
+    remove; the same lines start-all prints before acting."""
+    from .plan.diff import changed, summary_lines
+    total = sum(len(changed(c)) for c in diffs.values())
+    head = ("diff: nothing would change" if not total else
+            f"diff: start-all would make {total} change(s)")
+    return clean("\n".join([head] + [f"  {line}" for line in summary_lines(diffs)]))
+
+
+def diff_json(diffs) -> str:
+    import json
+    from .plan.diff import changed
+    return json.dumps({"changes": sum(len(changed(c)) for c in diffs.values()),
+                       "hosts": {h: [c.as_json() for c in changes] for h, changes in diffs.items()}}, indent=2)

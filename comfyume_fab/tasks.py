@@ -20,7 +20,7 @@ VERBOSE_HELP = "show tracebacks and every remote command's timing"
 # One short flag per option name, the same in every task (Invoke's automatic ones differed from
 # task to task, and gave --hosts `-h`, which reads as help). Options not named here have none.
 SHORT_FLAGS = {"hosts": "H", "dry_run": "n", "verbose": "v", "wait_lock": "w", "json": "j", "down": "d",
-               "when_idle": "i"}
+               "when_idle": "i", "force": "f"}
 
 
 class FabTask(Task):
@@ -74,12 +74,13 @@ def start_all(c, hosts=None, dry_run=False, wait_lock=False, verbose=False):
 
 @task(klass=FabTask, help={"hosts": HOSTS_HELP, "host": "stop only this worker host (default: every worker host)",
             "down": "remove the worker containers too (volumes are always kept)",
-            "when_idle": "first wait until no job is pending or running",
+            "when_idle": "first wait until no job is pending or running (needs the app host's queue)",
+            "force": "do not wait for the queue (with --when-idle: stop now)",
             "dry_run": "print the commands and touch nothing",
             "wait_lock": "wait for another deploy's lock instead of failing", "verbose": VERBOSE_HELP})
-def stop_verda(c, hosts=None, host=None, down=False, when_idle=False, dry_run=False, wait_lock=False,
+def stop_verda(c, hosts=None, host=None, down=False, when_idle=False, force=False, dry_run=False, wait_lock=False,
                verbose=False):
-    """Stop the GPU worker(s) only; the app host is left untouched (checked)."""
+    """Stop the GPU worker(s) only, even when the app host is unreachable (a warning says what was not checked)."""
     from comfyume_fab import taskrun
     with taskrun.reported(verbose, "stop-verda"):
         if dry_run:
@@ -90,8 +91,9 @@ def stop_verda(c, hosts=None, host=None, down=False, when_idle=False, dry_run=Fa
         from comfyume_fab.ops.stop import stop_workers
         ui = _ui()
         out = stop_workers(inv, ui, only=host, down=down, when_idle=when_idle, idle_timeout=inv.timeouts.lock_wait,
-                           wait_lock=inv.timeouts.lock_wait if wait_lock else 0.0)
-        print(f"stop-verda: stopped the worker on {', '.join(out['stopped']) or 'no host'}; app host untouched")
+                           wait_lock=inv.timeouts.lock_wait if wait_lock else 0.0, force=force, warn=ui.warn)
+        tail = ("app host NOT checked (unreachable)" if out.get("unchecked") else "app host untouched")
+        print(f"stop-verda: stopped the worker on {', '.join(out['stopped']) or 'no host'}; {tail}")
 
 
 @task(klass=FabTask, help={"hosts": HOSTS_HELP, "down": "remove containers too (volumes, so Redis data, are kept)",
@@ -141,6 +143,18 @@ def plan_(c, hosts=None, json=False, verbose=False):
         print(render_json(p) if json else render_text(p))
 
 
+@task(klass=FabTask, help={"hosts": HOSTS_HELP, "json": "machine-readable output", "verbose": VERBOSE_HELP})
+def diff(c, hosts=None, json=False, verbose=False):
+    """Read the hosts (touching nothing) and list per service what start-all would create, recreate (and why), remove."""
+    from comfyume_fab import taskrun
+    with taskrun.reported(verbose, "diff"):
+        inv = taskrun.load(hosts)
+        from comfyume_fab.ops.diff import diff as run
+        from comfyume_fab.report import diff_json, diff_text
+        diffs = run(inv)
+        print(diff_json(diffs) if json else diff_text(diffs))
+
+
 @task(klass=FabTask, help={"hosts": HOSTS_HELP, "verbose": VERBOSE_HELP})
 def lock_break(c, hosts=None, verbose=False):
     """Remove a stale deploy lock left by a run that died (says who held it)."""
@@ -173,4 +187,4 @@ def lab_down(c, takeover=False):
 lab = Collection("lab")
 lab.add_task(lab_up, name="up")
 lab.add_task(lab_down, name="down")
-ns = Collection(start_all, stop_verda, stop_all, status, plan_, lock_break, lab)
+ns = Collection(start_all, stop_verda, stop_all, status, plan_, diff, lock_break, lab)

@@ -53,9 +53,11 @@ class ComposeProject:
         """`docker compose ARGS...` in the workdir."""
         return in_workdir(self.workdir, self.argv(*args))
 
-    def up(self, services: Iterable[str]) -> str:
+    def up(self, services: Iterable[str], no_deps: bool = False) -> str:
         # `up -d` (never `docker restart`): a changed .env or image recreates the container.
-        return self.run("up", "-d", "--no-color", "--quiet-pull", "--remove-orphans", *services)
+        # `no_deps`: touch exactly these services (a rolling batch), not what they depend on.
+        return self.run("up", "-d", "--no-color", "--quiet-pull", "--remove-orphans",
+                        *(("--no-deps",) if no_deps else ()), *services)
 
     def stop(self, services: Iterable[str] = (), remove: bool = False) -> str:
         if remove:
@@ -65,6 +67,12 @@ class ComposeProject:
 
     def logs(self, service: str, tail: int = 15) -> str:
         return self.run("logs", "--no-color", "--tail", str(tail), service)
+
+
+def remove_containers(ids: Sequence[str], grace: int = 10) -> str:
+    """Stop (SIGTERM, then `grace` s) and remove these containers; never their volumes or bind mounts."""
+    return (f"{shlex.join(['docker', 'stop', '-t', str(int(grace)), *ids])} >/dev/null && "
+            f"{shlex.join(['docker', 'rm', *ids])} >/dev/null")
 
 
 def published_port(project: str, service: str, port: int) -> str:

@@ -40,6 +40,7 @@ class HostState:
     deployed: dict | None = None
     env_redis_password: Secret | None = dataclasses.field(default=None, repr=False)
     env_hash: str | None = None  # CFAB_ENV_HASH of the .env uploaded to the host
+    service_hashes: dict = dataclasses.field(default_factory=dict)  # CFAB_HASH_<SERVICE> -> value, from .env
     extra: dict = dataclasses.field(default_factory=dict)  # raw (exit, output) of extra sections
 
     @property
@@ -56,7 +57,7 @@ def read(remote: Remote, project: str, workdir: str, *, timeout: float | None = 
     parts = [p for p in preflight_parts() if preflight is None or p[0] in preflight] + [
         ("containers", docker.containers_command(project)),
         ("deployed", cmd.read_file(workdir, cmd.DEPLOYED)),
-        ("envhash", f"grep '^CFAB_ENV_HASH=' {env_path}"),
+        ("envhash", f"grep '^CFAB_' {env_path}"),
     ] + list(extra)
     if with_env_password:
         # Read into memory only (for the Redis check as the worker sees it); never printed.
@@ -108,8 +109,11 @@ def parse_state(name: str, stdout: str, rtt_s: float = 0.0, extra_names=()) -> H
     if code == 0 and "=" in out:
         st.env_redis_password = Secret(_env_value(out))
     code, out = sec.get("envhash", (1, ""))
-    if code == 0 and "=" in out:
-        st.env_hash = _env_value(out)
+    for line in out.splitlines() if code == 0 else ():
+        if line.startswith("CFAB_ENV_HASH="):
+            st.env_hash = _env_value(line)
+        elif line.startswith("CFAB_HASH_") and "=" in line:
+            st.service_hashes[line.split("=", 1)[0]] = _env_value(line)
     st.extra = {n: sec.get(n, (1, "")) for n in extra_names}
     return st
 

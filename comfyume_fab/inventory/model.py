@@ -62,13 +62,21 @@ class WorkerSettings:
 
 @dataclass(frozen=True)
 class Timeouts:
-    """Seconds: SSH connect, one remote command, services healthy, Redis, probe, deploy lock wait."""
+    """Seconds: SSH connect, one remote command, services healthy, Redis, probe, deploy lock wait;
+    busy: how long a busy worker may go without finishing a prompt before it counts as stuck."""
     connect: float = 10
     command: float = 120
     health: float = 180
     redis: float = 5
     probe: float = 60
     lock_wait: float = 600
+    busy: float = 900
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """How changed frontends are replaced: `batch` at a time, each batch healthy before the next."""
+    batch: int = 5
 
 
 @dataclass(frozen=True)
@@ -137,6 +145,7 @@ class Inventory:
     ports: Ports = Ports()
     worker: WorkerSettings = WorkerSettings()
     timeouts: Timeouts = Timeouts()
+    rollout: Rollout = Rollout()
     health: Health = Health()
     probe: Probe = Probe()
     serverless: Serverless = Serverless()

@@ -18,7 +18,7 @@ from .hosts import assign_worker_ids, read_host
 from .rules import check_modes, check_ports, check_secrets
 from .yamlsrc import FileProblem, YamlDoc, load_yaml_file, read_regular
 
-TOP_KEYS = ("mode", "project", "num_users", "images", "ports", "worker", "timeouts", "health",
+TOP_KEYS = ("mode", "project", "num_users", "images", "ports", "worker", "timeouts", "rollout", "health",
             "probe", "serverless", "ssh", "secrets", "hosts")
 MAX_WORKFLOW_BYTES = 4 * 1024 * 1024  # an API-format workflow is KiBs; /dev/zero is refused
 IMAGE_HINT = "letters, digits and . _ / : @ - only, e.g. comfyume-worker:v0.11.0"
@@ -48,6 +48,7 @@ def read_inventory(doc: YamlDoc, shown: str, environ: Mapping[str, str], need_se
                       pattern(IMAGE_RE, "is not an image reference", IMAGE_HINT))
     worker = _worker(c, top)
     timeouts = _timeouts(c, top)
+    rollout = _section(c, top, "rollout", model.Rollout, "int", in_range(1, 200, "an integer"))
     health = _section(c, top, "health", model.Health, "str",
                       pattern(DURATION_RE, "is not a compose duration",
                               "a whole number and a unit: ms, s or m, e.g. 5s"))
@@ -68,7 +69,7 @@ def read_inventory(doc: YamlDoc, shown: str, environ: Mapping[str, str], need_se
     return model.Inventory(
         path=shown, mode=mode, hosts=tuple(hosts), secrets=MappingProxyType(dict(secrets)),
         project=project, num_users=num_users, images=images, ports=ports, worker=worker,
-        timeouts=timeouts, health=health, probe=probe, serverless=serverless, ssh=ssh,
+        timeouts=timeouts, rollout=rollout, health=health, probe=probe, serverless=serverless, ssh=ssh,
         env_file=env_file, lines=MappingProxyType(dict(doc.lines)))
 
 
@@ -87,7 +88,8 @@ TIMEOUT_MINIMUM = {"connect": (1, "an SSH handshake over a real network needs ab
                    "health": (1, "containers need at least a second to turn healthy"),
                    "redis": (0.1, "a Redis round trip needs more than 0.1 s"),
                    "probe": (1, "an inference probe needs at least a second"),
-                   "lock_wait": (0.1, "a lock wait below 0.1 s is no wait")}
+                   "lock_wait": (0.1, "a lock wait below 0.1 s is no wait"),
+                   "busy": (1, "a prompt needs at least a second to finish")}
 
 
 def _timeouts(c: Checker, top: dict) -> model.Timeouts:

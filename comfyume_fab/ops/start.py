@@ -16,9 +16,11 @@ from ..checks.result import CheckResult
 from ..errors import UnhealthyError
 from ..host import commands as cmd
 from ..host import state as hoststate
+from ..host.facts import stopped
 from ..host.facts.docker import by_service, service_ok
 from ..host.session import Session, gather
 from ..inventory.model import Inventory
+from ..plan.diff import RECREATE, UNCHANGED, diff_host, parse_env_text, summary_lines
 from ..plan.planner import HostPlan, Plan, make_plan
 from .audit import audit_line, deployed_record, local_revision
 from .health import up_failed, wait_healthy
@@ -62,7 +64,9 @@ def start_all(inv: Inventory, say: Callable[[str], None], warn: Callable[[str], 
             bg.submit(prefetch_redis)
             s.connect()
             s.require_all()
-            states = gather(lambda h: hoststate.read(s[h.name], inv.project, h.workdir), inv.hosts)
+            states = gather(lambda h: hoststate.read(s[h.name], inv.project, h.workdir,
+                                                     extra=[("envfile", cmd.read_file(h.workdir, cmd.ENV_FILE))]),
+                            inv.hosts)
         revision = revision_f.result()
         problems, notes = preflight_problems(inv, states)
         for note in notes:
@@ -76,6 +80,13 @@ def start_all(inv: Inventory, say: Callable[[str], None], warn: Callable[[str], 
         for w in plan.warnings:
             warn(w)
         say("preflight: every host reachable, engine running, Compose v2 present")
+        diffs = planned_changes(plan, states)
+        for line in summary_lines(diffs):
+            say(f"plan: {line}")
+        redis = next((c for c in diffs.get(plan.app.name, ()) if c.service == "redis"), None)
+        if redis is not None and redis.action == RECREATE:
+            warn(f"{plan.app.name}: Redis will be recreated ({'; '.join(redis.reasons)}): queue manager and workers "
+                 "reconnect; its data volume is kept")
         app = plan.app
         outcomes = {hp.name: HostOutcome(hp.name) for hp in plan.hosts}
         checks: list[CheckResult] = []
@@ -90,11 +101,12 @@ def start_all(inv: Inventory, say: Callable[[str], None], warn: Callable[[str], 
             _require(pings, checks, say, "redis from worker", "",
                      "the app host was left running; fix this and rerun start-all")
             # 3. workers up, in parallel
-            gather(lambda hp: _deploy_stage(inv, s, hp, hp.worker_services, states[hp.name], outcomes[hp.name], say),
+            gather(lambda hp: _deploy_worker(inv, s, hp, states[hp.name], outcomes[hp.name], say),
                    worker_plans, hint="the app host was left running")
             # 4. inference answers on every worker
             probes = gather(lambda hp: run_probe(s[hp.name], inv.ports.worker_comfyui, inv.timeouts.probe,
-                                                 inv.probe.workflow_graph), worker_plans)
+                                                 inv.probe.workflow_graph, busy_after=inv.timeouts.busy),
+                            worker_plans)
             _require(probes, checks, say, "inference probe", "inference ",
                      "the app host and the worker were left running; see the worker's logs")
             # 5. record who deployed what on every host
@@ -102,6 +114,17 @@ def start_all(inv: Inventory, say: Callable[[str], None], warn: Callable[[str], 
             gather(lambda hp: _record(s, hp, plan, revision, "start-all", "changed" if changed else "unchanged"),
                    plan.hosts, hint="the deployment is up, but this host's deploy record or audit line is missing")
         return StartSummary(plan, outcomes, checks, warnings)
+
+
+def planned_changes(plan: Plan, states: dict) -> dict[str, list]:
+    """Host -> what start-all would do to each service there (plan.diff), from states read with an
+    `envfile` extra section (the uploaded .env, in memory only: it holds the secrets)."""
+    out = {}
+    for hp in plan.hosts:
+        st = states[hp.name]
+        code, text = st.extra.get("envfile", (1, ""))
+        out[hp.name] = diff_host(hp, st.containers, parse_env_text(text) if code == 0 and text.strip() else None)
+    return out
 
 
 def _require(results: dict[str, CheckResult], checks: list, say, step: str, label: str, hint: str) -> None:
@@ -114,17 +137,20 @@ def _require(results: dict[str, CheckResult], checks: list, say, step: str, labe
 
 
 def _deploy_stage(inv: Inventory, s: Session, hp: HostPlan, services, state, outcome: HostOutcome, say) -> None:
+    """Bring `services` of one host to the plan, touching only what changed: services whose own
+    fingerprint (label) differs, that are missing or not running. Changed frontends are replaced
+    in batches of `rollout.batch`, each healthy before the next; removed services' containers go."""
     remote = s[hp.name]
     wd = hp.host.workdir
-    current = by_service(state.containers)
     want = hp.host_hash
     # The marker AND the files' checksums: a hand-edited .env on the host (a wrong REDIS_PASSWORD, a
     # loopback REDIS_BIND_IP) must be replaced by the next start-all, not trusted because of the marker.
     uploaded = remote.run(_uploaded_command(wd, hp), step="read upload marker").stdout.strip()
     want_seen = _uploaded_expected(hp, want)
-    labels_ok = all(service_ok(current.get(svc)) and current[svc].env_hash == hp.env.get("CFAB_ENV_HASH")
-                    for svc in services)
-    if uploaded == want_seen and labels_ok:
+    changes = {c.service: c for c in diff_host(hp, state.containers, None, services)}
+    orphans = [c for c in state.containers if c.service and c.service not in hp.services]
+    todo = [svc for svc in services if changes[svc].action != UNCHANGED]
+    if uploaded == want_seen and not todo and not orphans:
         say(f"{hp.name}: {', '.join(services)} already running with this configuration (nothing to do)")
         return
     if uploaded != want_seen:
@@ -139,12 +165,31 @@ def _deploy_stage(inv: Inventory, s: Session, hp: HostPlan, services, state, out
             remote.put(cmd.workdir_path(wd, name), text.encode(), mode=0o600)
         remote.put(cmd.workdir_path(wd, cmd.ENV_FILE), hp.env_file_text().encode(), mode=0o600)
         remote.put(cmd.workdir_path(wd, UPLOADED), (want + "\n").encode(), mode=0o600)
-    say(f"{hp.name}: docker compose up -d {' '.join(services)}")
     before = {c.service: c.id for c in state.containers}
-    res = remote.run(hp.compose.up(services), timeout=inv.timeouts.command, step="compose up")
-    if not res.ok:
-        up_failed(remote, hp.compose, services, res.stderr or res.stdout)
-    wait_healthy(remote, hp.compose, services, inv.timeouts.health, say)
+    current = by_service(state.containers)
+    if orphans:
+        names = sorted({c.service for c in orphans})
+        say(f"{hp.name}: removing {', '.join(names)} (no longer planned; data/user_data/ folders are kept)")
+        res = remote.run(cmd.remove_containers([c.id for c in orphans]), timeout=inv.timeouts.command,
+                         step="remove services")
+        if not res.ok:
+            raise UnhealthyError(f"removing {', '.join(names)} failed: {res.tail()}", host=hp.name,
+                                 step="remove services")
+    frontends = set(hp.frontends)
+    # A running frontend whose settings changed is rolled; everything else that needs work is brought
+    # up at once: the core services (with what they depend on), then new or stopped frontends.
+    rolling = [svc for svc in todo if svc in frontends and changes[svc].action == RECREATE
+               and service_ok(current.get(svc))]
+    core = [svc for svc in todo if svc not in frontends]
+    fresh = [svc for svc in todo if svc in frontends and svc not in rolling]
+    for group, no_deps in ((core, False), (fresh, True)):
+        if group:
+            _up(inv, remote, hp, group, no_deps, say)
+    if rolling:
+        _roll(inv, remote, hp, rolling, say)
+    if todo:
+        # every service of the stage, healthy together at the end (one poll when all already are)
+        wait_healthy(remote, hp.compose, services, inv.timeouts.health, say)
     # The containers as they are now: one `docker inspect` (what wait_healthy's last poll ran),
     # not a sectioned state read.
     after = hoststate.read_containers(remote, inv.project, step="read containers")
@@ -153,8 +198,47 @@ def _deploy_stage(inv: Inventory, s: Session, hp: HostPlan, services, state, out
         if c.service in services and c.service not in outcome.changed and (
                 before.get(c.service) != c.id or not service_ok(current.get(c.service))):
             outcome.changed.append(c.service)
+    outcome.changed += [f"-{svc}" for svc in sorted({c.service for c in orphans})]
     outcome.unchanged = outcome.unchanged and not outcome.changed
     state.containers = tuple(after)
+
+
+def _deploy_worker(inv: Inventory, s: Session, hp: HostPlan, state, outcome: HostOutcome, say) -> None:
+    """The worker stage, then the host's "stopped on purpose" record goes: it runs again."""
+    _deploy_stage(inv, s, hp, hp.worker_services, state, outcome, say)
+    s[hp.name].run(stopped.clear_command(hp.host.workdir), step="clear stop record")
+
+
+def _up(inv: Inventory, remote, hp: HostPlan, services, no_deps: bool, say) -> None:
+    say(f"{hp.name}: docker compose up -d {' '.join(services)}")
+    res = remote.run(hp.compose.up(services, no_deps=no_deps), timeout=inv.timeouts.command, step="compose up")
+    if not res.ok:
+        up_failed(remote, hp.compose, services, res.stderr or res.stdout)
+    wait_healthy(remote, hp.compose, services, inv.timeouts.health, say)
+
+
+def _roll(inv: Inventory, remote, hp: HostPlan, rolling: list[str], say) -> None:
+    """Recreate `rolling` (running frontends) `rollout.batch` at a time; a batch that does not
+    become healthy stops the rollout there, and the later batches keep the old version, serving."""
+    size = inv.rollout.batch
+    batches = [rolling[i:i + size] for i in range(0, len(rolling), size)]
+    for number, batch in enumerate(batches, 1):
+        span = batch[0] if len(batch) == 1 else f"{batch[0]}..{batch[-1]}"
+        say(f"{hp.name}: rolling batch {number}/{len(batches)}: recreating {span}")
+        try:
+            res = remote.run(hp.compose.up(batch, no_deps=True), timeout=inv.timeouts.command,
+                             step="rolling update")
+            if not res.ok:
+                up_failed(remote, hp.compose, batch, res.stderr or res.stdout)
+            wait_healthy(remote, hp.compose, batch, inv.timeouts.health, say)
+        except UnhealthyError as exc:
+            rest = [svc for later in batches[number:] for svc in later]
+            kept = (f"{', '.join(rest)} still run the previous version and serve" if rest
+                    else "every other frontend already runs the new version")
+            raise UnhealthyError(f"rollout stopped at batch {number} of {len(batches)} ({span}): {exc.cause}; "
+                                 f"{kept}", host=hp.name, step="rolling update",
+                                 hint="fix the new version (image, settings) and rerun start-all, which "
+                                      "continues from this batch") from None
 
 
 def _uploaded_command(wd: str, hp: HostPlan) -> str:

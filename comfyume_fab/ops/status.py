@@ -17,10 +17,12 @@ from ..checks.worker import device_check
 from ..errors import ExitCode, FabError
 from ..host import state as hoststate
 from ..host.commands import published_port
+from ..host.facts import stopped
+from ..host.facts.stopped import StoppedRecord
 from ..host.facts.docker import by_service, describe, service_ok
 from ..host.session import Session, each
 from ..inventory.model import GPU_MODES, Inventory
-from ..plan.planner import HostPlan, Plan, make_plan
+from ..plan.planner import HostPlan, Plan, make_plan, service_hash_var
 from .audit import local_revision
 from .health import last_logs
 
@@ -60,13 +62,16 @@ def status(inv: Inventory, probe: bool = True) -> StatusReport:
                 raise exc
             _unreachable(name, str(exc), hosts_out, checks)
         states = {hp.name: read[hp.name] for hp in plan.hosts if hp.name in read}
+        held = {hp.name: rec for hp in plan.hosts if hp.name in states
+                for rec in [_on_purpose(hp, states[hp.name])] if rec is not None}
         for hp in plan.hosts:
             if hp.name in states:
                 hosts_out[hp.name] = _host_block(inv, hp, states[hp.name], s.connect_s[hp.name], revision,
-                                                 plan.config_hash, checks)
+                                                 plan.config_hash, checks, held.get(hp.name))
                 _failing_logs(s[hp.name], hp, hosts_out[hp.name], checks)
         # Every worker's checks and the queue read run at the same time (reported in this order).
-        jobs: list[tuple[str, Any]] = [(hp.name, hp) for hp in plan.hosts if hp.worker_services and hp.name in states]
+        jobs: list[tuple[str, Any]] = [(hp.name, hp) for hp in plan.hosts if hp.worker_services and hp.name in states
+                                       and hp.name not in held]
         if plan.app.name in states and "redis" in plan.app.services:
             jobs.append((QUEUE_JOB, None))
 
@@ -79,10 +84,17 @@ def status(inv: Inventory, probe: bool = True) -> StatusReport:
         queue, queue_found = results.pop(QUEUE_JOB, ({}, []))
         for found in results.values():
             checks.extend(found)
+        stopped_ids = {hp.host.worker_id for hp in plan.hosts if hp.name in held}
+        for c in queue_found:  # a worker stopped on purpose sends no heartbeat: expected, not a fault
+            if not c.ok and c.name.removeprefix("heartbeat-") in stopped_ids:
+                c.data["stopped_on_purpose"] = True
         checks.extend(queue_found)
     unreachable = any(not h.get("reachable") for h in hosts_out.values())
-    ok = not unreachable and all(c.ok for c in checks)
-    code = ExitCode.OK if ok else (ExitCode.UNREACHABLE if unreachable else ExitCode.UNHEALTHY)
+    failing = [c for c in checks if not c.ok]
+    ok = not unreachable and not failing
+    code = ExitCode.OK if ok else (ExitCode.UNREACHABLE if unreachable else
+                                   ExitCode.STOPPED if all(c.data.get("stopped_on_purpose") for c in failing)
+                                   else ExitCode.UNHEALTHY)
     data = {"ok": ok, "mode": inv.mode, "inventory": inv.path, "revision": revision,
             "config_hash": plan.config_hash, "hosts": hosts_out, "queue": queue}
     return StatusReport(data, checks, code)
@@ -96,14 +108,25 @@ def _unreachable(name: str, error: str, hosts_out: dict, checks: list) -> None:
     hosts_out[name] = {"reachable": False, "error": error, "services": []}
 
 
-def _host_block(inv, hp: HostPlan, st, connect_s: float, revision: str, config_hash: str, checks) -> dict:
+def _on_purpose(hp: HostPlan, st) -> StoppedRecord | None:
+    """The host's stop record, when its worker is indeed not running (else a stale record: ignored)."""
+    if not hp.worker_services or "stopped" not in st.extra:
+        return None
+    code, text = st.extra["stopped"]
+    record = stopped.parse_record(text) if code == 0 else None
+    running = any(c.service in hp.worker_services and c.state == "running" for c in st.containers)
+    return None if running else record
+
+
+def _host_block(inv, hp: HostPlan, st, connect_s: float, revision: str, config_hash: str, checks,
+                held: StoppedRecord | None = None) -> dict:
     current = by_service(st.containers)
     services = []
     bad = []
     for svc in hp.services:
         c = current.get(svc)
         ok = service_ok(c)
-        if not ok:
+        if not ok and not (held and svc in hp.worker_services):  # stopped on purpose: its own check below
             bad.append(f"{svc} {describe(c)}")
         services.append({"service": svc, "state": c.state if c else "missing", "health": (c.health or "none") if c else "none",
                          "restarts": c.restart_count if c else 0, "ok": ok, "container": c.id[:12] if c else None,
@@ -128,18 +151,29 @@ def _host_block(inv, hp: HostPlan, st, connect_s: float, revision: str, config_h
                               f"deployed config {dep.get('config_hash', 'none')} (rev {dep.get('revision', '?')}) "
                               f"differs from the local {config_hash} (rev {revision}): run start-all to apply",
                               host=hp.name, warning=not in_sync))
+    # each container's label against its own fingerprint in the uploaded .env
     drifted = [c.service for c in st.containers if c.service in hp.services and c.state == "running"
-               and st.env_hash and c.env_hash and c.env_hash != st.env_hash]
+               and st.service_hashes.get(service_hash_var(c.service)) and c.env_hash
+               and c.env_hash != st.service_hashes[service_hash_var(c.service)]]
     if drifted:
         checks.append(CheckResult(f"env-drift-{hp.name}", False, f"{', '.join(drifted)} run with settings that differ "
                                   "from the uploaded .env (a `docker restart` does not re-read it): run start-all, "
                                   "which recreates them with `docker compose up -d`", host=hp.name))
+    if held is not None:
+        since = held.seconds_since()
+        checks.append(CheckResult(f"stopped-{hp.name}", False, f"stopped on purpose ({held.task} by {held.by} at "
+                                  f"{held.at}); the instance is still running (on a cloud GPU, still billing), the "
+                                  f"worker stopped for {stopped.for_how_long(since)}: start-all starts it again",
+                                  host=hp.name, data={"stopped_on_purpose": True}))
     gpu = {"present": st.has_gpu, "gpus": [dataclasses.asdict(g) for g in st.gpus or ()], "error": st.gpu_error}
     block = {"reachable": True, "ssh_ms": round(connect_s * 1000, 1), "roles": list(hp.roles),
              "engine": st.engine, "compose": st.compose.version if st.compose else None, "services": services,
              "deployed": {"revision": dep.get("revision"), "config_hash": dep.get("config_hash"),
                           "at": dep.get("at"), "by": dep.get("by"), "in_sync": in_sync},
              "gpu": gpu}
+    if held is not None:
+        block["stopped_on_purpose"] = {"task": held.task, "by": held.by, "at": held.at,
+                                       "stopped_for_s": held.seconds_since(), "instance_running": True}
     if "redis_port" in st.extra and "redis" in hp.services:
         code, out = st.extra["redis_port"]
         bound = out.strip().splitlines()[0] if code == 0 and out.strip() else None
@@ -178,6 +212,8 @@ def _connect_and_read(inv: Inventory, s: Session):
     def read(host) -> hoststate.HostState:
         # Every app host gets the Redis port section; _host_block looks at it where the plan runs Redis.
         extra = [("redis_port", published_port(inv.project, "redis", 6379))] if host.is_app else []
+        if host.is_worker:
+            extra.append(("stopped", stopped.read_command(host.workdir)))
         return hoststate.read(s[host.name], inv.project, host.workdir, with_env_password=host.is_worker,
                               extra=extra, preflight=STATUS_PREFLIGHT)
     return each(read, hosts)
@@ -206,7 +242,7 @@ def _worker_checks(inv: Inventory, plan: Plan, s: Session, hp: HostPlan, st, pro
             queue_manager, lambda: device_check(remote, inv.ports.worker_comfyui, inv.timeouts.redis, inv.mode)]
     if probe:
         jobs.append(lambda: run_probe(remote, inv.ports.worker_comfyui, inv.timeouts.probe, inv.probe.workflow_graph,
-                                      name=f"inference-{hp.name}"))
+                                      name=f"inference-{hp.name}", busy_after=inv.timeouts.busy))
     results = list(each(lambda job: job[1](), list(enumerate(jobs)), key=lambda job: job[0]).raise_first().values())
     out: list[CheckResult] = results[:2]
     if st.has_gpu:

@@ -6,13 +6,14 @@ import time
 from typing import Callable
 
 from ..checks.links import read_queue
-from ..errors import ConfigError, UnhealthyError
+from ..errors import ConfigError, UnhealthyError, UnreachableError
 from ..host import commands as cmd
 from ..host import state as hoststate
+from ..host.facts import stopped
 from ..host.session import Session, gather
 from ..inventory.model import Inventory
 from ..plan.planner import HostPlan, make_plan
-from .audit import audit_line, local_revision
+from .audit import audit_line, local_revision, now_iso, who
 from .lock import DeployLock
 
 
@@ -28,35 +29,64 @@ def _workers(plan, only: str | None) -> list[HostPlan]:
 
 
 def stop_workers(inv: Inventory, say: Callable[[str], None], only: str | None = None, down: bool = False,
-                 when_idle: bool = False, idle_timeout: float = 600, wait_lock: float = 0.0) -> dict:
-    """`invoke stop-verda`: stop (or remove) the worker(s), optionally once the queue is idle, and
-    confirm that no worker container runs and that the app host's containers kept their ids."""
+                 when_idle: bool = False, idle_timeout: float = 600, wait_lock: float = 0.0, force: bool = False,
+                 warn: Callable[[str], None] | None = None) -> dict:
+    """`invoke stop-verda`: stop (or remove) the worker(s) -- the GPU bill -- whatever state the app
+    host is in. With the app host reachable: under the deploy lock, optionally once the queue is
+    idle (`when_idle`; `force` skips the wait), confirming the app host's containers kept their ids.
+    With it unreachable: the workers are stopped anyway and `warn` says what could not be checked
+    (`when_idle` without `force` refuses: it needs the queue). Each stopped worker host records who
+    stopped it and when (status shows it; start-all clears it)."""
+    warn = warn or say
     plan = make_plan(inv)
     workers = _workers(plan, only)
     if not workers:
         say(f"mode {inv.mode} runs no worker: nothing to stop")
-        return {"stopped": []}
+        return {"stopped": [], "unchecked": []}
     app = plan.app
     hosts = [app.host] + [hp.host for hp in workers if hp.name != app.name]
     revision = local_revision()
+    unchecked: list[str] = []
     with Session(inv, hosts) as s:
         s.connect()
-        s.require_all()
+        for hp in workers:  # a worker that cannot be reached cannot be stopped: that is the failure
+            if hp.name in s.errors:
+                raise s.errors[hp.name]
+        app_err = s.errors.get(app.name)
+        if app_err is not None:
+            if when_idle and not force:
+                raise UnreachableError(f"--when-idle needs the job queue on {app.name}, which is unreachable "
+                                       f"({app_err.cause}); nothing was stopped", host=app.name, step="wait idle",
+                                       hint="rerun with --force to stop the worker(s) now without waiting")
+            unchecked = ["the queue drain (a job running on the worker is cut off and may need resubmitting)",
+                         f"the deploy lock and the app host's state ({app.name})"]
+            warn(f"{app.name} is unreachable ({app_err.cause}): stopping the worker(s) anyway; not checked: "
+                 + "; ".join(unchecked))
+            _stop_all_workers(inv, s, plan, workers, down, say, revision)
+            return {"stopped": [hp.name for hp in workers], "unchecked": unchecked}
         before = _app_snapshot(s, inv, app)
         with DeployLock(s[app.name], app.host.workdir, "stop-verda", revision, wait=wait_lock, say=say,
                           stale_after=inv.timeouts.lock_wait):
-            if when_idle:
+            if when_idle and force:
+                say("--force: not waiting for the queue to drain")
+            elif when_idle:
                 _wait_idle(inv, plan, s, say, idle_timeout)
-            gather(lambda hp: _stop_worker(inv, s, hp, down, say), workers)
+            _stop_all_workers(inv, s, plan, workers, down, say, revision)
             after = _app_snapshot(s, inv, app)
             if before != after:
                 raise UnhealthyError(f"app-host containers changed during stop-verda: before {before}, after {after}",
                                      host=app.name, step="confirm app host untouched")
-            for hp in workers:
-                s[hp.name].run(cmd.audit(hp.host.workdir, audit_line(
-                    "stop-verda", revision, plan.config_hash, plan.mode, "down" if down else "stopped")), step="audit")
     say(f"{app.name}: untouched ({len(before)} app container(s) still running with the same ids)")
-    return {"stopped": [hp.name for hp in workers]}
+    return {"stopped": [hp.name for hp in workers], "unchecked": unchecked}
+
+
+def _stop_all_workers(inv: Inventory, s: Session, plan, workers, down: bool, say, revision: str,
+                      task: str = "stop-verda") -> None:
+    """Stop every worker in parallel, record the deliberate stop on each, and append the audit line."""
+    gather(lambda hp: _stop_worker(inv, s, hp, down, say, task), workers)
+    for hp in workers:
+        s[hp.name].run(cmd.audit(hp.host.workdir, audit_line(
+            task, revision, plan.config_hash, plan.mode, "down" if down else "stopped")), step="audit")
 
 
 def _app_snapshot(s: Session, inv: Inventory, app: HostPlan) -> dict[str, str]:
@@ -64,7 +94,7 @@ def _app_snapshot(s: Session, inv: Inventory, app: HostPlan) -> dict[str, str]:
     return {c.service: c.id for c in containers if c.service in app.app_services and c.state == "running"}
 
 
-def _stop_worker(inv: Inventory, s: Session, hp: HostPlan, down: bool, say) -> None:
+def _stop_worker(inv: Inventory, s: Session, hp: HostPlan, down: bool, say, task: str = "stop-verda") -> None:
     remote = s[hp.name]
     say(f"{hp.name}: {'removing' if down else 'stopping'} {', '.join(hp.worker_services)}")
     res = remote.run(hp.compose.stop(hp.worker_services, remove=down), timeout=inv.timeouts.command,
@@ -76,7 +106,11 @@ def _stop_worker(inv: Inventory, s: Session, hp: HostPlan, down: bool, say) -> N
     if running:
         raise UnhealthyError(f"worker container(s) still running after stop: {', '.join(running)}",
                              host=hp.name, step="read host state")
-    say(f"{hp.name}: no worker container runs")
+    # On the worker host itself: who stopped it, and when (status: "stopped on purpose").
+    remote.run(cmd.mkdir(hp.host.workdir), step="record stop")
+    remote.put(cmd.workdir_path(hp.host.workdir, stopped.STOPPED_FILE), stopped.record_text(task, who(), now_iso()),
+               mode=0o600)
+    say(f"{hp.name}: no worker container runs (recorded: {task} by {who()})")
 
 
 def _wait_idle(inv, plan, s, say, timeout: float) -> None:
@@ -111,7 +145,7 @@ def stop_all(inv: Inventory, say: Callable[[str], None], down: bool = False, wai
         with DeployLock(s[app.name], app.host.workdir, "stop-all", revision, wait=wait_lock, say=say,
                           stale_after=inv.timeouts.lock_wait):
             workers = [hp for hp in plan.hosts if hp.worker_services and hp.name != app.name]
-            gather(lambda hp: _stop_worker(inv, s, hp, down, say), workers)
+            gather(lambda hp: _stop_worker(inv, s, hp, down, say, "stop-all"), workers)
             say(f"{app.name}: {'removing' if down else 'stopping'} {', '.join(app.services)}")
             res = s[app.name].run(app.compose.stop((), remove=down), timeout=inv.timeouts.command,
                                   step="stop app host")

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
+import re
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -30,6 +32,13 @@ WORKER_SERVICES = ("worker",)
 INFERENCE_MODE = {"frontend-testing": "local", "dual-server": "redis", "single-server-gpu": "local",
                   "single-server-cpu": "local", "serverless": "serverless"}
 HASH_KEY = "CFAB_ENV_HASH"
+SERVICE_HASH_PREFIX = "CFAB_HASH_"  # + the service's name: its own fingerprint, the label's value
+_VAR_RE = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def service_hash_var(service: str) -> str:
+    """'queue-manager' -> 'CFAB_HASH_QUEUE_MANAGER': the .env entry its label reads."""
+    return SERVICE_HASH_PREFIX + re.sub(r"[^A-Za-z0-9]", "_", service).upper()
 
 
 def short_hash(text: str) -> str:
@@ -47,9 +56,44 @@ def _secret_fingerprint(name: str, value: str) -> str:
 
 def env_hash(env: Mapping[str, str | Secret]) -> str:
     """Hash of every variable but CFAB_ENV_HASH; a secret enters only as its scrypt fingerprint."""
-    lines = [f"{k}={'unset' if isinstance(v, Unset) else _secret_fingerprint(k, v.reveal()) if isinstance(v, Secret) else v}"
-             for k, v in sorted(env.items()) if k != HASH_KEY]
+    lines = [f"{k}={_value_fingerprint(k, v)}" for k, v in sorted(env.items())
+             if k != HASH_KEY and not k.startswith(SERVICE_HASH_PREFIX)]
     return short_hash("\n".join(lines))
+
+
+def _value_fingerprint(key: str, value: str | Secret | None) -> str:
+    if value is None:
+        return "<unset>"
+    if isinstance(value, Unset):  # plan/--dry-run without the secret: never deployed (see Unset)
+        return "unset"
+    return _secret_fingerprint(key, value.reveal()) if isinstance(value, Secret) else str(value)
+
+
+def service_definitions(files: Mapping[str, str], order: tuple[str, ...]) -> dict[str, list]:
+    """Service -> its definitions in the compose files, in -f order (worker.yml + worker-gpu.yml)."""
+    import yaml
+    out: dict[str, list] = {}
+    for name in order:
+        doc = yaml.safe_load(files[name]) or {}
+        for svc, definition in (doc.get("services") or {}).items():
+            out.setdefault(svc, []).append(definition)
+    return out
+
+
+def service_fingerprints(files: Mapping[str, str], order: tuple[str, ...], env: Mapping[str, str | Secret]
+                         ) -> tuple[dict[str, str], dict[str, tuple[str, ...]]]:
+    """(service -> fingerprint, service -> the .env variables it reads). A fingerprint hashes exactly
+    what the service is given: its compose definition(s) and the values of the variables they
+    reference (its image among them); a secret enters only as its slow salted fingerprint. So a
+    change recreates only the services that really see it (Compose recreates on a label change)."""
+    hashes, used = {}, {}
+    for svc, parts in service_definitions(files, order).items():
+        blob = json.dumps(parts, sort_keys=True)
+        names = tuple(sorted(set(_VAR_RE.findall(blob)) - {service_hash_var(svc)}))
+        lines = [f"{k}={_value_fingerprint(k, env.get(k))}" for k in names]
+        hashes[svc] = short_hash(blob + "\n" + "\n".join(lines))
+        used[svc] = names
+    return hashes, used
 
 def _url_host(ip: str) -> str:
     return f"[{ip}]" if ":" in ip else ip
@@ -123,6 +167,13 @@ class HostPlan:
     worker_device: str | None
     env_hash: str
     project: str = "comfyume"
+    service_hashes: dict[str, str] = field(default_factory=dict)  # service -> its own fingerprint
+    service_vars: dict[str, tuple[str, ...]] = field(default_factory=dict, repr=False)  # .env names it reads
+
+    @property
+    def frontends(self) -> tuple[str, ...]:
+        """The UI services (user001..): the ones a change rolls out to in batches."""
+        return tuple(s for s in self.app_services if s not in APP_CORE)
 
     def env_file_text(self) -> str:
         """The host's .env with REAL values: KEY='value' lines, sorted, so Compose takes each literally."""
@@ -236,12 +287,15 @@ def make_plan(inv: Inventory, gpu_present: Mapping[str, bool] | None = None) -> 
         env[HASH_KEY] = env_hash(env)
         texts = {name: (cg.frontends_yaml(inv.num_users, inv.ports.frontend_base, bool(core))
                         if name == cg.FRONTENDS_FILE else cg.static_file(name)) for name in files}
+        hashes, used = service_fingerprints(texts, tuple(files), env)
+        for svc, value in hashes.items():
+            env[service_hash_var(svc)] = value
         plans.append(HostPlan(
             name=host.name, host=host, roles=host.roles, compose_files=tuple(files),
             files=texts, env=env,
             services=app_services + worker_services, app_services=app_services,
             worker_services=worker_services, worker_device=device, env_hash=env[HASH_KEY],
-            project=inv.project))
+            project=inv.project, service_hashes=hashes, service_vars=used))
     digest = "\n".join(f"{p.name}\n{sorted(p.env_masked().items())}\n" +
                        "".join(f"{n}\n{p.files[n]}" for n in p.compose_files) for p in plans)
     return Plan(mode=inv.mode, inventory=inv, hosts=tuple(plans), app=plans[0],

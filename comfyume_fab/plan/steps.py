@@ -7,6 +7,7 @@ import json
 from ..errors import ConfigError, clean
 from ..host import commands as cmd
 from ..inventory.secrets import Unset
+from ..host.facts import stopped
 from .planner import Plan
 
 TOKEN = "<random token>"  # the run's own, made when it takes the lock
@@ -28,7 +29,10 @@ def steps(plan: Plan, task: str, only: str | None = None, down: bool = False) ->
         if app.app_services:
             out.append((app.name, cmd.mkdir(wd)))
             out.append((app.name, UPLOAD.format(files=", ".join(app.files), wd=wd)))
-            out.append((app.name, app.compose.up(app.app_services)))
+            out.append((app.name, "(diff) print per service: create / recreate (which setting) / start / remove"))
+            out.append((app.name, app.compose.up(app.app_services)
+                        + f"   # only what changed; changed frontends {inv.rollout.batch} at a time, each "
+                          "batch healthy before the next"))
             out.append((app.name, f"(wait) until {', '.join(app.app_services)} are healthy "
                                   f"(at most {inv.timeouts.health:g} s)"))
         for hp in workers:
@@ -41,6 +45,7 @@ def steps(plan: Plan, task: str, only: str | None = None, down: bool = False) ->
             out.append((hp.name, hp.compose.up(hp.worker_services)
                         + "   # + worker-gpu.yml when nvidia-smi finds a GPU"))
             out.append((hp.name, f"(wait) until {', '.join(hp.worker_services)} is healthy"))
+            out.append((hp.name, stopped.clear_command(hp.host.workdir) + "   # the stopped-on-purpose record"))
             out.append((hp.name, f"(probe) POST /prompt to 127.0.0.1:{inv.ports.worker_comfyui} from {hp.name}, "
                                  "poll /history until executed"))
         for hp in plan.hosts:
@@ -48,6 +53,7 @@ def steps(plan: Plan, task: str, only: str | None = None, down: bool = False) ->
     elif task in ("stop-verda", "stop-all"):
         for hp in workers:
             out.append((hp.name, hp.compose.stop(hp.worker_services, remove=down)))
+            out.append((hp.name, f"(sftp) write {stopped.STOPPED_FILE} (who stopped it, when) into {hp.host.workdir}"))
         if task == "stop-all":
             out.append((app.name, app.compose.stop((), remove=down)))
         out.append((app.name, "(check) app-host container ids unchanged" if task == "stop-verda" else

@@ -144,7 +144,7 @@ def test_queue_manager_url_is_checked_from_the_worker_host(lab, deployed, healed
 def test_env_drift_is_diagnosed_when_a_container_runs_old_settings(lab, deployed):
     env = lab.hosts["verda"].home / "comfyume" / ".env"
     original = env.read_text()
-    env.write_text(original.replace("CFAB_ENV_HASH='", "CFAB_ENV_HASH='x"))
+    env.write_text(original.replace("CFAB_HASH_WORKER='", "CFAB_HASH_WORKER='x"))
     try:
         res = invoke("status", "--json", "--no-probe", "--hosts", str(deployed))
         drift = {c["name"]: c for c in json.loads(res.stdout)["checks"]}.get("env-drift-verda")

@@ -72,9 +72,10 @@ def test_stop_verda_touches_nothing_else_and_start_all_brings_it_back(lab, deplo
     assert all(state == "running" for _, _, state in app_before)
     assert [c[2] for c in containers(lab, "verda")] == ["exited"]
     status = invoke("status", "--json", "--no-probe", "--hosts", str(deployed))
-    assert status.returncode == 4
+    assert status.returncode == 6  # stopped on purpose (issue 13), not a failure
     data = json.loads(status.stdout)
     assert data["ok"] is False and data["hosts"]["mello"]["reachable"] is True
+    assert data["hosts"]["verda"]["stopped_on_purpose"]["task"] == "stop-verda"
     assert data["hosts"]["verda"]["services"][0]["state"] == "exited"
     assert all(s["state"] == "running" for s in data["hosts"]["mello"]["services"])
     res = invoke("start-all", "--hosts", str(deployed))

@@ -90,7 +90,10 @@ def test_compose_accepts_plan(tmp_path, mode, topology, gpu_present, num_users):
         assert sorted(services) == sorted(host.services)
         for name, svc in services.items():
             assert svc["restart"] == "unless-stopped", name
-            assert svc["labels"]["org.comfyume.env-hash"] == host.env_hash, name
+            if name == "worker":  # a clean, quick stop although ComfyUI ignores SIGTERM as PID 1
+                assert svc["init"] is True and svc["stop_signal"] == "SIGINT", svc
+            # each service's label is its OWN fingerprint, not one per host
+            assert svc["labels"]["org.comfyume.env-hash"] == host.service_hashes[name], name
             assert svc["healthcheck"]["timeout"] == "3s" and svc["healthcheck"]["retries"] == 3, name
             # the password may be in a service's environment, nowhere else (not argv, not healthcheck)
             rest = {k: v for k, v in svc.items() if k != "environment"}

@@ -146,9 +146,9 @@ CASES = {
     "unknown key suggestion": (DUAL.replace("    address: verda\n", "    address: verda\n    tailscale_iip: 1.2.3.4\n"),
                                ["hosts.yaml:9 hosts.verda.tailscale_iip: unknown key 'tailscale_iip' "
                                 "(did you mean 'tailscale_ip'?)"]),
-    "unknown top key": ("colour: red\n" + DUAL,
-                        ["hosts.yaml:1 colour: unknown key 'colour' (expected one of: mode, project, num_users, "
-                         "images, ports, worker, timeouts, health, probe, serverless, ssh, secrets, hosts)"]),
+    "unknown top key": ("theme: red\n" + DUAL,
+                        ["hosts.yaml:1 theme: unknown key 'theme' (expected one of: mode, project, num_users, "
+                         "images, ports, worker, timeouts, rollout, health, probe, serverless, ssh, secrets, hosts)"]),
     "unknown key in section": (DUAL + "ports: {admn: 9}\n",
                                ["hosts.yaml:10 ports.admn: unknown key 'admn' (did you mean 'admin'?)"]),
     "section not a mapping": (DUAL + "ports: 8080\n",
@@ -358,7 +358,7 @@ CASES = {
                         "(write each key as a plain word followed by ': ')"]),
     "merge key": ("base: &b {address: x}\n" + DUAL.replace("    address: verda\n", "    <<: *b\n"),
                   ["hosts.yaml:1 base: unknown key 'base' (expected one of: mode, project, num_users, images, ports, "
-                   "worker, timeouts, health, probe, serverless, ssh, secrets, hosts)",
+                   "worker, timeouts, rollout, health, probe, serverless, ssh, secrets, hosts)",
                    "hosts.yaml:8 hosts.verda.address: required key is missing "
                    "(the SSH address: a hostname, IP address or ssh_config alias)",
                    "hosts.yaml:9 hosts.verda: merge keys ('<<') are not supported "

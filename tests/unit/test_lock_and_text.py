@@ -110,6 +110,7 @@ def test_a_report_shows_host_text_escaped():
                                     "restarts": 0, "ok": True}]},
             "verda": {"reachable": False, "error": f"down{ESC}"}}}
         checks = [CheckResult("queue", True, "ok")]
+        code = 4  # not healthy
     text = status_text(Rep())
     assert "\x1b" not in text and f"running{SHOWN}" in text and f"down{SHOWN}" in text and f"27{SHOWN}" in text
 

@@ -50,3 +50,84 @@ def test_sections_round_trip():
     import subprocess
     out = subprocess.run(["sh", "-c", script], capture_output=True, text=True).stdout
     assert cmd.split_sections(out) == {"a": (0, "one\ntwo"), "b": (1, "")}
+
+
+# --- diff: what start-all would change (issue 13) --------------------------------------------------
+
+def _container(service, label, state="running", health="healthy"):
+    from comfyume_fab.host.facts.docker import ContainerInfo
+    return ContainerInfo(id=f"id-{service}", name=f"comfyume-{service}-1", service=service, project="comfyume",
+                         state=state, health=health, restart_count=0, created="", started_at="", finished_at="",
+                         exit_code=0, env_hash=label, image="x")
+
+
+def _deployed(hp):
+    """The containers and .env of a host that runs exactly plan `hp`."""
+    from comfyume_fab.plan.diff import parse_env_text
+    return ([_container(svc, hp.service_hashes[svc]) for svc in hp.services], parse_env_text(hp.env_file_text()))
+
+
+def test_diff_of_a_deployed_plan_is_all_unchanged(tmp_path):
+    from comfyume_fab.plan.diff import changed, diff_host, summary_lines
+    plan = make_plan(load(tmp_path, inventory_text("dual-server", "two")))
+    for hp in plan.hosts:
+        containers, env = _deployed(hp)
+        changes = diff_host(hp, containers, env)
+        assert [c.service for c in changes] == list(hp.services) and not changed(changes)
+    assert summary_lines({"mello": changes}) == [f"mello: nothing would change (1 service(s) unchanged)"]
+
+
+def test_diff_names_one_new_user_and_the_removed_ones(tmp_path):
+    from comfyume_fab.plan.diff import changed, diff_host
+    old = make_plan(load(tmp_path, inventory_text("dual-server", "two", num_users=20))).app
+    new = make_plan(load(tmp_path, inventory_text("dual-server", "two", num_users=21))).app
+    containers, env = _deployed(old)
+    assert [(c.service, c.action) for c in changed(diff_host(new, containers, env))] == [("user021", "create")]
+    fewer = make_plan(load(tmp_path, inventory_text("dual-server", "two", num_users=18))).app
+    gone = changed(diff_host(fewer, containers, env))
+    assert [(c.service, c.action) for c in gone] == [("user019", "remove"), ("user020", "remove")]
+    assert "data/user_data/ folder is kept" in gone[0].reasons[0]
+
+
+def test_diff_says_which_setting_changed_and_a_secret_only_as_changed(tmp_path):
+    from comfyume_fab.plan.diff import changed, diff_host, summary_lines
+    old = make_plan(load(tmp_path, inventory_text("dual-server", "two"))).app
+    text = inventory_text("dual-server", "two", extra="images: {frontend: 'comfyume-frontend:v0.12.0'}\n")
+    new = make_plan(load(tmp_path, text, {**ENV, "REDIS_PASSWORD": "brand-new-pw"})).app
+    containers, env = _deployed(old)
+    todo = {c.service: c for c in changed(diff_host(new, containers, env))}
+    assert set(todo) == {"redis", "queue-manager"} | set(new.frontends)
+    assert todo["user007"].reasons == ("FRONTEND_IMAGE comfyume-frontend:v0.11.0 -> comfyume-frontend:v0.12.0",)
+    assert todo["redis"].reasons == ("REDIS_PASSWORD changed",)
+    text = "\n".join(summary_lines({"mello": list(todo.values())}))
+    assert "brand-new-pw" not in text and ENV["REDIS_PASSWORD"] not in text and "recreate redis" in text
+
+
+def test_diff_starts_a_stopped_service_without_recreating_it(tmp_path):
+    from comfyume_fab.plan.diff import changed, diff_host
+    worker = make_plan(load(tmp_path, inventory_text("dual-server", "two"))).workers[0]
+    containers, env = _deployed(worker)
+    stopped = [_container("worker", worker.service_hashes["worker"], state="exited", health="")]
+    assert [(c.action, c.reasons) for c in changed(diff_host(worker, stopped, env))] == [("start", ("it is exited",))]
+    assert [c.action for c in diff_host(worker, containers, None)] == ["unchanged"]
+
+
+def test_stopped_record_round_trip_and_rejects_what_is_not_one():
+    from datetime import datetime, timezone
+    from comfyume_fab.host.facts import stopped
+    text = stopped.record_text("stop-verda", "ops@laptop", "2026-11-30T22:00:00Z").decode()
+    rec = stopped.parse_record(text)
+    assert (rec.task, rec.by, rec.at) == ("stop-verda", "ops@laptop", "2026-11-30T22:00:00Z")
+    assert rec.seconds_since(datetime(2026, 11, 30, 23, 30, tzinfo=timezone.utc)) == 5400
+    assert stopped.for_how_long(5400) == "1 h 30 min" and stopped.for_how_long(42) == "42 s"
+    assert stopped.parse_record("") is None and stopped.parse_record("not json") is None
+    assert stopped.parse_record('{"task": "stop-verda"}') is None
+    assert stopped.clear_command("~/comfy dir") == "rm -f -- 'comfy dir/stopped.json'"
+
+
+def test_stop_verda_dry_run_records_the_stop_and_start_all_clears_it(tmp_path):
+    plan = make_plan(load(tmp_path, inventory_text("dual-server", "two")))
+    stop = [s for h, s in steps(plan, "stop-verda") if h == "verda"]
+    assert any("stopped.json" in s for s in stop)
+    start = [s for h, s in steps(plan, "start-all") if h == "verda"]
+    assert any(s.startswith("rm -f -- comfyume/stopped.json") for s in start)

@@ -371,7 +371,50 @@ def test_object_info_matches_the_recorded_definitions(worker):
         recorded = json.loads((ROOT / f"tests/fixtures/comfyui-0.8.0-cpu/object_info_{name}.json").read_text())
         assert get_json(f"{worker.url}/object_info/{name}") == (200, recorded)
     assert get_json(worker.url + "/object_info/NoSuchNode") == (200, {})
-    assert set(get_json(worker.url + "/object_info")[1]) == {"EmptyImage", "SaveImage"}
+    assert set(get_json(worker.url + "/object_info")[1]) == {"EmptyImage", "ImageBlur", "SaveImage"}
+
+
+def slow(seconds: float, color: int = 1) -> dict:
+    """EmptyImage -> ImageBlur -> SaveImage taking `seconds` on the stand-in (STANDIN_BLUR_RATE=1e6)."""
+    side = 1000
+    radius = max(1, round(seconds))
+    return {"1": {"class_type": "EmptyImage", "inputs": {"width": side, "height": side, "batch_size": 1,
+                                                         "color": color}},
+            "2": {"class_type": "ImageBlur", "inputs": {"image": ["1", 0], "blur_radius": radius, "sigma": 1.0}},
+            "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "slow"}}}
+
+
+def test_queue_front_delete_and_interrupt_like_comfyui(start, tmp_path):
+    w = start("worker", "COMFYUI_LISTEN_PORT", {"OUTPUT_DIR": str(tmp_path / "o"), "STANDIN_BLUR_RATE": "1000000"},
+              ready_path="/system_stats")
+    busy = post_json(w.url + "/prompt", {"prompt": slow(30), "client_id": "user"})[1]["prompt_id"]
+    wait_for(lambda: get_json(w.url + "/queue")[1]["queue_running"], what="the slow prompt to run")
+    later = post_json(w.url + "/prompt", {"prompt": probe(color=1)})[1]
+    first = post_json(w.url + "/prompt", {"prompt": probe(color=2), "front": True})[1]
+    assert first["number"] < 0 < later["number"]
+    queue = get_json(w.url + "/queue")[1]
+    assert [item[1] for item in queue["queue_running"]] == [busy]
+    assert [item[1] for item in queue["queue_pending"]] == [first["prompt_id"], later["prompt_id"]]
+    assert call("POST", w.url + "/queue", {"delete": [first["prompt_id"], busy]})[0] == 200
+    queue = get_json(w.url + "/queue")[1]  # a running prompt is never deleted
+    assert [item[1] for item in queue["queue_pending"]] == [later["prompt_id"]]
+    assert [item[1] for item in queue["queue_running"]] == [busy]
+    assert call("POST", w.url + "/interrupt", b"")[0] == 200
+    entry = finished(w.url, busy)
+    assert entry["status"]["messages"][-1][0] == "execution_interrupted"
+    assert finished(w.url, later["prompt_id"])["status"]["status_str"] == "success"
+    assert get_json(f"{w.url}/history/{first['prompt_id']}")[1] == {}
+
+
+def test_worker_ignores_sigterm_like_comfyui_and_stops_on_sigint(start, tmp_path):
+    import signal
+    w = start("worker", "COMFYUI_LISTEN_PORT", {"OUTPUT_DIR": str(tmp_path / "o"), "STANDIN_IGNORE_SIGTERM": "1"},
+              ready_path="/system_stats")
+    w.proc.send_signal(signal.SIGTERM)
+    with pytest.raises(subprocess.TimeoutExpired):
+        w.proc.wait(1.5)
+    w.proc.send_signal(signal.SIGINT)
+    assert w.proc.wait(5) is not None
 
 
 def nvidia_smi_works() -> bool:

@@ -232,7 +232,7 @@ def test_frontends_ports_and_batches(tmp_path, mode, num_users):
                                       "COMFYUI_ARGS": "${COMFYUI_ARGS}"}
         assert svc["image"] == "${FRONTEND_IMAGE}" and svc["restart"] == "unless-stopped"
         assert svc["volumes"] == [f"./data/user_data/{name}:/comfyui/user"]
-        assert svc["labels"] == {"org.comfyume.env-hash": "${CFAB_ENV_HASH}"}
+        assert svc["labels"] == {"org.comfyume.env-hash": "${CFAB_HASH_%s}" % name.upper()}
         assert svc["healthcheck"]["test"] == ["CMD", "curl", "-fsS", "http://127.0.0.1:8188/"]
         first_of_batch = (i - 1) % 5 == 0
         if first_of_batch and mode == "dual-server":
@@ -311,7 +311,7 @@ def test_env_file_text_is_literal_and_sorted(tmp_path):
     assert f"ADMIN_PASSWORD='{NASTY}'\n" in text
     lines = text.splitlines()
     assert text.endswith("\n") and lines == sorted(lines)
-    assert all(re.fullmatch(r"[A-Z_]+='[^'\n]*'", line) for line in lines)
+    assert all(re.fullmatch(r"[A-Z][A-Z0-9_]*='[^'\n]*'", line) for line in lines)
     assert len(lines) == len(mello.env)
 
 
@@ -358,7 +358,7 @@ def test_env_hash_is_not_a_plain_hash_of_the_secret(tmp_path):
     plan = plan_for(tmp_path, "dual-server", "two")
     verda = plan.hosts[1]
     plain = [f"{k}={v.reveal() if isinstance(v, Secret) else v}" for k, v in sorted(verda.env.items())
-             if k != "CFAB_ENV_HASH"]
+             if not k.startswith("CFAB_")]
     assert hashlib.sha256("\n".join(plain).encode()).hexdigest()[:12] != verda.env_hash
     assert "s3cret" not in str(plan.config_hash) + str([h.env_masked() for h in plan.hosts])
 
@@ -378,3 +378,64 @@ def test_refuses_redis_without_password(tmp_path):
     bare = dataclasses.replace(inv, secrets={})
     with pytest.raises(ConfigError, match="refusing to plan Redis without a password"):
         make_plan(bare)
+
+
+# --- per-service fingerprints (issue 13) -----------------------------------------------------------
+
+def test_one_more_user_changes_only_the_new_users_fingerprint(tmp_path):
+    base = plan_for(tmp_path, "dual-server", "two", num_users=20)
+    more = plan_for(tmp_path, "dual-server", "two", num_users=21)
+    old, new = base.hosts[0].service_hashes, more.hosts[0].service_hashes
+    assert set(new) - set(old) == {"user021"}
+    assert {svc for svc in old if old[svc] != new[svc]} == set()  # redis, queue-manager, admin, user001..020
+    assert base.hosts[1].service_hashes == more.hosts[1].service_hashes
+    # the .env carries each one under its label's name
+    assert more.hosts[0].env["CFAB_HASH_USER021"] == new["user021"]
+    assert more.hosts[0].env["CFAB_HASH_QUEUE_MANAGER"] == new["queue-manager"]
+
+
+def test_a_frontend_image_changes_every_frontend_and_nothing_else(tmp_path):
+    base = plan_for(tmp_path, "dual-server", "two")
+    other = plan_for(tmp_path, "dual-server", "two", extra="images: {frontend: 'comfyume-frontend:v0.12.0'}\n")
+    old, new = base.hosts[0].service_hashes, other.hosts[0].service_hashes
+    changed = {svc for svc in old if old[svc] != new[svc]}
+    assert changed == set(base.hosts[0].frontends) and len(changed) == 20
+    assert "FRONTEND_IMAGE" in base.hosts[0].service_vars["user001"]
+    assert "FRONTEND_IMAGE" not in base.hosts[0].service_vars["redis"]
+
+
+def test_redis_fingerprint_follows_only_its_own_settings(tmp_path):
+    base = plan_for(tmp_path, "dual-server", "two")
+    admin_pw = make_plan(load(tmp_path, inventory_text("dual-server", "two"),
+                              {"REDIS_PASSWORD": "s3cret-redis-pw", "ADMIN_PASSWORD": "changed"}))
+    old, new = base.hosts[0].service_hashes, admin_pw.hosts[0].service_hashes
+    assert {svc for svc in old if old[svc] != new[svc]} == {"admin"}
+    redis_pw = make_plan(load(tmp_path, inventory_text("dual-server", "two"),
+                              {"REDIS_PASSWORD": "other", "ADMIN_PASSWORD": "s3cret-admin-pw"}))
+    new = redis_pw.hosts[0].service_hashes
+    assert {svc for svc in old if old[svc] != new[svc]} == {"redis", "queue-manager"}
+    assert redis_pw.hosts[1].service_hashes["worker"] != base.hosts[1].service_hashes["worker"]
+
+
+def test_service_fingerprint_never_holds_a_plain_hash_of_a_secret(tmp_path):
+    import hashlib
+    plan = plan_for(tmp_path, "dual-server", "two")
+    for host in plan.hosts:
+        for svc, names in host.service_vars.items():
+            assert "CFAB_HASH_" + svc.upper().replace("-", "_") not in names
+            for key in names:
+                value = host.env.get(key)
+                if isinstance(value, Secret):
+                    assert hashlib.sha256(value.reveal().encode()).hexdigest()[:12] != host.service_hashes[svc]
+    assert "s3cret" not in str([h.service_hashes for h in plan.hosts])
+
+
+def test_rollout_batch_is_read_and_validated(tmp_path):
+    assert plan_for(tmp_path, "dual-server", "two").inventory.rollout.batch == 5
+    assert plan_for(tmp_path, "dual-server", "two", extra="rollout: {batch: 3}\n").inventory.rollout.batch == 3
+    with pytest.raises(ConfigError) as err:
+        plan_for(tmp_path, "dual-server", "two", extra="rollout: {batch: 0}\n")
+    assert "rollout.batch" in str(err.value) and "from 1 to 200" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        plan_for(tmp_path, "dual-server", "two", extra="rollout: {bacth: 2}\n")
+    assert "did you mean 'batch'" in str(err.value)

@@ -4,6 +4,8 @@ calls and the pure parsers of their answers.
 - `GET /system_stats` -> `parse_system_stats` (the decoded JSON body)
 - `POST /prompt` -> `parse_prompt_response` (HTTP status and body)
 - `GET /history/{prompt_id}` -> `parse_history` (the decoded JSON body)
+- `GET /queue` -> `parse_queue`; `GET /history?max_items=1` -> `parse_last_completed`
+- `POST /queue {"delete": [prompt_id]}` (`queue_delete_body`) removes a PENDING prompt
 """
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ from . import ParseError, excerpt
 
 SYSTEM_STATS = "/system_stats"
 PROMPT = "/prompt"
+QUEUE = "/queue"
+LAST_HISTORY = "/history?max_items=1"
 
 
 def history_path(prompt_id: str) -> str:
@@ -291,3 +295,78 @@ def parse_history(body: Any, prompt_id: str) -> HistoryResult | None:
         raise ParseError("history 'outputs' to be an object", outputs)
     return HistoryResult(status_str=status_str, completed=completed, graph_node_ids=_graph_node_ids(entry),
                          cached_nodes=cached, outputs=outputs, images=_images(outputs), error=error)
+
+
+# --- ComfyUI GET /queue, POST /queue, GET /history?max_items=1 ---------------------------------
+
+@dataclass(frozen=True)
+class QueueItem:
+    """One queued prompt: ComfyUI's [number, prompt_id, prompt, extra_data, outputs_to_execute, ...]."""
+    number: float
+    prompt_id: str
+    client_id: str  # extra_data.client_id ("" when absent)
+    create_time_ms: int | None  # extra_data.create_time (ms since the epoch), when the server records it
+
+
+@dataclass(frozen=True)
+class QueueState:
+    running: tuple[QueueItem, ...]
+    pending: tuple[QueueItem, ...]
+
+    def others(self, own: str | None = None) -> "QueueState":
+        """The queue without prompt `own` (the probe's)."""
+        return QueueState(tuple(i for i in self.running if i.prompt_id != own),
+                          tuple(i for i in self.pending if i.prompt_id != own))
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.running or self.pending)
+
+
+def _queue_item(raw: Any) -> QueueItem:
+    if not (isinstance(raw, list) and len(raw) >= 2 and isinstance(raw[1], str)
+            and isinstance(raw[0], (int, float)) and not isinstance(raw[0], bool)):
+        raise ParseError("each /queue item to be [number, prompt_id, prompt, extra_data, outputs, ...]", raw)
+    extra = raw[3] if len(raw) > 3 and isinstance(raw[3], dict) else {}
+    created = extra.get("create_time")
+    return QueueItem(number=raw[0], prompt_id=raw[1], client_id=str(extra.get("client_id") or ""),
+                     create_time_ms=created if isinstance(created, int) and not isinstance(created, bool) else None)
+
+
+def parse_queue(body: Any) -> QueueState:
+    """The decoded JSON body of ComfyUI's `GET /queue` ({"queue_running": [...], "queue_pending": [...]});
+    pending in run order (ComfyUI keeps them in a heap on `number`)."""
+    if not isinstance(body, dict) or not isinstance(body.get("queue_running"), list) \
+            or not isinstance(body.get("queue_pending"), list):
+        raise ParseError("a /queue body with 'queue_running' and 'queue_pending' lists", body)
+    running = tuple(_queue_item(i) for i in body["queue_running"])
+    pending = tuple(sorted((_queue_item(i) for i in body["queue_pending"]), key=lambda i: i.number))
+    return QueueState(running, pending)
+
+
+def queue_delete_body(prompt_ids: list[str]) -> dict:
+    """The body of `POST /queue` that removes these pending prompts (ComfyUI answers 200, empty)."""
+    return {"delete": list(prompt_ids)}
+
+
+@dataclass(frozen=True)
+class Completed:
+    prompt_id: str
+    finished_ms: int | None  # timestamp of its last status message (execution_success/_error/...)
+    status_str: str
+
+
+def parse_last_completed(body: Any) -> Completed | None:
+    """The newest entry of `GET /history?max_items=1` (None when the history is empty)."""
+    if not isinstance(body, dict):
+        raise ParseError("the /history body to be a JSON object", body)
+    if not body:
+        return None
+    prompt_id, entry = list(body.items())[-1]
+    status = entry.get("status") if isinstance(entry, dict) else None
+    if not isinstance(status, dict):
+        raise ParseError(f"a history entry with a 'status' object for prompt {prompt_id}", entry)
+    stamps = [data["timestamp"] for _, data in _messages(status)
+              if isinstance(data.get("timestamp"), int) and not isinstance(data.get("timestamp"), bool)]
+    return Completed(prompt_id=prompt_id, finished_ms=max(stamps) if stamps else None,
+                     status_str=str(status.get("status_str", "")))

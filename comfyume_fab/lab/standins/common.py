@@ -156,10 +156,13 @@ class StandinHandler(BaseHTTPRequestHandler):
         sys.stderr.write(f"{self.standin}: {self.client_address[0]} {format % args}\n")
 
 
-def serve(handler: type, port: int) -> None:
-    """Serve forever on STANDIN_LISTEN_HOST (default 0.0.0.0); SIGTERM stops it cleanly."""
+def serve(handler: type, port: int, on_sigterm=None) -> None:
+    """Serve forever on STANDIN_LISTEN_HOST (default 0.0.0.0); SIGTERM stops it cleanly unless
+    `on_sigterm` sets another disposition; SIGINT (KeyboardInterrupt) always does."""
     host = env_str("STANDIN_LISTEN_HOST", "0.0.0.0")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    if on_sigterm is not None:
+        on_sigterm()
     server = ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True
     print(f"{handler.standin}: listening on http://{host}:{port}", flush=True)
@@ -256,6 +259,13 @@ OBJECT_INFO = {
         "output": ["IMAGE"], "output_is_list": [False], "output_name": ["IMAGE"], "name": "EmptyImage",
         "display_name": "EmptyImage", "description": "", "python_module": "nodes", "category": "image",
         "output_node": False},
+    "ImageBlur": {
+        "input": {"required": {"image": ["IMAGE"], "blur_radius": _int(1, 1, 31, step=1),
+                               "sigma": ["FLOAT", {"default": 1.0, "min": 0.1, "max": 10.0, "step": 0.1}]}},
+        "input_order": {"required": ["image", "blur_radius", "sigma"]},
+        "output": ["IMAGE"], "output_is_list": [False], "output_name": ["IMAGE"], "name": "ImageBlur",
+        "display_name": "Image Blur", "description": "", "python_module": "comfy_extras.nodes_post_processing",
+        "category": "image/postprocessing", "output_node": False},
     "SaveImage": {
         "input": {"required": {
             "images": ["IMAGE", {"tooltip": "The images to save."}],
@@ -287,8 +297,9 @@ def _validate_node(prompt: dict, node_id: str, validated: dict) -> tuple[bool, l
     inputs, info = node["inputs"], OBJECT_INFO[node["class_type"]]
     errors, valid = [], True
     for name in info["input_order"]["required"]:
-        kind, extra = info["input"]["required"][name]
-        config = [kind, extra]
+        spec = info["input"]["required"][name]
+        kind, extra = spec[0], (spec[1] if len(spec) > 1 else {})
+        config = list(spec)
         if name not in inputs:
             errors.append(_input_error("required_input_missing", "Required input is missing", name, name))
             continue

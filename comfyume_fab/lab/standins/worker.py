@@ -7,8 +7,12 @@ result cache; plus the real worker's queue-manager polling loop.
 Endpoints (0.0.0.0:COMFYUI_LISTEN_PORT, default 8188):
   GET  /system_stats       system section + one device: cuda only when `nvidia-smi` truly works
                            (WORKER_DEVICE=auto), else the cpu device and "--cpu" in argv
-  POST /prompt             {"prompt": graph, "client_id"} -> 200 {"prompt_id", "number", "node_errors"}
-                           or 400 with ComfyUI's validation error bodies
+  POST /prompt             {"prompt": graph, "client_id", "front"} -> 200 {"prompt_id", "number", "node_errors"}
+                           or 400 with ComfyUI's validation error bodies; `front: true` queues it first
+                           (ComfyUI's number = -number: the lowest number runs next)
+  POST /queue              {"delete": [prompt_id, ...]} removes those PENDING prompts, {"clear": true}
+                           every pending one (a running prompt is never removed), as ComfyUI does
+  POST /interrupt          stops the running prompt (its history: execution_interrupted)
   GET  /prompt             {"exec_info": {"queue_remaining": n}}
   GET  /queue              {"queue_running": [[number, id, graph, extra, outputs]], "queue_pending": [...]}
   GET  /history[/<id>]     finished prompts in ComfyUI's history shape ({} for unknown/unfinished ids)
@@ -18,7 +22,13 @@ Endpoints (0.0.0.0:COMFYUI_LISTEN_PORT, default 8188):
 Env: COMFYUI_LISTEN_PORT (8188), COMFYUI_ARGS (extra argv; "--cpu" forces the cpu device),
 WORKER_DEVICE (auto | cpu), OUTPUT_DIR (/tmp/comfyui-output), QUEUE_MANAGER_URL (polling is off when
 unset), WORKER_ID (worker-1), WORKER_POLL_INTERVAL (2 s), JOB_TIMEOUT (3600 s),
-STANDIN_MAX_PIXELS (67108864: a bigger EmptyImage fails at execution, as an out-of-memory would).
+STANDIN_MAX_PIXELS (67108864: a bigger EmptyImage fails at execution, as an out-of-memory would),
+STANDIN_BLUR_RATE (2000000): the STAND-IN's ImageBlur node (real ComfyUI's name and inputs) only
+waits, width*height*batch*blur_radius / rate seconds, interruptible -- the slow node that keeps a
+worker busy the way a large real ImageBlur does; STANDIN_IGNORE_SIGTERM (0 | pid1 | 1, default 0):
+never ignore SIGTERM, ignore it only as PID 1 (what ComfyUI's main.py does: the kernel drops it),
+or always (the lab test of clean worker stops bakes 1 into its image); SIGINT (KeyboardInterrupt)
+always stops it.
 
 Fault injection for tests (the file is re-read before every request):
   STANDIN_FAULT_FILE (default /tmp/standin-fault) containing
@@ -34,6 +44,7 @@ import json
 import os
 import re
 import select
+import signal
 import socket
 import subprocess
 import sys
@@ -133,16 +144,32 @@ class Executor:
         self.output_dir, self.max_pixels = output_dir, max_pixels
         self.cond = threading.Condition()
         self.pending, self.running, self.history, self.cache, self.number = [], None, {}, {}, 0
+        self.interrupted = threading.Event()
+        self.blur_rate = common.env_float("STANDIN_BLUR_RATE", 2_000_000.0)
         threading.Thread(target=self._loop, name="executor", daemon=True).start()
 
-    def submit(self, prompt, extra: dict) -> dict:
+    def submit(self, prompt, extra: dict, front: bool = False) -> dict:
         prompt, outputs, node_errors = common.validate_prompt(prompt)  # raises HTTPError(400)
         with self.cond:
-            item = [self.number, str(uuid.uuid4()), prompt, {**extra, "create_time": now_ms()}, outputs]
+            number = -self.number if front else self.number  # ComfyUI's server.py post_prompt
+            item = [number, str(uuid.uuid4()), prompt, {**extra, "create_time": now_ms()}, outputs]
             self.number += 1
             self.pending.append(item)
+            self.pending.sort(key=lambda it: it[0])  # ComfyUI's PromptQueue is a heap on number
             self.cond.notify_all()
         return {"prompt_id": item[1], "number": item[0], "node_errors": node_errors}
+
+    def delete(self, prompt_ids) -> None:
+        """POST /queue {"delete": [...]}: drop those pending prompts (never the running one)."""
+        with self.cond:
+            self.pending = [it for it in self.pending if it[1] not in set(prompt_ids)]
+
+    def clear(self) -> None:
+        with self.cond:
+            self.pending = []
+
+    def interrupt(self) -> None:
+        self.interrupted.set()
 
     def remaining(self) -> int:
         with self.cond:
@@ -174,6 +201,7 @@ class Executor:
                 while not self.pending:
                     self.cond.wait()
                 self.running = item = self.pending.pop(0)
+                self.interrupted.clear()
             try:
                 entry = self._execute(*item)
             except Exception as exc:  # noqa: BLE001 - a stand-in bug must not stop the queue
@@ -200,6 +228,12 @@ class Executor:
             try:
                 results[node_id] = self._run_node(prompt, node_id, results)
                 executed.append(node_id)
+            except Interrupted:
+                status = "error"
+                messages.append(["execution_interrupted", {
+                    **stamp, "node_id": node_id, "node_type": prompt[node_id]["class_type"], "executed": executed,
+                    "timestamp": now_ms()}])
+                break
             except Exception as exc:  # noqa: BLE001 - reported the way ComfyUI reports it
                 status = "error"
                 messages.append(["execution_error", {
@@ -227,6 +261,12 @@ class Executor:
                                   f"(over STANDIN_MAX_PIXELS={self.max_pixels})")
             rgb = ((color >> 16) & 0xFF, (color >> 8) & 0xFF, color & 0xFF)
             return {"width": width, "height": height, "batch": batch, "rgb": rgb}, None
+        if node["class_type"] == "ImageBlur":  # STAND-IN: takes the time, changes no pixel
+            image = results[inputs["image"][0]][0]
+            seconds = image["width"] * image["height"] * image["batch"] * inputs["blur_radius"] / self.blur_rate
+            if self.interrupted.wait(seconds):
+                raise Interrupted()
+            return image, None
         image = results[inputs["images"][0]][0]
         norm = os.path.normpath(inputs["filename_prefix"])
         subfolder, stem = os.path.dirname(norm), os.path.basename(norm)
@@ -244,6 +284,10 @@ class Executor:
                 handle.write(png)
             images.append({"filename": filename, "subfolder": subfolder, "type": "output"})
         return None, {"images": images}
+
+
+class Interrupted(Exception):
+    """POST /interrupt reached the running node (ComfyUI's InterruptProcessingException)."""
 
 
 # ----------------------------------------------------------------------------- HTTP API
@@ -279,11 +323,23 @@ class Handler(common.StandinHandler):
             extra = dict(body.get("extra_data") or {})
             if "client_id" in body:
                 extra["client_id"] = body["client_id"]
-            return self.send_json(200, ex.submit(body.get("prompt"), extra))
+            return self.send_json(200, ex.submit(body.get("prompt"), extra, front=bool(body.get("front"))))
         if method == "GET" and path == "/prompt":
             return self.send_json(200, {"exec_info": {"queue_remaining": ex.remaining()}})
         if method == "GET" and path == "/queue":
             return self.send_json(200, ex.queue_view())
+        if method == "POST" and path == "/queue":
+            body = self.read_json()
+            body = body if isinstance(body, dict) else {}
+            if body.get("clear"):
+                ex.clear()
+            if isinstance(body.get("delete"), list):
+                ex.delete([str(p) for p in body["delete"]])
+            return self.send_bytes(200, b"", "text/plain")
+        if method == "POST" and path == "/interrupt":
+            self.read_body()
+            ex.interrupt()
+            return self.send_bytes(200, b"", "text/plain")
         if method == "GET" and (path == "/history" or path.startswith("/history/")):
             return self.send_json(200, ex.history_view(path[len("/history/"):] or None, query.get("max_items")))
         if method == "GET" and (path == "/object_info" or path.startswith("/object_info/")):
@@ -370,6 +426,14 @@ def run_job(executor: Executor, job: dict, worker_id: str) -> tuple[str, dict]:
     return "/api/workers/complete-job", {**base, "result": {"prompt_id": prompt_id, "outputs": entry["outputs"]}}
 
 
+def ignore_sigterm() -> None:
+    """ComfyUI's main.py installs no SIGTERM handler; as a container's PID 1 the kernel then drops
+    SIGTERM, so `docker stop` waits out its grace period. Do the same (STANDIN_IGNORE_SIGTERM)."""
+    how = common.env_str("STANDIN_IGNORE_SIGTERM", "0").lower()
+    if how == "1" or (how == "pid1" and os.getpid() == 1):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def main() -> None:
     if os.path.exists(CRASH_FILE):
         sys.stderr.write(f"stand-in worker: crash requested by {CRASH_FILE}\n")
@@ -385,7 +449,7 @@ def main() -> None:
     if base_url:
         threading.Thread(target=poll_forever, args=(Handler.executor, base_url, worker_id), daemon=True).start()
         print(f"worker: polling {base_url} as {worker_id}", flush=True)
-    common.serve(Handler, PORT)
+    common.serve(Handler, PORT, on_sigterm=ignore_sigterm)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,99 @@
+"""What a deploy WOULD change, service by service, from the plan and what a host runs now. Pure.
+
+Each service's container carries its own fingerprint as a label (planner.service_fingerprints); a
+service whose label differs from the plan's is recreated, and the reasons name the `.env` entries
+whose values differ from the ones uploaded last time (a secret only as "changed", never its value).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping, Sequence
+
+from ..host.facts.docker import ContainerInfo, by_service
+from ..inventory.secrets import Secret
+from .planner import HostPlan
+
+CREATE, RECREATE, START, REMOVE, UNCHANGED = "create", "recreate", "start", "remove", "unchanged"
+
+
+@dataclasses.dataclass(frozen=True)
+class ServiceChange:
+    service: str
+    action: str  # create | recreate | start | remove | unchanged
+    reasons: tuple[str, ...] = ()
+
+    def as_json(self) -> dict:
+        return {"service": self.service, "action": self.action, "reasons": list(self.reasons)}
+
+
+def parse_env_text(text: str) -> dict[str, str]:
+    """A .env as the planner writes it (KEY='value' lines) -> {KEY: value}. Held in memory only."""
+    out = {}
+    for line in text.splitlines():
+        if "=" not in line or line.lstrip().startswith("#"):
+            continue
+        key, value = line.split("=", 1)
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        out[key.strip()] = value
+    return out
+
+
+def _reasons(hp: HostPlan, service: str, old_env: Mapping[str, str] | None) -> tuple[str, ...]:
+    if old_env is None:
+        return ("its settings changed (the host has no readable .env to compare with)",)
+    reasons = []
+    for key in hp.service_vars.get(service, ()):
+        new = hp.env.get(key)
+        new_text = None if new is None else (new.reveal() if isinstance(new, Secret) else str(new))
+        old = old_env.get(key)
+        if old == new_text:
+            continue
+        if isinstance(new, Secret):
+            reasons.append(f"{key} changed")
+        else:
+            reasons.append(f"{key} {old if old is not None else '(unset)'} -> {new_text if new_text is not None else '(unset)'}")
+    return tuple(reasons) or ("its compose definition changed",)
+
+
+def diff_host(hp: HostPlan, containers: Sequence[ContainerInfo], old_env: Mapping[str, str] | None,
+              services: Sequence[str] | None = None) -> list[ServiceChange]:
+    """Per planned service (in plan order) what `start-all` does to it, then the containers of
+    services the plan no longer has (removed; a frontend's data/user_data/ folder is kept)."""
+    current = by_service(containers)
+    out = []
+    for svc in services if services is not None else hp.services:
+        c = current.get(svc)
+        if c is None:
+            out.append(ServiceChange(svc, CREATE))
+        elif c.env_hash != hp.service_hashes.get(svc):
+            out.append(ServiceChange(svc, RECREATE, _reasons(hp, svc, old_env)))
+        elif not c.ok:
+            out.append(ServiceChange(svc, START, (f"it is {c.describe()}",)))
+        else:
+            out.append(ServiceChange(svc, UNCHANGED))
+    if services is None:
+        for svc in sorted({c.service for c in containers if c.service and c.service not in hp.services}):
+            note = ("its data/user_data/ folder is kept",) if svc.startswith("user") else ()
+            out.append(ServiceChange(svc, REMOVE, note))
+    return out
+
+
+def changed(changes: Sequence[ServiceChange]) -> list[ServiceChange]:
+    return [c for c in changes if c.action != UNCHANGED]
+
+
+def summary_lines(diffs: Mapping[str, Sequence[ServiceChange]]) -> list[str]:
+    """The text both `invoke diff` and `start-all` print: one line per change, per host."""
+    lines = []
+    for host, changes in diffs.items():
+        todo = changed(changes)
+        same = len(changes) - len(todo)
+        if not todo:
+            lines.append(f"{host}: nothing would change ({same} service(s) unchanged)")
+            continue
+        lines.append(f"{host}: {len(todo)} change(s), {same} service(s) unchanged")
+        for c in todo:
+            why = f" ({'; '.join(c.reasons)})" if c.reasons else ""
+            lines.append(f"  {c.action} {c.service}{why}")
+    return lines

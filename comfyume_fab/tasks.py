@@ -103,6 +103,40 @@ def status(c, hosts=None, json=False, no_probe=False, verbose=False):
             raise Exit(code=int(rep.code))
 
 
+@task(iterable=["host", "service"],
+      help={"hosts": HOSTS_HELP, "host": "only this host (repeatable; default: every host)",
+            "service": "only this service (repeatable; `users` = every frontend; default: all)",
+            "follow": "keep streaming new lines until Ctrl-C",
+            "since": "only lines since this time (Compose's --since: 10m, 2h, 2026-11-30T12:00:00)",
+            "tail": "only the last N lines of each service", "grep": "only lines matching this regular expression",
+            "verbose": VERBOSE_HELP})
+def logs(c, hosts=None, host=None, service=None, follow=False, since=None, tail=None, grep=None, verbose=False):
+    """Logs of every host's services, each line prefixed host/service; secrets shown as ***."""
+    from comfyume_fab import taskrun
+    with taskrun.reported(verbose, "logs"):
+        from comfyume_fab.ops.logs import logs as run
+        code = run(taskrun.load(hosts), hosts=host or (), services=service or (), follow=follow, since=since,
+                   tail=None if tail is None else taskrun.int_option("--tail", tail), grep=grep)
+        if code:
+            from invoke.exceptions import Exit
+            raise Exit(code=int(code))
+
+
+@task(name="exec", positional=["host", "service"],
+      help={"hosts": HOSTS_HELP, "host": "the host (a name in hosts.yaml)", "service": "the compose service",
+            "interactive": "an interactive shell (or the command) on a pseudo-terminal",
+            "verbose": VERBOSE_HELP})
+def exec_(c, host, service, hosts=None, interactive=False, verbose=False):
+    """Run `-- COMMAND...` in a service's container (argv unchanged, exit code passed through)."""
+    from comfyume_fab import taskrun
+    with taskrun.reported(verbose, "exec"):
+        from comfyume_fab.ops.exec import run_exec
+        code = run_exec(taskrun.load(hosts), host, service, taskrun.remainder_argv(), interactive=interactive)
+    if code:
+        from invoke.exceptions import Exit
+        raise Exit(code=int(code))
+
+
 @task(name="plan", help={"hosts": HOSTS_HELP, "json": "machine-readable output", "verbose": VERBOSE_HELP})
 def plan_(c, hosts=None, json=False, verbose=False):
     """Show per host the services, the environment (secrets masked) and the commands start-all would run."""
@@ -142,4 +176,4 @@ def lab_down(c):
 lab = Collection("lab")
 lab.add_task(lab_up, name="up")
 lab.add_task(lab_down, name="down")
-ns = Collection(start_all, stop_verda, stop_all, status, plan_, lock_break, lab)
+ns = Collection(start_all, stop_verda, stop_all, status, logs, exec_, plan_, lock_break, lab)

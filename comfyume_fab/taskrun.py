@@ -34,6 +34,15 @@ def int_option(name: str, value) -> int:
         raise ConfigError(f"{name} must be a whole number (got '{value}')") from None
 
 
+def float_option(name: str, value) -> float:
+    """A number option, or a ConfigError sentence naming it (exit 2)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        from .errors import ConfigError
+        raise ConfigError(f"{name} must be a number of seconds (got '{value}')") from None
+
+
 def remainder_argv() -> list[str]:
     """The words after the first `--` on the command line, exactly as the shell split them
     (Invoke's own `remainder` joins them with spaces, which would lose the boundaries)."""

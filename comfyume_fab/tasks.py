@@ -84,20 +84,39 @@ def stop_all(c, hosts=None, down=False, dry_run=False, wait_lock=False, verbose=
         print(f"stop-all: stopped {', '.join(out['stopped'])}")
 
 
-@task(help={"hosts": HOSTS_HELP, "json": "machine-readable output for scripts",
-            "no_probe": "skip the inference probe", "verbose": VERBOSE_HELP})
-def status(c, hosts=None, json=False, no_probe=False, verbose=False):
+@task(help={"hosts": HOSTS_HELP, "json": "machine-readable output for scripts (docs/status.schema.json)",
+            "no_probe": "skip the inference probe",
+            "watch": "a live screen refreshed in place over held SSH connections (q or Ctrl-C quits)",
+            "interval": "--watch: seconds between refreshes (default 2)",
+            "probe_every": "--watch: seconds between inference probes (default 30)", "verbose": VERBOSE_HELP})
+def status(c, hosts=None, json=False, no_probe=False, watch=False, interval="2", probe_every="30", verbose=False):
     """Every host, service, cross-host link, queue and GPU; exit 0 only when all is healthy."""
     from comfyume_fab import taskrun
     with taskrun.reported(verbose, "status"):
         inv = taskrun.load(hosts)
+        if watch:
+            from comfyume_fab.ops.watch import watch as run_watch
+            from comfyume_fab.report import watch_screen
+            code = run_watch(inv, watch_screen, interval=taskrun.float_option("--interval", interval),
+                             probe_every=0 if no_probe else taskrun.float_option("--probe-every", probe_every))
+            if code:
+                from invoke.exceptions import Exit
+                raise Exit(code=int(code))
+            return
         from comfyume_fab.ops.status import status as run
-        rep = run(inv, probe=not no_probe)
+        from comfyume_fab.report import StatusLine
+        line = StatusLine()
+        try:
+            rep = run(inv, probe=not no_probe, say=line)
+        finally:
+            line.clear()
         if json:
             print(rep.to_json())
         else:
+            import sys
+            from comfyume_fab.ops.logs import use_colour
             from comfyume_fab.report import status_text
-            print(status_text(rep))
+            print(status_text(rep, colour=use_colour(sys.stdout)))
         if rep.code:
             from invoke.exceptions import Exit
             raise Exit(code=int(rep.code))

@@ -87,7 +87,7 @@ def logs_command(compose: ComposeProject, services: Sequence[str], follow: bool 
 
 def service_of(label: str, services: Sequence[str]) -> str:
     """Compose's prefix (`user001-1`, or `comfyume-user001-1` on older versions) -> the service."""
-    base = re.sub(r"-\d+$", "", label)
+    base = re.sub(r"[-_]\d+$", "", label)
     for svc in sorted(services, key=len, reverse=True):
         if base == svc or base.endswith("-" + svc) or base.endswith("_" + svc):
             return svc

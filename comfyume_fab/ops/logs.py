@@ -28,6 +28,8 @@ USERS = "users"  # --service users: every frontend (user001..userNNN)
 # host name so a host keeps its colour whatever else is in the inventory.
 PALETTE = ("36", "33", "35", "32", "34", "31", "96", "93", "95", "92", "94", "91")
 RESET = "\x1b[0m"
+# On a terminal Compose starts every line with "erase line" (ESC[2K), even with --no-color.
+_LEADING_CSI = re.compile(r"^(?:\x1b\[[0-9;?]*[A-Za-z])+")
 _PREFIX = re.compile(r"^(?P<label>[A-Za-z0-9][A-Za-z0-9_.-]*)\s*\| ?(?P<text>.*)$", re.S)
 
 
@@ -149,7 +151,7 @@ class LineSink:
     def _emit(self, raw: Iterable[str]) -> None:
         shown = []
         for line in raw:
-            line = line.rstrip("\r")
+            line = _LEADING_CSI.sub("", line.rstrip("\r"))
             if not line:
                 continue
             m = _PREFIX.match(line)

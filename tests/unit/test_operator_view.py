@@ -33,7 +33,7 @@ def sink(services=("redis", "user001"), grep=None, colour=False, secrets=()):
 
 def test_lines_are_prefixed_host_slash_service_and_split_across_chunks():
     s, out = sink()
-    s.feed(b"redis-1    | Ready to accept\r\nuser001-1  | GET /")
+    s.feed(b"\x1b[2Kredis-1    | Ready to accept\r\nuser001-1  | GET /")
     assert out.getvalue() == "mello/redis Ready to accept\n"
     s.feed(b" 200\r\n")
     s.flush()

@@ -137,7 +137,7 @@ def watch_screen(snap) -> object:
     head = Text.assemble(("comfyume status --watch", "bold"),
                          f"   every {snap.interval:g} s   {time.strftime('%H:%M:%S')}   q or Ctrl-C quits")
     hosts = Table(box=None, pad_edge=False, show_edge=False, expand=False)
-    for col in ("HOST", "SSH", "SERVICES", "GPU", "PROBE"):
+    for col in ("HOST", "READ", "SERVICES", "GPU", "PROBE"):
         hosts.add_column(col, no_wrap=col != "SERVICES")
     for h in snap.hosts:
         if not h.reachable:

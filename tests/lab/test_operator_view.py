@@ -9,6 +9,7 @@ import os
 import pty
 import queue
 import re
+import select
 import shlex
 import signal
 import struct
@@ -318,3 +319,29 @@ def test_watch_holds_one_connection_per_host_shows_a_cut_host_within_an_interval
         faults.heal_all()
         code = screen.quit()
     assert code == 0
+
+
+def test_exec_interactive_gives_a_shell_on_a_pty_and_its_exit_code(lab, deployed):
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    proc = subprocess.Popen([INVOKE, "exec", "-i", "mello", "redis", "--hosts", str(deployed)], cwd=REPO,
+                            stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+    os.close(slave)
+    got = b""
+    try:
+        deadline = time.monotonic() + 20
+        os.write(master, b"[ -t 0 ] && echo tty-$((40+2)); exit 3\n")
+        while time.monotonic() < deadline and proc.poll() is None:
+            ready = select.select([master], [], [], 0.2)[0]
+            if ready:
+                try:
+                    got += os.read(master, 4096)
+                except OSError:
+                    break
+        code = proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    assert b"tty-42" in got, got
+    assert code == 3

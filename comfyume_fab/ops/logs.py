@@ -210,8 +210,14 @@ def logs(inv: Inventory, *, hosts: Sequence[str] = (), services: Sequence[str] =
                 with lock:
                     print(f"error: logs: {exc.sentence()}", file=err, flush=True)
                 return
+            except BrokenPipeError:  # `invoke logs | head`: the reader left; end every stream
+                stop.set()
+                return
             finally:
-                sink.flush()
+                try:
+                    sink.flush()
+                except BrokenPipeError:
+                    stop.set()
             if rc not in (0, None):
                 failed[hp.name] = f"docker compose logs exited {rc}"
         threads = [threading.Thread(target=one, args=(hp, svcs), daemon=True, name=f"logs-{hp.name}")

@@ -22,11 +22,20 @@ from ..errors import ExitCode, FabError
 from ..host import state as hoststate
 from ..host.facts.docker import by_service
 from ..host.session import target
-from ..host.ssh import Remote
+from ..host.ssh import HeldShell, Remote, open_shell
 from ..inventory.model import Host, Inventory
 from ..plan.planner import HostPlan, make_plan
 
 QUEUE_COMPLETED = "queue:completed"
+# The queue read in ONE round trip (Redis 7 runs TIME inside scripts): depth, running, jobs completed
+# in the last 60 s of the server's clock, then each heartbeat key's TTL.
+QUEUE_SCRIPT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local out = {redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2]), redis.call('ZCOUNT', KEYS[3], now - 60, '+inf')}
+for i = 4, #KEYS do out[#out + 1] = redis.call('TTL', KEYS[i]) end
+return out
+"""
 
 
 @dataclasses.dataclass
@@ -67,6 +76,7 @@ class HostWatcher(threading.Thread):
         self.queue: dict | None = None
         self.queue_error = ""
         self.remote: Remote | None = None
+        self.shell: HeldShell | None = None  # one shell held open on the connection for every read
         self.lock = threading.Lock()
         self._tunnel: ExitStack | None = None
         self._redis = None
@@ -77,7 +87,13 @@ class HostWatcher(threading.Thread):
         t = dataclasses.replace(target(self.inv, self.hp.host),
                                 connect_timeout=min(float(self.inv.timeouts.connect), max(2.0, self.interval * 2)))
         remote = Remote(t).open()
+        try:
+            shell = open_shell(remote)
+        except FabError:
+            remote.close()
+            raise
         with self.lock:
+            self.shell = shell
             self.remote = remote
             self.view.connects += 1
             self.view.connecting = False
@@ -85,7 +101,7 @@ class HostWatcher(threading.Thread):
     def _drop(self, error: str) -> None:
         self._close_redis()
         with self.lock:
-            remote, self.remote = self.remote, None
+            remote, self.remote, self.shell = self.remote, None, None
             self.view.reachable = False
             self.view.error = error
             self.view.connecting = True
@@ -131,7 +147,13 @@ class HostWatcher(threading.Thread):
     def _read(self) -> None:
         remote = self.remote
         timeout = max(1.0, self.interval)
-        st = hoststate.read(remote, self.inv.project, self.hp.host.workdir, timeout=timeout,
+        queue_box: list = []
+        reader = None
+        if self.queue_reader is not None:  # the Redis read runs beside the host read, not after it
+            reader = threading.Thread(target=lambda: queue_box.append(self._queue_or_error(remote, timeout)),
+                                      daemon=True)
+            reader.start()
+        st = hoststate.read(self.shell, self.inv.project, self.hp.host.workdir, timeout=timeout,
                             preflight=("engine", "nvidia"))
         current = by_service(st.containers)
         services = []
@@ -142,15 +164,11 @@ class HostWatcher(threading.Thread):
                              "restarts": c.restart_count if c else 0, "ok": bool(c and c.ok),
                              "image": c.image if c else None})
         queue, queue_error = self.queue, self.queue_error
-        if self.queue_reader is not None:
-            try:
-                queue, queue_error = self._read_queue(remote, timeout), ""
-            except FabError as exc:
-                self._close_redis()
-                queue_error = exc.sentence()
-            except Exception as exc:  # Redis refused / timed out: shown on the screen
-                self._close_redis()
-                queue_error = f"{type(exc).__name__}: {exc}"
+        if reader is not None:
+            reader.join(timeout + 1)
+            if queue_box:
+                queue, queue_error = queue_box[0]
+                queue = queue if queue is not None else self.queue
         with self.lock:
             v = self.view
             v.reachable, v.error, v.rtt_ms, v.read_at = True, "", round(st.rtt_s * 1000, 1), time.monotonic()
@@ -161,6 +179,16 @@ class HostWatcher(threading.Thread):
                 v.error = f"Docker engine not answering ({st.engine_error})"
             self.queue, self.queue_error = queue, queue_error
 
+    def _queue_or_error(self, remote: Remote, timeout: float) -> tuple[dict | None, str]:
+        try:
+            return self._read_queue(remote, timeout), ""
+        except FabError as exc:
+            self._close_redis()
+            return None, exc.sentence()
+        except Exception as exc:  # Redis refused / timed out: shown on the screen
+            self._close_redis()
+            return None, f"{type(exc).__name__}: {exc}"
+
     def _read_queue(self, remote: Remote, timeout: float) -> dict:
         if self._redis is None:
             host, port, password = self.queue_reader(remote)
@@ -168,18 +196,11 @@ class HostWatcher(threading.Thread):
             sock = stack.enter_context(remote.tunnel(host, port, timeout))
             self._tunnel, self._redis = stack, redis_client(sock, password, timeout)
         workers = [hp.host.worker_id for hp in self.worker_plans]
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.time()
-        pipe.zcard(QUEUE_PENDING)
-        pipe.zcard(QUEUE_RUNNING)
-        for wid in workers:
-            pipe.ttl(heartbeat_key(wid))
-        res = pipe.execute()
-        now = res[0][0] + res[0][1] / 1e6
-        per_min = self._redis.zcount(QUEUE_COMPLETED, now - 60, "+inf")
+        keys = [QUEUE_PENDING, QUEUE_RUNNING, QUEUE_COMPLETED] + [heartbeat_key(w) for w in workers]
+        res = self._redis.eval(QUEUE_SCRIPT, len(keys), *keys)
         hb = self.inv.worker.heartbeat_timeout
         ages = {wid: (hb - ttl if ttl is not None and ttl >= 0 else None) for wid, ttl in zip(workers, res[3:])}
-        return {"depth": res[1], "running": res[2], "completed_per_min": per_min, "heartbeat_age_s": ages}
+        return {"depth": res[0], "running": res[1], "completed_per_min": res[2], "heartbeat_age_s": ages}
 
     worker_plans: list = []
 

@@ -120,7 +120,7 @@ class HostWatcher(threading.Thread):
         """Called by the screen: a read that has not answered within the interval means the host
         is unreachable now, whatever the read's own timeout says."""
         with self.lock:
-            if self.busy_since is not None and now - self.busy_since > self.interval + 0.5 and self.view.reachable:
+            if self.busy_since is not None and now - self.busy_since > self.interval and self.view.reachable:
                 self.view.reachable = False
                 self.view.error = f"no answer for {now - self.busy_since:.0f} s"
 
@@ -264,6 +264,13 @@ class Watch:
         for t in self.watchers + self.probes:
             t.join(3)
 
+    def reachability(self) -> tuple[bool, ...]:
+        """Each host's reachable flag now (cheap: the screen polls it to redraw at once on a change)."""
+        now = time.monotonic()
+        for w in self.watchers:
+            w.mark_stale(now)
+        return tuple(w.view.reachable for w in self.watchers)
+
     def snapshot(self) -> Snapshot:
         now = time.monotonic()
         views, queue, queue_error = [], None, ""
@@ -294,6 +301,7 @@ def watch(inv: Inventory, render: Callable[[Snapshot], Any], interval: float = 2
         with _keyboard() as key, Live(render(w.snapshot()), console=console, auto_refresh=False,
                                       screen=False, transient=False) as live:
             next_at = time.monotonic()
+            shown = w.reachability()
             while True:
                 next_at += interval
                 while True:
@@ -303,7 +311,11 @@ def watch(inv: Inventory, render: Callable[[Snapshot], Any], interval: float = 2
                     pressed = key(min(left, 0.25))
                     if pressed in ("q", "Q", "\x03"):
                         return int(code)
+                    if w.reachability() != shown:  # a host dropped or came back: show it now
+                        break
+                shown = w.reachability()
                 live.update(render(w.snapshot()), refresh=True)
+                next_at = max(next_at, time.monotonic() - interval)
     except KeyboardInterrupt:
         code = ExitCode.INTERRUPTED
         return int(code)

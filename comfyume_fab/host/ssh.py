@@ -319,7 +319,7 @@ class Remote:
             chan.get_pty(term=os.environ.get("TERM", "xterm"), width=size.columns, height=size.lines)
             chan.exec_command(command)
             if old is not None:
-                tty.setraw(fd)
+                tty.setraw(fd, termios.TCSANOW)  # TCSANOW: keep what was typed ahead
             out = sys.stdout.buffer
             while True:
                 readable, _, _ = select.select([chan, fd], [], [], 0.5)

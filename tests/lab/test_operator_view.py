@@ -330,6 +330,9 @@ def test_exec_interactive_gives_a_shell_on_a_pty_and_its_exit_code(lab, deployed
     got = b""
     try:
         deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not got:  # the container's shell prompt
+            if select.select([master], [], [], 0.2)[0]:
+                got += os.read(master, 4096)
         os.write(master, b"[ -t 0 ] && echo tty-$((40+2)); exit 3\n")
         while time.monotonic() < deadline and proc.poll() is None:
             ready = select.select([master], [], [], 0.2)[0]

@@ -39,6 +39,31 @@ class CleanStream:
         self.stream.flush()
 
 
+def int_option(name: str, value) -> int:
+    """An integer option, or a ConfigError sentence naming it (exit 2)."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        from .errors import ConfigError
+        raise ConfigError(f"{name} must be a whole number (got '{value}')") from None
+
+
+def float_option(name: str, value) -> float:
+    """A number option, or a ConfigError sentence naming it (exit 2)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        from .errors import ConfigError
+        raise ConfigError(f"{name} must be a number of seconds (got '{value}')") from None
+
+
+def remainder_argv() -> list[str]:
+    """The words after the first `--` on the command line, exactly as the shell split them
+    (Invoke's own `remainder` joins them with spaces, which would lose the boundaries)."""
+    argv = sys.argv
+    return list(argv[argv.index("--") + 1:]) if "--" in argv else []
+
+
 @contextmanager
 def reported(verbose: bool = False, task: str = ""):
     """FabError -> one sentence on stderr + its exit code; Ctrl-C -> 130; a bug -> exit 1 with a hint."""

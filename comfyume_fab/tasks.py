@@ -20,7 +20,7 @@ VERBOSE_HELP = "show tracebacks and every remote command's timing"
 # One short flag per option name, the same in every task (Invoke's automatic ones differed from
 # task to task, and gave --hosts `-h`, which reads as help). Options not named here have none.
 SHORT_FLAGS = {"hosts": "H", "dry_run": "n", "verbose": "v", "wait_lock": "w", "json": "j", "down": "d",
-               "when_idle": "i", "force": "f"}
+               "follow": "f", "interactive": "i"}
 
 
 class FabTask(Task):
@@ -113,23 +113,76 @@ def stop_all(c, hosts=None, down=False, dry_run=False, wait_lock=False, verbose=
         print(f"stop-all: stopped {', '.join(out['stopped'])}")
 
 
-@task(klass=FabTask, help={"hosts": HOSTS_HELP, "json": "machine-readable output for scripts",
-            "no_probe": "skip the inference probe", "verbose": VERBOSE_HELP})
-def status(c, hosts=None, json=False, no_probe=False, verbose=False):
+@task(klass=FabTask, help={"hosts": HOSTS_HELP, "json": "machine-readable output for scripts (docs/status.schema.json)",
+            "no_probe": "skip the inference probe",
+            "watch": "a live screen refreshed in place over held SSH connections (q or Ctrl-C quits)",
+            "interval": "--watch: seconds between refreshes (default 2)",
+            "probe_every": "--watch: seconds between inference probes (default 30)", "verbose": VERBOSE_HELP})
+def status(c, hosts=None, json=False, no_probe=False, watch=False, interval="2", probe_every="30", verbose=False):
     """Every host, service, cross-host link, queue and GPU; exit 0 only when all is healthy."""
     from comfyume_fab import taskrun
     with taskrun.reported(verbose, "status"):
         inv = taskrun.load(hosts)
+        if watch:
+            from comfyume_fab.ops.watch import watch as run_watch
+            from comfyume_fab.report import watch_screen
+            code = run_watch(inv, watch_screen, interval=taskrun.float_option("--interval", interval),
+                             probe_every=0 if no_probe else taskrun.float_option("--probe-every", probe_every))
+            if code:
+                from invoke.exceptions import Exit
+                raise Exit(code=int(code))
+            return
         from comfyume_fab.ops.status import status as run
-        rep = run(inv, probe=not no_probe)
+        from comfyume_fab.report import StatusLine
+        line = StatusLine()
+        try:
+            rep = run(inv, probe=not no_probe, say=line)
+        finally:
+            line.clear()
         if json:
             print(rep.to_json())
         else:
+            import sys
+            from comfyume_fab.ops.logs import use_colour
             from comfyume_fab.report import status_text
-            print(status_text(rep))
+            print(status_text(rep, colour=use_colour(sys.stdout)))
         if rep.code:
             from invoke.exceptions import Exit
             raise Exit(code=int(rep.code))
+
+
+@task(klass=FabTask, iterable=["host", "service"],
+      help={"hosts": HOSTS_HELP, "host": "only this host (repeatable; default: every host)",
+            "service": "only this service (repeatable; `users` = every frontend; default: all)",
+            "follow": "keep streaming new lines until Ctrl-C",
+            "since": "only lines since this time (Compose's --since: 10m, 2h, 2026-11-30T12:00:00)",
+            "tail": "only the last N lines of each service", "grep": "only lines matching this regular expression",
+            "verbose": VERBOSE_HELP})
+def logs(c, hosts=None, host=None, service=None, follow=False, since=None, tail=None, grep=None, verbose=False):
+    """Logs of every host's services, each line prefixed host/service; secrets shown as ***."""
+    from comfyume_fab import taskrun
+    with taskrun.reported(verbose, "logs"):
+        from comfyume_fab.ops.logs import logs as run
+        code = run(taskrun.load(hosts), hosts=host or (), services=service or (), follow=follow, since=since,
+                   tail=None if tail is None else taskrun.int_option("--tail", tail), grep=grep)
+        if code:
+            from invoke.exceptions import Exit
+            raise Exit(code=int(code))
+
+
+@task(klass=FabTask, name="exec", positional=["host", "service"],
+      help={"hosts": HOSTS_HELP, "host": "the host (a name in hosts.yaml)", "service": "the compose service",
+            "interactive": "an interactive shell (or the command) on a pseudo-terminal",
+            "verbose": VERBOSE_HELP})
+def exec_(c, host, service, hosts=None, interactive=False, verbose=False):
+    """Run `-- COMMAND...` in a service's container (argv unchanged, exit code passed through)."""
+    from comfyume_fab import taskrun
+    with taskrun.reported(verbose, "exec"):
+        from comfyume_fab.ops.exec import run_exec
+        code = run_exec(taskrun.load(hosts), host, service, taskrun.remainder_argv(), interactive=interactive)
+    if code:
+        from invoke.exceptions import Exit
+        raise Exit(code=int(code))
 
 
 @task(klass=FabTask, name="plan", help={"hosts": HOSTS_HELP, "json": "machine-readable output", "verbose": VERBOSE_HELP})
@@ -187,4 +240,4 @@ def lab_down(c, takeover=False):
 lab = Collection("lab")
 lab.add_task(lab_up, name="up")
 lab.add_task(lab_down, name="down")
-ns = Collection(start_all, stop_verda, stop_all, status, plan_, diff, lock_break, lab)
+ns = Collection(start_all, stop_verda, stop_all, status, logs, exec_, plan_, diff, lock_break, lab)

@@ -508,6 +508,99 @@ class Remote:
             far.close()
             chan.close()
 
+    # -- streams (issue 14: logs, exec, watch) ------------------------------------------------
+    def stream(self, command: str, on_out: Callable[[bytes], None], *, on_err: Callable[[bytes], None] | None = None,
+               pty: bool = False, stop: threading.Event | None = None, step: str = "stream") -> int | None:
+        """Run `command` and hand its output to `on_out` (stderr to `on_err`, default `on_out`) chunk
+        by chunk as it arrives. With `pty` the command gets a pseudo-terminal, so closing the channel
+        makes sshd hang it up (SIGHUP to its process group): nothing is left running on the host.
+        Returns the exit code, or None when `stop` was set (the channel is then closed)."""
+        on_err = on_err or on_out
+        try:
+            chan = self.transport.open_session(timeout=self.target.connect_timeout)
+            if pty:
+                chan.get_pty(term="dumb", width=500, height=50)
+            chan.exec_command(command)
+            if not pty:
+                chan.shutdown_write()
+            while True:
+                if stop is not None and stop.is_set():
+                    chan.close()
+                    return None
+                got = False
+                while chan.recv_ready():
+                    data = chan.recv(CHUNK)
+                    if data:
+                        on_out(data)
+                        got = True
+                while chan.recv_stderr_ready():
+                    data = chan.recv_stderr(CHUNK)
+                    if data:
+                        on_err(data)
+                        got = True
+                if got:
+                    continue
+                if chan.exit_status_ready() and chan.eof_received:
+                    if chan.recv_ready() or chan.recv_stderr_ready():
+                        continue  # output that came in with the exit status
+                    code = chan.recv_exit_status()
+                    chan.close()
+                    return code
+                if chan.closed:  # closed by the far end without an exit status
+                    return -1
+                if not self.transport.is_active():
+                    raise EOFError("the connection closed")
+                select.select([chan], [], [], 0.2)
+        except paramiko.SSHException as exc:
+            raise UnreachableError(f"the SSH connection broke while running `{_short(command)}`: "
+                                   f"{exc or type(exc).__name__}", host=self.name, step=step) from None
+        except (EOFError, OSError) as exc:
+            raise UnreachableError(f"the SSH connection broke while running `{_short(command)}`: "
+                                   f"{exc or type(exc).__name__}", host=self.name, step=step) from None
+
+    def interactive(self, command: str, step: str = "exec") -> int:
+        """Run `command` on a pseudo-terminal wired to this terminal (raw mode, window size, stdin
+        forwarded) until it exits; returns its exit code. The terminal is restored afterwards."""
+        import shutil
+        import sys
+        import termios
+        import tty
+        size = shutil.get_terminal_size()
+        fd = sys.stdin.fileno()
+        old = termios.tcgetattr(fd) if os.isatty(fd) else None
+        try:
+            chan = self.transport.open_session(timeout=self.target.connect_timeout)
+            chan.get_pty(term=os.environ.get("TERM", "xterm"), width=size.columns, height=size.lines)
+            chan.exec_command(command)
+            if old is not None:
+                tty.setraw(fd, termios.TCSANOW)  # TCSANOW: keep what was typed ahead
+            out = sys.stdout.buffer
+            while True:
+                readable, _, _ = select.select([chan, fd], [], [], 0.5)
+                if chan in readable:
+                    if chan.recv_ready():
+                        out.write(chan.recv(CHUNK))
+                        out.flush()
+                    elif chan.exit_status_ready() or chan.closed or chan.eof_received:
+                        break
+                if fd in readable:
+                    data = os.read(fd, 1024)
+                    if not data:
+                        chan.shutdown_write()
+                    else:
+                        chan.sendall(data)
+                if chan.exit_status_ready() and not chan.recv_ready():
+                    break
+            code = chan.recv_exit_status()
+            chan.close()
+            return code
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise UnreachableError(f"the SSH connection broke while running `{_short(command)}`: "
+                                   f"{exc or type(exc).__name__}", host=self.name, step=step) from None
+        finally:
+            if old is not None:
+                termios.tcsetattr(fd, termios.TCSADRAIN, old)
+
 
 def _collect(chan: paramiko.Channel, deadline: float) -> tuple[bytes, bytes]:
     out, err = bytearray(), bytearray()
@@ -557,3 +650,71 @@ def _pump(sock: socket.socket, chan: paramiko.Channel, stop: threading.Event) ->
 
 def _short(command: str, n: int = 80) -> str:
     return command if len(command) <= n else command[: n - 3] + "..."
+
+
+class HeldShell:
+    """One shell kept open on a host's connection (`Remote.open_shell`): `run` sends a command line
+    to it and reads until a marker with the exit status, so a repeated read (status --watch) costs
+    one round trip and no new session, process start-up or login on the host. It quacks like
+    `Remote.run` (same `Result`, same errors) for readers such as `host.state.read`."""
+
+    def __init__(self, remote: Remote, chan: paramiko.Channel):
+        self.remote = remote
+        self.name = remote.name
+        self.chan = chan
+        self.mark = f"@@cfab-done-{_random.token_hex(6)}"
+        self._buf = b""
+
+    def run(self, command: str, *, timeout: float | None = None, step: str = "run") -> Result:
+        if timeout is None:
+            timeout = self.remote.target.command_timeout
+        t0 = time.monotonic()
+        deadline = t0 + timeout
+        needle = f"\n{self.mark} ".encode()
+        try:
+            self.chan.sendall(f"cd; {{ {command}\n}} </dev/null 2>&1; printf '\\n{self.mark} %s\\n' \"$?\"\n".encode())
+            while True:
+                at = self._buf.find(needle)
+                if at >= 0:
+                    end = self._buf.find(b"\n", at + len(needle))
+                    if end >= 0:
+                        out = self._buf[:at]
+                        code = int(self._buf[at + len(needle):end])
+                        self._buf = self._buf[end + 1:]
+                        break
+                if self.chan.closed or self.chan.eof_received and not self.chan.recv_ready():
+                    raise EOFError("the shell on the host ended")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise socket.timeout()
+                if self.chan.recv_ready():
+                    self._buf += self.chan.recv(CHUNK)
+                else:
+                    select.select([self.chan], [], [], min(left, 0.5))
+        except socket.timeout:
+            raise UnreachableError(f"`{_short(command)}` did not finish within {timeout:g} s",
+                                   host=self.name, step=step) from None
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise UnreachableError(f"the SSH connection broke while running `{_short(command)}`: "
+                                   f"{exc or type(exc).__name__}", host=self.name, step=step) from None
+        dt = time.monotonic() - t0
+        if TRACE is not None:
+            TRACE(self.name, command, dt, code)
+        return Result(command, out.decode(errors="replace"), "", code, dt)
+
+    def close(self) -> None:
+        try:
+            self.chan.close()
+        except Exception:
+            pass
+
+
+def open_shell(remote: Remote) -> HeldShell:
+    """A shell held open on `remote`'s connection (bash without profile files, else sh)."""
+    try:
+        chan = remote.transport.open_session(timeout=remote.target.connect_timeout)
+        chan.exec_command("command -v bash >/dev/null 2>&1 && exec bash --noprofile --norc; exec sh")
+    except (paramiko.SSHException, EOFError, OSError) as exc:
+        raise UnreachableError(f"opening a shell failed: {exc or type(exc).__name__}", host=remote.name,
+                               step="open shell") from None
+    return HeldShell(remote, chan)

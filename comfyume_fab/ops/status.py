@@ -37,13 +37,18 @@ class StatusReport:
         return json.dumps({**self.data, "checks": [c.as_json() for c in self.checks]}, indent=2)
 
 
+# The shape of `status --json` (docs/status.schema.json); bump on any incompatible change.
+SCHEMA_VERSION = 1
+
 # What status shows of the preflight (not the runtimes, tailscale, ...: start-all's business).
 STATUS_PREFLIGHT = ("engine", "compose", "nvidia")
 
 
-def status(inv: Inventory, probe: bool = True) -> StatusReport:
+def status(inv: Inventory, probe: bool = True, say=None) -> StatusReport:
     """Read every host and run every check; the report's code is 0 only when all is healthy,
-    3 when a host is unreachable, else 4."""
+    3 when a host is unreachable, else 4. `say(step)` is told what it is waiting for."""
+    say = say or (lambda _msg: None)
+    say(f"connecting to {len(inv.hosts)} host(s) and reading their state")
     checks: list[CheckResult] = []
     hosts_out: dict[str, Any] = {}
     with Session(inv, inv.hosts) as s:
@@ -56,11 +61,11 @@ def status(inv: Inventory, probe: bool = True) -> StatusReport:
             revision = local_revision()
             read = reading.result()
         for name, err in s.errors.items():
-            _unreachable(name, err.sentence(), hosts_out, checks)
+            _unreachable(name, err.sentence(), hosts_out, checks, inv.host(name).roles)
         for name, exc in read.failed.items():
             if not isinstance(exc, FabError):
                 raise exc
-            _unreachable(name, str(exc), hosts_out, checks)
+            _unreachable(name, str(exc), hosts_out, checks, inv.host(name).roles)
         states = {hp.name: read[hp.name] for hp in plan.hosts if hp.name in read}
         held = {hp.name: rec for hp in plan.hosts if hp.name in states
                 for rec in [_on_purpose(hp, states[hp.name])] if rec is not None}
@@ -70,6 +75,7 @@ def status(inv: Inventory, probe: bool = True) -> StatusReport:
                                                  plan.config_hash, checks, held.get(hp.name))
                 _failing_logs(s[hp.name], hp, hosts_out[hp.name], checks)
         # Every worker's checks and the queue read run at the same time (reported in this order).
+        say("checking Redis, the queue manager and the queue" + (" and probing inference" if probe else ""))
         jobs: list[tuple[str, Any]] = [(hp.name, hp) for hp in plan.hosts if hp.worker_services and hp.name in states
                                        and hp.name not in held]
         if plan.app.name in states and "redis" in plan.app.services:
@@ -95,17 +101,20 @@ def status(inv: Inventory, probe: bool = True) -> StatusReport:
     code = ExitCode.OK if ok else (ExitCode.UNREACHABLE if unreachable else
                                    ExitCode.STOPPED if all(c.data.get("stopped_on_purpose") for c in failing)
                                    else ExitCode.UNHEALTHY)
-    data = {"ok": ok, "mode": inv.mode, "inventory": inv.path, "revision": revision,
-            "config_hash": plan.config_hash, "hosts": hosts_out, "queue": queue}
+    data = {"schema_version": SCHEMA_VERSION, "ok": ok, "mode": inv.mode, "inventory": inv.path, "revision": revision,
+            "config_hash": plan.config_hash,
+            "hosts": {h.name: hosts_out[h.name] for h in inv.hosts if h.name in hosts_out}, "queue": queue}
     return StatusReport(data, checks, code)
 
 
 QUEUE_JOB = " queue"  # a key no host name can be (names cannot start with a space)
 
 
-def _unreachable(name: str, error: str, hosts_out: dict, checks: list) -> None:
+def _unreachable(name: str, error: str, hosts_out: dict, checks: list, roles=()) -> None:
     checks.append(CheckResult(f"reachable-{name}", False, error, host=name))
-    hosts_out[name] = {"reachable": False, "error": error, "services": []}
+    # The same keys as a reachable host's block (docs/status.schema.json), unknown ones null.
+    hosts_out[name] = {"reachable": False, "error": error, "ssh_ms": None, "roles": list(roles), "engine": None,
+                       "compose": None, "services": [], "deployed": None, "gpu": None, "stopped_on_purpose": None}
 
 
 def _on_purpose(hp: HostPlan, st) -> StoppedRecord | None:
@@ -130,7 +139,8 @@ def _host_block(inv, hp: HostPlan, st, connect_s: float, revision: str, config_h
             bad.append(f"{svc} {describe(c)}")
         services.append({"service": svc, "state": c.state if c else "missing", "health": (c.health or "none") if c else "none",
                          "restarts": c.restart_count if c else 0, "ok": ok, "container": c.id[:12] if c else None,
-                         "crash_loop": bool(c and c.crash_looping)})
+                         "crash_loop": bool(c and c.crash_looping), "image": c.image if c else None,
+                         "started_at": _started(c)})
     checks.append(CheckResult(f"reachable-{hp.name}", True, f"SSH connect {connect_s * 1000:.0f} ms, "
                               f"state read {st.rtt_s * 1000:.0f} ms", connect_s, hp.name,
                               data={"rtt_ms": round(st.rtt_s * 1000, 1)}))
@@ -166,14 +176,14 @@ def _host_block(inv, hp: HostPlan, st, connect_s: float, revision: str, config_h
                                   f"worker stopped for {stopped.for_how_long(since)}: start-all starts it again",
                                   host=hp.name, data={"stopped_on_purpose": True}))
     gpu = {"present": st.has_gpu, "gpus": [dataclasses.asdict(g) for g in st.gpus or ()], "error": st.gpu_error}
-    block = {"reachable": True, "ssh_ms": round(connect_s * 1000, 1), "roles": list(hp.roles),
+    block = {"reachable": True, "error": None, "ssh_ms": round(connect_s * 1000, 1), "roles": list(hp.roles),
              "engine": st.engine, "compose": st.compose.version if st.compose else None, "services": services,
              "deployed": {"revision": dep.get("revision"), "config_hash": dep.get("config_hash"),
                           "at": dep.get("at"), "by": dep.get("by"), "in_sync": in_sync},
              "gpu": gpu}
-    if held is not None:
-        block["stopped_on_purpose"] = {"task": held.task, "by": held.by, "at": held.at,
-                                       "stopped_for_s": held.seconds_since(), "instance_running": True}
+    block["stopped_on_purpose"] = None if held is None else {
+        "task": held.task, "by": held.by, "at": held.at, "stopped_for_s": held.seconds_since(),
+        "instance_running": True}
     if "redis_port" in st.extra and "redis" in hp.services:
         code, out = st.extra["redis_port"]
         bound = out.strip().splitlines()[0] if code == 0 and out.strip() else None
@@ -184,6 +194,11 @@ def _host_block(inv, hp: HostPlan, st, connect_s: float, revision: str, config_h
                                       "but a worker runs on another host: set REDIS_BIND_IP to the tailnet address "
                                       "(start-all does this for dual-server)", host=hp.name))
     return block
+
+
+def _started(c) -> str | None:
+    """When the container last started (RFC 3339), None when it never did."""
+    return c.started_at if c and c.started_at and not c.started_at.startswith("0001-") else None
 
 
 def _failing_logs(remote, hp: HostPlan, block: dict, checks) -> None:

@@ -1,0 +1,239 @@
+"""`invoke logs`: the compose services' logs of every host, streamed in parallel over one SSH
+connection per host, each line prefixed `host/service` (a stable colour per host on a terminal),
+with every secret value of the deployment replaced by `***`.
+
+Each host runs ONE `docker compose logs` for its selected services on a pseudo-terminal, so that
+closing the channel (Ctrl-C, or the end of the task) hangs the remote process up: nothing is left
+running on any host. One thread per host reads its channel and writes whole lines as they arrive
+(a host's burst never holds up another's: the lock is held only for one chunk's lines).
+"""
+from __future__ import annotations
+
+import re
+import sys
+import threading
+import zlib
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Sequence, TextIO
+
+from ..errors import ConfigError, ExitCode, FabError
+from ..host.commands import ComposeProject, in_workdir
+from ..host.session import Session
+from ..inventory.model import Inventory
+from ..inventory.secrets import REDACTED
+from ..plan.planner import HostPlan, make_plan
+
+USERS = "users"  # --service users: every frontend (user001..userNNN)
+# Foreground colours that read on dark and light terminals (no black/white), picked by a hash of the
+# host name so a host keeps its colour whatever else is in the inventory.
+PALETTE = ("36", "33", "35", "32", "34", "31", "96", "93", "95", "92", "94", "91")
+RESET = "\x1b[0m"
+# On a terminal Compose starts every line with "erase line" (ESC[2K), even with --no-color.
+_LEADING_CSI = re.compile(r"^(?:\x1b\[[0-9;?]*[A-Za-z])+")
+_PREFIX = re.compile(r"^(?P<label>[A-Za-z0-9][A-Za-z0-9_.-]*)\s*\| ?(?P<text>.*)$", re.S)
+
+
+def host_colour(name: str) -> str:
+    return PALETTE[zlib.crc32(name.encode()) % len(PALETTE)]
+
+
+def use_colour(stream: TextIO) -> bool:
+    """Colour only on a terminal and only when NO_COLOR (https://no-color.org) is unset or empty."""
+    import os
+    return bool(getattr(stream, "isatty", lambda: False)()) and not os.environ.get("NO_COLOR")
+
+
+def select(inv: Inventory, plan_hosts: Sequence[HostPlan], hosts: Sequence[str] = (),
+           services: Sequence[str] = ()) -> list[tuple[HostPlan, list[str]]]:
+    """(host plan, its selected services) for each host that runs one of `services` (all when
+    empty); `users` means every frontend. An unknown host or service is a ConfigError (exit 2)."""
+    for name in hosts:
+        inv.host(name)  # ConfigError naming the closest host
+    chosen = [hp for hp in plan_hosts if not hosts or hp.name in hosts]
+    known = sorted({s for hp in plan_hosts for s in hp.services})
+    wanted: list[str] = []
+    for svc in services:
+        if svc == USERS:
+            wanted += [s for s in known if re.fullmatch(r"user\d{3,}", s)]
+        elif svc not in known:
+            raise ConfigError(f"--service: unknown service '{svc}' (services in this deployment: "
+                              f"{', '.join(known)}, or 'users' for every frontend)")
+        else:
+            wanted.append(svc)
+    out = []
+    for hp in chosen:
+        mine = [s for s in hp.services if not services or s in wanted]
+        if mine:
+            out.append((hp, mine))
+    if not out:
+        where = f" on {', '.join(hosts)}" if hosts else ""
+        raise ConfigError(f"--service: none of {', '.join(services)} runs{where} "
+                          f"(services there: {', '.join(s for hp in chosen for s in hp.services)})")
+    return out
+
+
+def logs_command(compose: ComposeProject, services: Sequence[str], follow: bool = False,
+                 since: str | None = None, tail: int | None = None) -> str:
+    """`docker compose logs` for these services, run with `exec` so the hang-up reaches it."""
+    args = ["logs", "--no-color"]
+    if follow:
+        args.append("--follow")
+    if since:
+        args += ["--since", since]
+    if tail is not None:
+        args += ["--tail", str(int(tail))]
+    cmd = in_workdir(compose.workdir, compose.argv(*args, *services))
+    head, _, argv = cmd.partition(" && ")
+    return f"{head} && exec {argv}"
+
+
+def service_of(label: str, services: Sequence[str]) -> str:
+    """Compose's prefix (`user001-1`, or `comfyume-user001-1` on older versions) -> the service."""
+    base = re.sub(r"[-_]\d+$", "", label)
+    for svc in sorted(services, key=len, reverse=True):
+        if base == svc or base.endswith("-" + svc) or base.endswith("_" + svc):
+            return svc
+    return base
+
+
+@dataclass
+class Masker:
+    """Replaces every secret value in a line by ***, longest first (a secret containing another)."""
+    values: Sequence[str] = ()
+
+    def __post_init__(self):
+        self.values = sorted({v for v in self.values if v}, key=len, reverse=True)
+
+    def __call__(self, line: str) -> str:
+        for v in self.values:
+            if v in line:
+                line = line.replace(v, REDACTED)
+        return line
+
+
+@dataclass
+class LineSink:
+    """Turns one host's byte chunks into prefixed, masked, filtered lines on `out`."""
+    host: str
+    services: Sequence[str]
+    out: TextIO
+    lock: threading.Lock
+    mask: Masker
+    grep: re.Pattern | None = None
+    colour: bool = False
+    lines: int = 0
+    _buf: bytes = b""
+    _prefix_cache: dict = field(default_factory=dict)
+
+    def _prefix(self, svc: str) -> str:
+        p = self._prefix_cache.get(svc)
+        if p is None:
+            p = f"{self.host}/{svc}"
+            if self.colour:
+                p = f"\x1b[{host_colour(self.host)}m{p}{RESET}"
+            self._prefix_cache[svc] = p
+        return p
+
+    def feed(self, data: bytes) -> None:
+        data = self._buf + data
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            self._buf = data
+            return
+        self._buf = data[cut + 1:]
+        self._emit(data[:cut].decode(errors="replace").split("\n"))
+
+    def flush(self) -> None:
+        if self._buf:
+            self._emit([self._buf.decode(errors="replace")])
+            self._buf = b""
+
+    def _emit(self, raw: Iterable[str]) -> None:
+        shown = []
+        for line in raw:
+            line = _LEADING_CSI.sub("", line.rstrip("\r"))
+            if not line:
+                continue
+            m = _PREFIX.match(line)
+            if m:
+                svc, text = service_of(m["label"], self.services), m["text"]
+            else:
+                svc, text = "compose", line  # Compose's own message (e.g. an error)
+            text = self.mask(text)
+            if self.grep is not None and not self.grep.search(text):
+                continue
+            shown.append(f"{self._prefix(svc)} {text}\n")
+        if shown:
+            self.lines += len(shown)
+            with self.lock:
+                self.out.write("".join(shown))
+                self.out.flush()
+
+
+def logs(inv: Inventory, *, hosts: Sequence[str] = (), services: Sequence[str] = (), follow: bool = False,
+         since: str | None = None, tail: int | None = None, grep: str | None = None,
+         out: TextIO | None = None, err: TextIO | None = None, colour: bool | None = None,
+         say: Callable[[str], None] | None = None) -> int:
+    """Stream the selected logs; return the exit code: 0, 3 when a host could not be read, 130
+    after Ctrl-C (every remote stream closed first)."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    if tail is not None and int(tail) < 0:
+        raise ConfigError(f"--tail must be 0 or more (got {tail})")
+    try:
+        pattern = re.compile(grep) if grep else None
+    except re.error as exc:
+        raise ConfigError(f"--grep: '{grep}' is not a valid regular expression ({exc})") from None
+    plan = make_plan(inv)
+    selected = select(inv, plan.hosts, hosts, services)
+    colour = use_colour(out) if colour is None else colour
+    mask = Masker([s.reveal() for s in inv.secrets.values() if s])
+    lock = threading.Lock()
+    stop = threading.Event()
+    failed: dict[str, str] = {}
+    code = ExitCode.OK
+    with Session(inv, [hp.host for hp, _ in selected]) as s:
+        if say:
+            say(f"connecting to {', '.join(hp.name for hp, _ in selected)}")
+        s.connect()
+        for name, exc in s.errors.items():
+            failed[name] = exc.sentence()
+            print(f"error: logs: {exc.sentence()}", file=err, flush=True)
+
+        def one(hp: HostPlan, svcs: list[str]) -> None:
+            sink = LineSink(hp.name, svcs, out, lock, mask, pattern, colour)
+            try:
+                rc = s[hp.name].stream(logs_command(hp.compose, svcs, follow, since, tail), sink.feed,
+                                       pty=True, stop=stop, step="logs")
+            except FabError as exc:
+                failed[hp.name] = exc.sentence()
+                with lock:
+                    print(f"error: logs: {exc.sentence()}", file=err, flush=True)
+                return
+            except BrokenPipeError:  # `invoke logs | head`: the reader left; end every stream
+                stop.set()
+                return
+            finally:
+                try:
+                    sink.flush()
+                except BrokenPipeError:
+                    stop.set()
+            if rc not in (0, None):
+                failed[hp.name] = f"docker compose logs exited {rc}"
+        threads = [threading.Thread(target=one, args=(hp, svcs), daemon=True, name=f"logs-{hp.name}")
+                   for hp, svcs in selected if hp.name in s.remotes]
+        for t in threads:
+            t.start()
+        try:
+            for t in threads:
+                while t.is_alive():
+                    t.join(0.25)
+        except KeyboardInterrupt:
+            stop.set()
+            for t in threads:
+                t.join(5)
+            return ExitCode.INTERRUPTED
+    if failed:
+        code = ExitCode.UNREACHABLE if any(n in s.errors or "SSH" in m for n, m in failed.items()) \
+            else ExitCode.UNHEALTHY
+    return code

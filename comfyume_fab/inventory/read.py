@@ -15,6 +15,7 @@ from ..errors import ConfigError
 from .checker import (DURATION_RE, IMAGE_RE, URL_RE, Checker, expand, in_range, name_check,
                                one_of, pattern, positive, readable_file)
 from .hosts import assign_worker_ids, read_host
+from .imagesrc import check_hosts as check_image_hosts, read_images
 from .rules import check_modes, check_ports, check_secrets
 from .yamlsrc import YamlDoc, load_yaml_file
 
@@ -43,8 +44,6 @@ def read_inventory(doc: YamlDoc, shown: str, environ: Mapping[str, str]) -> mode
     num_users = c.get(top, (), "num_users", "int", 20, check=in_range(1, 200, "an integer"))
     ports = _section(c, top, "ports", model.Ports, "int", in_range(1, 65535, "a port"))
     ports_ok = len(c.found) == before
-    images = _section(c, top, "images", model.Images, "str",
-                      pattern(IMAGE_RE, "is not an image reference", IMAGE_HINT))
     worker = _worker(c, top)
     timeouts = _section(c, top, "timeouts", model.Timeouts, "number", positive)
     health = _section(c, top, "health", model.Health, "str",
@@ -56,6 +55,8 @@ def read_inventory(doc: YamlDoc, shown: str, environ: Mapping[str, str]) -> mode
     sec = c.mapping(("secrets",), top.get("secrets"), ("env_file",), "env_file: .secrets.env")
     env_file_given = c.get(sec, ("secrets",), "env_file", "str", None, example=".secrets.env")
     hosts, hosts_ok = _hosts(c, top, base)
+    images, sources = read_images(c, top, base, environ, env_file_given)  # images: refs + source
+    check_image_hosts(c, sources, hosts)
 
     if mode and hosts_ok:
         check_modes(c, mode, hosts, serverless)
@@ -68,7 +69,7 @@ def read_inventory(doc: YamlDoc, shown: str, environ: Mapping[str, str]) -> mode
         path=shown, mode=mode, hosts=tuple(hosts), secrets=MappingProxyType(dict(secrets)),
         project=project, num_users=num_users, images=images, ports=ports, worker=worker,
         timeouts=timeouts, health=health, probe=probe, serverless=serverless, ssh=ssh,
-        env_file=env_file, lines=MappingProxyType(dict(doc.lines)))
+        sources=sources, env_file=env_file, lines=MappingProxyType(dict(doc.lines)))
 
 
 def _section(c: Checker, top: dict, name: str, cls: type, kind: str, check) -> Any:

@@ -20,6 +20,7 @@ from ..host.facts.docker import by_service, service_ok
 from ..host.session import Session, gather
 from ..inventory.model import Inventory
 from ..plan.planner import HostPlan, Plan, make_plan
+from . import images
 from .audit import audit_line, deployed_record, local_revision
 from .health import up_failed, wait_healthy
 from .lock import DeployLock
@@ -62,13 +63,15 @@ def start_all(inv: Inventory, say: Callable[[str], None], warn: Callable[[str], 
             bg.submit(prefetch_redis)
             s.connect()
             s.require_all()
-            states = gather(lambda h: hoststate.read(s[h.name], inv.project, h.workdir), inv.hosts)
+            states = gather(lambda h: hoststate.read(s[h.name], inv.project, h.workdir,
+                                                     extra=images.state_parts(inv, h)), inv.hosts)  # images: hook
         revision = revision_f.result()
         problems, notes = preflight_problems(inv, states)
         for note in notes:
             warn(note)
         if problems:
             raise problems[0]
+        images.preflight(inv, states)  # images: what is missing, before the lock and any upload
         plan = make_plan(inv, {n: st.has_gpu for n, st in states.items()})
         if getattr(plan, "errors", ()):
             raise UnhealthyError(plan.errors[0], step="preflight")

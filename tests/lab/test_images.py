@@ -1,0 +1,129 @@
+"""Images from the team's repository, on the lab: its git server (a bare repository served by
+mello's sshd, read by each host with its own deploy key) and start-all's image preflight, which
+refuses with one sentence per problem before it touches anything (no lock, no upload)."""
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+import yaml
+
+from tests.conftest import invoke
+
+from comfyume_fab.lab import gitserver
+
+
+@pytest.fixture(scope="module")
+def repo(lab):
+    hosts = list(lab.hosts.values())
+    url = gitserver.ensure(hosts, say=lambda _m: None)
+    yield url
+    srv = gitserver.server(hosts)
+    for h in hosts:
+        gitserver.restore_git(h)
+        gitserver._deploy_key(h, srv)  # a revoked key is authorized again for the next module
+
+
+def build_inventory(lab, tmp_path, url, workdir, **images):
+    path = lab.inventory(tmp_path)
+    data = yaml.safe_load(path.read_text())
+    data["images"] = {"source": "build", "repository": url, **images}
+    for spec in data["hosts"].values():
+        spec["workdir"] = workdir
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def untouched(lab, workdir):
+    """No host has the run's workdir: nothing was uploaded and no lock was taken."""
+    return [h.name for h in lab.hosts.values() if (h.home / workdir).exists()]
+
+
+def errors(res) -> list[str]:
+    """stderr without the progress lines ('[   0.0s] ...')."""
+    return [ln for ln in res.stderr.strip().splitlines() if ln.strip() and not ln.startswith("[")]
+
+
+def git_as(host, *args):
+    """git run as the lab host's own login user inside its namespace (what its SSH sessions see)."""
+    return subprocess.run(["nsenter", f"--net={host.netns_path}", "runuser", "-u", host.user, "--", "env",
+                           f"HOME={host.home}", "GIT_SSH_COMMAND=ssh -o BatchMode=yes", "git", *args],
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_each_host_reads_the_repository_with_its_own_key_and_only_git(lab, repo):
+    for host in lab.hosts.values():
+        res = git_as(host, "ls-remote", "--heads", repo)
+        assert res.returncode == 0, res.stderr
+        assert {line.split("/")[-1] for line in res.stdout.splitlines()} == {"mello-track", "verda-track"}
+    verda = lab.hosts["verda"]
+    mello = lab.hosts["mello"]
+    shell = subprocess.run(["nsenter", f"--net={verda.netns_path}", "runuser", "-u", verda.user, "--",
+                            "ssh", "-o", "BatchMode=yes", "-i", str(verda.home / ".ssh/id_ed25519"),
+                            "-o", f"UserKnownHostsFile={verda.home / '.ssh/known_hosts'}",
+                            f"{mello.user}@{mello.address}", "id"], capture_output=True, text=True, timeout=30)
+    assert shell.returncode != 0 and "uid=" not in shell.stdout  # the deploy key gives git, not a shell
+
+
+def test_unknown_branch_lists_the_real_ones_and_touches_nothing(lab, repo, tmp_path, healed):
+    inv = build_inventory(lab, tmp_path, repo, "wd-branch", branch={"worker": "verda-trak"})
+    t0 = time.monotonic()
+    res = invoke("start-all", "--hosts", str(inv))
+    assert res.returncode == 2, res.stderr
+    lines = errors(res)
+    assert len(lines) == 1 and "images.branch.worker: host verda builds from branch 'verda-trak', which does not " \
+        f"exist in {repo} (its branches: mello-track, verda-track;" in lines[0]
+    assert untouched(lab, "wd-branch") == [] and time.monotonic() - t0 < 30
+
+
+def test_unreadable_repository_names_the_deploy_key(lab, repo, tmp_path, healed):
+    hosts = list(lab.hosts.values())
+    gitserver.revoke_deploy_key(lab.hosts["verda"], gitserver.server(hosts))
+    try:
+        inv = build_inventory(lab, tmp_path, repo, "wd-denied")
+        res = invoke("start-all", "--hosts", str(inv))
+    finally:
+        gitserver._deploy_key(lab.hosts["verda"], gitserver.server(hosts))
+    assert res.returncode == 4, res.stderr
+    err = "\n".join(errors(res))
+    assert len(errors(res)) == 1 and "host verda, step preflight images: the host cannot read the repository" \
+        in err and "deploy key" in err, err
+    assert untouched(lab, "wd-denied") == []
+
+
+def test_missing_git_is_said_before_anything_is_touched(lab, repo, tmp_path, healed):
+    gitserver.hide_git(lab.hosts["verda"])
+    try:
+        inv = build_inventory(lab, tmp_path, repo, "wd-nogit")
+        res = invoke("start-all", "--hosts", str(inv))
+    finally:
+        gitserver.restore_git(lab.hosts["verda"])
+    assert res.returncode == 4, res.stderr
+    assert len(errors(res)) == 1 and "host verda, step preflight images: git is not installed" in errors(res)[0]
+    assert untouched(lab, "wd-nogit") == []
+
+
+def test_shell_metacharacters_refused_before_any_host(lab, repo, tmp_path, healed):
+    inv = build_inventory(lab, tmp_path, repo + ";touch /tmp/cfab-pwned", "wd-meta",
+                          branch={"app": "$(touch /tmp/cfab-pwned)"})
+    res = invoke("start-all", "--hosts", str(inv))
+    assert res.returncode == 2
+    lines = errors(res)
+    assert len(lines) == 2 and "is not a git URL this tool accepts" in lines[0] and "is not allowed" in lines[1]
+    assert untouched(lab, "wd-meta") == []
+
+
+def test_present_image_missing_without_a_source(lab, tmp_path, healed):
+    path = lab.inventory(tmp_path)
+    data = yaml.safe_load(path.read_text())
+    data["images"] = {"worker": "comfyume-worker:not-built-anywhere"}
+    data["hosts"]["verda"]["workdir"] = "wd-present"
+    data["hosts"]["mello"]["workdir"] = "wd-present"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    res = invoke("start-all", "--hosts", str(path))
+    assert res.returncode == 2, res.stderr
+    assert errors(res)[-1].endswith(
+        "images.worker: host verda has no image comfyume-worker:not-built-anywhere and its source is present (set "
+        "images.source: build with images.repository, or pull, or load the image on the host with docker load)")
+    assert untouched(lab, "wd-present") == []

@@ -162,9 +162,11 @@ class Remote:
         self.close()
 
     # -- commands ---------------------------------------------------------------------------
-    def run(self, command: str, *, timeout: float | None = None, step: str = "run") -> Result:
+    def run(self, command: str, *, timeout: float | None = None, step: str = "run",
+            on_line: Callable[[str], None] | None = None) -> Result:
         """Run one shell command line (already quoted by the builders) and collect its output;
-        give up after `timeout` s (default: the target's command_timeout, timeouts.command)."""
+        give up after `timeout` s (default: the target's command_timeout, timeouts.command).
+        `on_line` is given each complete line of stdout as it arrives (a build's log, streamed)."""
         if timeout is None:
             timeout = self.target.command_timeout
         t0 = time.monotonic()
@@ -172,7 +174,7 @@ class Remote:
             chan = self.transport.open_session(timeout=self.target.connect_timeout)
             chan.exec_command(command)
             chan.shutdown_write()
-            out, err = _collect(chan, t0 + timeout)
+            out, err = _collect(chan, t0 + timeout, on_line)
             if not chan.status_event.wait(max(0.0, t0 + timeout - time.monotonic())):
                 raise socket.timeout()
             code = chan.recv_exit_status()
@@ -255,13 +257,21 @@ class Remote:
             chan.close()
 
 
-def _collect(chan: paramiko.Channel, deadline: float) -> tuple[bytes, bytes]:
+def _collect(chan: paramiko.Channel, deadline: float,
+             on_line: Callable[[str], None] | None = None) -> tuple[bytes, bytes]:
     out, err = bytearray(), bytearray()
+    shown = 0  # how much of `out` on_line has been given
     while True:
         got = False
         while chan.recv_ready():
             out += chan.recv(CHUNK)
             got = True
+        if on_line is not None and got:
+            end = out.rfind(b"\n") + 1
+            if end > shown:
+                for line in bytes(out[shown:end]).decode(errors="replace").splitlines():
+                    on_line(line)
+                shown = end
         while chan.recv_stderr_ready():
             err += chan.recv_stderr(CHUNK)
             got = True

@@ -51,10 +51,12 @@ def repo_path(hosts: list[LabHost]) -> Path:
     return server(hosts).home / REPO_REL
 
 
-def _git(*args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    env = {"GIT_AUTHOR_NAME": "lab", "GIT_AUTHOR_EMAIL": "lab@comfyume.invalid", "GIT_COMMITTER_NAME": "lab",
+def _git(*args: str, cwd: Path | None = None, check: bool = True,
+         extra_env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**(extra_env or {}), "GIT_AUTHOR_NAME": "lab", "GIT_AUTHOR_EMAIL": "lab@comfyume.invalid", "GIT_COMMITTER_NAME": "lab",
            "GIT_COMMITTER_EMAIL": "lab@comfyume.invalid", "PATH": "/usr/bin:/bin", "HOME": "/nonexistent"}
-    return subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=check,
+    # root works on repositories owned by the lab users: trust them explicitly (git >= 2.35.2)
+    return subprocess.run(["git", "-c", "safe.directory=*", *args], cwd=cwd, env=env, capture_output=True, text=True, check=check,
                           timeout=60)
 
 
@@ -100,22 +102,26 @@ def _create(bare: Path) -> None:
 
 
 def commit(hosts: list[LabHost], branch: str, path: str, text: str, message: str) -> str:
-    """Commit `text` into `path` on `branch` (as a push from a laptop); return the new commit."""
-    bare = repo_path(hosts)
+    """Commit `text` into `path` on `branch` (as a push from a laptop would); return the new commit.
+    Written straight into the bare repository with git's plumbing (no clone: root may not clone a
+    repository another user owns)."""
+    bare = str(repo_path(hosts))
     work = Path(tempfile.mkdtemp(prefix="gitsrv-"))
     try:
-        _git("clone", "-q", "-b", branch, str(bare), str(work / "c"))
-        target = work / "c" / path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text)
-        _git("add", "-A", cwd=work / "c")
-        _git("commit", "-q", "-m", message, cwd=work / "c")
-        _git("push", "-q", "origin", branch, cwd=work / "c")
-        sha = _git("rev-parse", "HEAD", cwd=work / "c").stdout.strip()
+        (work / "blob").write_text(text)
+        env_index = {"GIT_INDEX_FILE": str(work / "index")}
+        git = lambda *a: _git("--git-dir", bare, *a, extra_env=env_index).stdout.strip()  # noqa: E731
+        parent = git("rev-parse", f"refs/heads/{branch}")
+        git("read-tree", parent)
+        blob = git("hash-object", "-w", str(work / "blob"))
+        git("update-index", "--add", "--cacheinfo", f"100644,{blob},{path}")
+        tree = git("write-tree")
+        sha = git("commit-tree", tree, "-p", parent, "-m", message)
+        git("update-ref", f"refs/heads/{branch}", sha, parent)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     srv = server(hosts)
-    sh(["chown", "-R", f"{srv.user}:{srv.user}", str(bare)])
+    sh(["chown", "-R", f"{srv.user}:{srv.user}", bare])
     return sha
 
 

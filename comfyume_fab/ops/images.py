@@ -6,16 +6,28 @@ A helper module of start-all (like ops/health.py), entered through a few calls:
 - `state_parts(inv, host)`: the extra sections of the one-round-trip host-state read (the images
   the engine has; `git --version` and `git ls-remote` on a host that builds).
 - `preflight(inv, states)`: every missing thing, raised before the lock (checks/images.py).
+- `prepare(inv, session, plan, say)`: under the lock, fetch each building host's branch, resolve
+  it to a commit, build only the images whose build context changed (tagged `name:<12-hex
+  commit>` and the configured tag), pull the pulled ones, and return the plan whose .env files
+  name exactly those tags (so `compose up` recreates only the services whose image changed).
 """
 from __future__ import annotations
 
-from typing import Mapping
+import dataclasses
+import shlex
+import time
+from typing import Callable, Mapping
 
-from ..checks.images import builds_on, image_problems, raise_image_problems
+from ..checks.images import builds_on, image_problems, needed, raise_image_problems
+from ..errors import UnhealthyError
+from ..host import commands as cmd
 from ..host.facts import git as gitfacts
 from ..host.facts import images as imgfacts
+from ..host.session import Session, gather
 from ..host.state import HostState
+from ..inventory import model
 from ..inventory.model import Host, Inventory
+from ..plan.planner import HASH_KEY, Plan, env_hash
 
 
 def state_parts(inv: Inventory, host: Host) -> list[tuple[str, str]]:
@@ -30,3 +42,169 @@ def state_parts(inv: Inventory, host: Host) -> list[tuple[str, str]]:
 def preflight(inv: Inventory, states: Mapping[str, HostState]) -> None:
     """Raise every image problem at once (inventory-side: ConfigError, exit 2; host-side: exit 4)."""
     raise_image_problems(image_problems(inv, states))
+
+
+# --- under the deploy lock: get each host's images at its branch's commit ------------------------
+
+BUILD_TAIL_LINES = 12  # a failed build's last lines, quoted in the error
+
+
+@dataclasses.dataclass
+class HostImages:
+    """What one host deploys: the image reference per .env variable, and where it came from."""
+    name: str
+    refs: dict[str, str] = dataclasses.field(default_factory=dict)  # e.g. WORKER_IMAGE -> name:<sha12>
+    branch: str | None = None
+    commit: str | None = None
+    built: list[str] = dataclasses.field(default_factory=list)  # images.<key> built now
+    retagged: list[str] = dataclasses.field(default_factory=list)  # same tree as an earlier build: tagged only
+    pulled: list[str] = dataclasses.field(default_factory=list)
+
+    def record(self) -> dict:
+        """For deployed.json: the commit, the branch and the image of each variable."""
+        return {"branch": self.branch, "commit": self.commit, "images": dict(sorted(self.refs.items()))}
+
+
+def prepare(inv: Inventory, s: Session, plan: Plan, say: Callable[[str], None],
+            given: Mapping[str, Mapping[str, str]] | None = None) -> tuple[Plan, dict[str, HostImages]]:
+    """Fetch, build (only what changed) or pull each host's images, in parallel across hosts, and
+    return the plan with each host's .env naming exactly those images (`name:<commit>`).
+
+    `given` (rollback): host -> {variable: reference} to deploy as they are, already on the hosts;
+    nothing is fetched or built. A failed build raises at that host and service, leaving the
+    previous images and the running containers as they were."""
+    hosts = [hp.host for hp in plan.hosts]
+    if given is not None:
+        got = {h.name: HostImages(h.name, refs=dict(given.get(h.name, {}))) for h in hosts}
+    else:
+        if not any(builds_on(inv, h) or _pulls(inv, h) for h in hosts):
+            return plan, {}
+        got = gather(lambda h: _prepare_host(inv, s[h.name], h, say), hosts,
+                     hint="the previous images and the running containers were left as they were")
+    return with_images(plan, got), dict(got)
+
+
+def _pulls(inv: Inventory, host: Host) -> list[str]:
+    return [k for k in needed(inv, host) if inv.sources.source_of(k) == "pull"]
+
+
+def _prepare_host(inv: Inventory, remote, host: Host, say: Callable[[str], None]) -> HostImages:
+    out = HostImages(host.name)
+    keys = builds_on(inv, host)
+    if keys:
+        _build_host(inv, remote, host, keys, out, say)
+    pulls = _pulls(inv, host)
+    have = imgfacts.parse_image_list(remote.run(imgfacts.LIST_COMMAND, step="images").stdout) if pulls else {}
+    for key in pulls:
+        ref = getattr(inv.images, key)
+        if imgfacts.normalize(ref) in have:
+            continue  # pulled before: a tag is taken as immutable (give a new tag to deploy a new image)
+        say(f"{host.name}/{key}: docker pull {ref}")
+        res = remote.run(shlex.join(["docker", "pull", "-q", ref]), timeout=inv.timeouts.pull, step=f"pull {key}")
+        if not res.ok:
+            raise UnhealthyError(f"docker pull {ref} failed: {res.tail()}", host=host.name, step=f"pull {key}",
+                                 hint="check the reference and images.registry; the running containers were "
+                                      "left as they were")
+        out.pulled.append(key)
+    return out
+
+
+def _build_host(inv: Inventory, remote, host: Host, keys: list[str], out: HostImages, say) -> None:
+    src = inv.sources
+    checkout = cmd.workdir_path(src.checkout)
+    branch = src.branch_for(host)
+    contexts = [src.build_spec(k).context for k in keys]
+    script = cmd.sections([
+        ("commit", gitfacts.fetch_command(checkout, src.repository or "", branch)),
+        ("trees", gitfacts.trees_command(checkout, f"refs/heads/{branch}", contexts)),
+        ("images", imgfacts.LIST_COMMAND)], parallel=False)
+    res = remote.run(script, timeout=inv.timeouts.pull, step="fetch")
+    sec = cmd.split_sections(res.stdout)
+    code, text = sec.get("commit", (1, res.stderr))
+    if code != 0:
+        what, hint = gitfacts.remote_problem(text, src.repository or "")
+        raise UnhealthyError(f"fetching branch {branch}: {what}", host=host.name, step="fetch", hint=hint)
+    commit = gitfacts.parse_sha(text)
+    code, text = sec.get("trees", (1, ""))
+    if code != 0:
+        raise UnhealthyError(f"branch {branch} at {commit[:12]} lacks a build context of "
+                             f"{', '.join(keys)}: {text.strip()[-200:]}", host=host.name, step="fetch",
+                             hint="check images.build.<service>.context against the repository's folders")
+    trees = gitfacts.parse_trees(text, contexts)
+    have = imgfacts.parse_image_list(sec.get("images", (0, ""))[1])
+    out.branch, out.commit = branch, commit
+    for key in keys:
+        ref = getattr(inv.images, key)
+        tag = imgfacts.commit_ref(ref, commit)
+        out.refs[model.IMAGE_SERVICES[key][1]] = tag
+        if tag in have:
+            continue  # built (or tagged) at this commit before: nothing to do
+        spec = src.build_spec(key)
+        tree = trees[spec.context]
+        found = remote.run(imgfacts.find_tree_command(key, tree), step=f"build {key}").stdout.split()
+        if found:
+            say(f"{host.name}/{key}: {spec.context} unchanged since an earlier build; tagging {tag}")
+            res = remote.run(f"docker tag {cmd.q(found[0])} {cmd.q(tag)} && docker tag {cmd.q(found[0])} {cmd.q(ref)}",
+                             step=f"build {key}")
+            if res.ok:
+                out.retagged.append(key)
+                continue
+        _build_one(inv, remote, host, key, ref, tag, spec, commit, branch, tree, checkout, say)
+        out.built.append(key)
+
+
+def _build_one(inv, remote, host, key, ref, tag, spec, commit, branch, tree, checkout, say) -> None:
+    labels = {imgfacts.COMMIT_LABEL: commit, imgfacts.BRANCH_LABEL: branch, imgfacts.TREE_LABEL: tree,
+              imgfacts.SERVICE_LABEL: key}
+    command = imgfacts.build_command(checkout, commit, spec.context, spec.dockerfile, [tag, ref], labels)
+    say(f"{host.name}/{key}: building {tag} from {branch} at {commit[:12]} ({spec.context}/{spec.dockerfile})")
+    lines: list[str] = []
+    t0 = time.monotonic()
+
+    def show(line: str) -> None:
+        lines.append(line)
+        if line.strip():
+            say(f"{host.name}/{key}: {line.rstrip()}")
+
+    res = remote.run(f"bash -c {cmd.q(command + ' 2>&1')}", timeout=inv.timeouts.build, step=f"build {key}",
+                     on_line=show)
+    if not res.ok:
+        tail = [ln.strip() for ln in (lines or res.stdout.splitlines()) if ln.strip()][-BUILD_TAIL_LINES:]
+        raise UnhealthyError(f"building {tag} from {branch} at {commit[:12]} failed: " + " | ".join(tail),
+                             host=host.name, step=f"build {key}",
+                             hint="the previous images and the running containers were left as they were; "
+                                  f"fix {spec.context}/{spec.dockerfile} on {branch} and rerun start-all")
+    say(f"{host.name}/{key}: built {tag} in {time.monotonic() - t0:.1f} s")
+
+
+def with_images(plan: Plan, got: Mapping[str, HostImages]) -> Plan:
+    """The plan with each host's .env naming the images in `got` (its env hash recomputed)."""
+    hosts = []
+    for hp in plan.hosts:
+        refs = {k: v for k, v in (got.get(hp.name).refs if hp.name in got else {}).items() if k in hp.env}
+        if refs:
+            env = dict(hp.env)
+            env.update(refs)
+            env[HASH_KEY] = env_hash(env)
+            hp = dataclasses.replace(hp, env=env, env_hash=env[HASH_KEY])
+        hosts.append(hp)
+    by_name = {hp.name: hp for hp in hosts}
+    return dataclasses.replace(plan, hosts=tuple(hosts), app=by_name[plan.app.name],
+                               workers=tuple(by_name[w.name] for w in plan.workers))
+
+
+def deployed_images(hp, got: HostImages | None) -> dict:
+    """deployed.json's `images`: every *_IMAGE variable of the host's .env, and the branch/commit
+    it was built from (when built here)."""
+    refs = {k: str(v) for k, v in sorted(hp.env.items()) if k.endswith("_IMAGE")}
+    out: dict = {"refs": refs}
+    if got is not None and got.commit:
+        out.update(branch=got.branch, commit=got.commit, built=list(got.built))
+    return out
+
+
+def audit_detail(imgs: dict) -> str:
+    """The audit line's image fields: commit=<sha12> branch=<name> when built from the repository."""
+    if imgs.get("commit"):
+        return f"commit={imgs['commit'][:12]} branch={imgs['branch']}"
+    return ""

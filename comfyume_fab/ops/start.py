@@ -48,10 +48,11 @@ class StartSummary:
 
 
 def start_all(inv: Inventory, say: Callable[[str], None], warn: Callable[[str], None],
-              wait_lock: float = 0.0) -> StartSummary:
+              wait_lock: float = 0.0, image_tags=None) -> StartSummary:
     """Bring the deployment up in order, proving each link before the next step; return what
     changed and every check's result. Raises at the first failed step (the app host is left
-    running); a rerun on a healthy deployment changes nothing."""
+    running); a rerun on a healthy deployment changes nothing. `image_tags` (rollback): host ->
+    {IMAGE variable: reference} to deploy as they are, without fetching or building."""
     with Session(inv, inv.hosts) as s:
         say(f"connecting to {len(inv.hosts)} host(s): {', '.join(h.name for h in inv.hosts)}")
         # While connecting and reading: `git` for the revision, the planner's slow secret
@@ -83,6 +84,10 @@ def start_all(inv: Inventory, say: Callable[[str], None], warn: Callable[[str], 
         outcomes = {hp.name: HostOutcome(hp.name) for hp in plan.hosts}
         checks: list[CheckResult] = []
         with DeployLock(s[app.name], app.host.workdir, "start-all", revision, wait=wait_lock, say=say):
+            # images: fetch/build/pull at each host's commit (or deploy `image_tags` as given); the plan
+            # then names those tags
+            plan, got = images.prepare(inv, s, plan, say, given=image_tags)
+            app = plan.app
             # 1. app host: upload, up -d, wait healthy
             if app.app_services:
                 _deploy_stage(inv, s, app, app.app_services, states[app.name], outcomes[app.name], say)
@@ -101,7 +106,8 @@ def start_all(inv: Inventory, say: Callable[[str], None], warn: Callable[[str], 
                      "the app host and the worker were left running; see the worker's logs")
             # 5. record who deployed what on every host
             changed = any(not o.unchanged for o in outcomes.values())
-            gather(lambda hp: _record(s, hp, plan, revision, "start-all", "changed" if changed else "unchanged"),
+            gather(lambda hp: _record(s, hp, plan, revision, "start-all" if image_tags is None else "rollback",
+                                      "changed" if changed else "unchanged", got.get(hp.name)),
                    plan.hosts, hint="the deployment is up, but this host's deploy record or audit line is missing")
         return StartSummary(plan, outcomes, checks, warnings)
 
@@ -181,11 +187,13 @@ def _redis_from_worker(inv: Inventory, s: Session, plan: Plan, hp: HostPlan) -> 
                       name=f"redis-from-{hp.name}", app_host=plan.app.name)
 
 
-def _record(s: Session, hp: HostPlan, plan: Plan, revision: str, task: str, result: str) -> None:
+def _record(s: Session, hp: HostPlan, plan: Plan, revision: str, task: str, result: str, got=None) -> None:
     remote = s[hp.name]
     wd = hp.host.workdir
+    imgs = images.deployed_images(hp, got)  # images: commit, branch and image per service
     remote.put(cmd.workdir_path(wd, cmd.DEPLOYED),
-               deployed_record(revision, plan.config_hash, hp.host_hash, plan.mode), mode=0o600)
-    res = remote.run(cmd.audit(wd, audit_line(task, revision, plan.config_hash, plan.mode, result)), step="audit")
+               deployed_record(revision, plan.config_hash, hp.host_hash, plan.mode, imgs), mode=0o600)
+    res = remote.run(cmd.audit(wd, audit_line(task, revision, plan.config_hash, plan.mode, result,
+                                              images.audit_detail(imgs))), step="audit")
     if not res.ok:
         raise UnhealthyError(f"writing the audit line failed: {res.tail()}", host=hp.name, step="audit")

@@ -103,6 +103,25 @@ def status(c, hosts=None, json=False, no_probe=False, verbose=False):
             raise Exit(code=int(rep.code))
 
 
+@task(help={"hosts": HOSTS_HELP, "to": "the commit (or its first digits) to go back to; default: each host's "
+                                         "previous deploy",
+            "wait_lock": "wait for another deploy's lock instead of failing", "verbose": VERBOSE_HELP})
+def rollback(c, hosts=None, to=None, wait_lock=False, verbose=False):
+    """Redeploy the previous (or --to) commit's images, already on the hosts, without building; start-all's order and checks."""
+    from comfyume_fab import taskrun
+    with taskrun.reported(verbose, "rollback"):
+        inv = taskrun.load(hosts)
+        from comfyume_fab.ops.images import rollback_targets
+        from comfyume_fab.ops.start import start_all as run
+        from comfyume_fab.report import start_text
+        ui = _ui()
+        targets = rollback_targets(inv, to, ui)
+        for name, t in targets.items():
+            ui(f"{name}: deploying {', '.join(sorted(t['refs'].values()))}")
+        summary = run(inv, ui, ui.warn, wait_lock=inv.timeouts.lock_wait if wait_lock else 0.0, image_tags=targets)
+        print(start_text(summary).replace("start-all", "rollback", 1))
+
+
 @task(name="plan", help={"hosts": HOSTS_HELP, "json": "machine-readable output", "verbose": VERBOSE_HELP})
 def plan_(c, hosts=None, json=False, verbose=False):
     """Show per host the services, the environment (secrets masked) and the commands start-all would run."""
@@ -142,4 +161,4 @@ def lab_down(c):
 lab = Collection("lab")
 lab.add_task(lab_up, name="up")
 lab.add_task(lab_down, name="down")
-ns = Collection(start_all, stop_verda, stop_all, status, plan_, lock_break, lab)
+ns = Collection(start_all, stop_verda, stop_all, status, plan_, lock_break, rollback, lab)

@@ -14,6 +14,7 @@ A helper module of start-all (like ops/health.py), entered through a few calls:
 from __future__ import annotations
 
 import dataclasses
+import json
 import shlex
 import time
 from typing import Callable, Mapping
@@ -59,6 +60,7 @@ class HostImages:
     built: list[str] = dataclasses.field(default_factory=list)  # images.<key> built now
     retagged: list[str] = dataclasses.field(default_factory=list)  # same tree as an earlier build: tagged only
     pulled: list[str] = dataclasses.field(default_factory=list)
+    history: list[dict] = dataclasses.field(default_factory=list)  # earlier deploys, newest first
 
     def record(self) -> dict:
         """For deployed.json: the commit, the branch and the image of each variable."""
@@ -66,7 +68,8 @@ class HostImages:
 
 
 def prepare(inv: Inventory, s: Session, plan: Plan, say: Callable[[str], None],
-            given: Mapping[str, Mapping[str, str]] | None = None) -> tuple[Plan, dict[str, HostImages]]:
+            given: Mapping[str, Mapping[str, str]] | None = None,
+            states: Mapping[str, HostState] | None = None) -> tuple[Plan, dict[str, HostImages]]:
     """Fetch, build (only what changed) or pull each host's images, in parallel across hosts, and
     return the plan with each host's .env naming exactly those images (`name:<commit>`).
 
@@ -75,13 +78,41 @@ def prepare(inv: Inventory, s: Session, plan: Plan, say: Callable[[str], None],
     previous images and the running containers as they were."""
     hosts = [hp.host for hp in plan.hosts]
     if given is not None:
-        got = {h.name: HostImages(h.name, refs=dict(given.get(h.name, {}))) for h in hosts}
+        got = {h.name: HostImages(h.name, refs=dict(given[h.name]["refs"]), branch=given[h.name].get("branch"),
+                                  commit=given[h.name].get("commit")) for h in hosts if h.name in given}
     else:
         if not any(builds_on(inv, h) or _pulls(inv, h) for h in hosts):
             return plan, {}
         got = gather(lambda h: _prepare_host(inv, s[h.name], h, say), hosts,
                      hint="the previous images and the running containers were left as they were")
+    for name, hi in got.items():
+        hi.history = _history((states[name].deployed if states and name in states else None), inv.sources.keep)
+    pruning = [h for h in hosts if h.name in got and got[h.name].built]
+    if pruning:
+        gather(lambda h: _prune(s[h.name], got[h.name]), pruning)
     return with_images(plan, got), dict(got)
+
+
+def _prune(remote, hi: HostImages) -> None:
+    """Untag the commit tags this tool built that are not among the last images.keep deploys
+    (an image still used by a container, or still tagged otherwise, stays)."""
+    keep = {r for h in [{"refs": hi.refs}] + hi.history for r in (h.get("refs") or {}).values()}
+    listing = remote.run(shlex.join(["docker", "image", "ls", "--filter", f"label={imgfacts.SERVICE_LABEL}",
+                                     "--format", "{{.Repository}}:{{.Tag}}"]), step="prune").stdout.split()
+    old = [r for r in listing if r.rpartition(":")[2] != "<none>" and len(r.rpartition(":")[2]) == imgfacts.SHORT
+           and all(c in "0123456789abcdef" for c in r.rpartition(":")[2]) and r not in keep]
+    if old:
+        remote.run(shlex.join(["docker", "rmi", *old]) + " >/dev/null 2>&1; true", step="prune")
+
+
+def _history(previous: dict | None, keep: int) -> list[dict]:
+    """The deploys before this one, newest first (at most keep - 1 of them, plus this one = keep)."""
+    imgs = (previous or {}).get("images") or {}
+    if not imgs.get("refs"):
+        return []
+    last = {k: imgs.get(k) for k in ("refs", "branch", "commit")}
+    last["at"] = (previous or {}).get("at")
+    return [last] + [h for h in imgs.get("history", []) if h.get("refs") != last["refs"]][: max(0, keep - 2)]
 
 
 def _pulls(inv: Inventory, host: Host) -> list[str]:
@@ -200,7 +231,62 @@ def deployed_images(hp, got: HostImages | None) -> dict:
     out: dict = {"refs": refs}
     if got is not None and got.commit:
         out.update(branch=got.branch, commit=got.commit, built=list(got.built))
+    if got is not None:
+        out["history"] = [h for h in got.history if h.get("refs") != refs]
     return out
+
+
+# --- rollback -------------------------------------------------------------------------------------
+
+
+def rollback_targets(inv: Inventory, to: str | None, say: Callable[[str], None]) -> dict[str, dict]:
+    """host -> the deploy to go back to ({refs, branch, commit}), from each host's deployed.json:
+    the previous deploy, or the one whose commit starts with `to`. Every image must still be on its
+    host (nothing is built or pulled); ConfigError/UnhealthyError otherwise."""
+    from ..errors import ConfigError
+    with Session(inv, inv.hosts) as s:
+        s.connect()
+        s.require_all()
+        reads = gather(lambda h: s[h.name].run(
+            cmd.sections([("deployed", cmd.read_file(h.workdir, cmd.DEPLOYED)), ("images", imgfacts.LIST_COMMAND)]),
+            step="read deploys").stdout, inv.hosts)
+        targets: dict[str, dict] = {}
+        moving: list[str] = []
+        for host in inv.hosts:
+            sec = cmd.split_sections(reads[host.name])
+            try:
+                deployed = json.loads(sec.get("deployed", (1, ""))[1] or "{}")
+            except ValueError:
+                deployed = {}
+            history = (deployed.get("images") or {}).get("history") or []
+            current = (deployed.get("images") or {}).get("commit")
+            if to:
+                pick = next((h for h in history if (h.get("commit") or "").startswith(to)), None)
+                if pick is None and current and current.startswith(to):
+                    say(f"{host.name}: already at {to}")
+                    continue
+            else:
+                pick = history[0] if history else None
+            if pick is None:
+                if (deployed.get("images") or {}).get("refs"):  # this host stays as it is
+                    targets[host.name] = {k: deployed["images"].get(k) for k in ("refs", "branch", "commit")}
+                continue
+            moving.append(host.name)
+            have = imgfacts.parse_image_list(sec.get("images", (0, ""))[1])
+            gone = [r for r in pick["refs"].values() if imgfacts.normalize(r) not in have]
+            if gone:
+                raise UnhealthyError(f"the images of {(pick.get('commit') or '?')[:12]} are no longer on the host: "
+                                     f"{', '.join(gone)}", host=host.name, step="rollback",
+                                     hint="only the last images.keep deploys are kept; deploy that commit with "
+                                          "start-all instead")
+            targets[host.name] = pick
+        if not moving:
+            known = sorted({(h.get("commit") or "")[:12] for host in inv.hosts
+                            for h in ((json.loads(cmd.split_sections(reads[host.name]).get("deployed", (1, "{}"))[1]
+                                                  or "{}").get("images") or {}).get("history") or [])})
+            what = f"no host has a deploy of commit {to}" if to else "no host has an earlier deploy recorded"
+            raise ConfigError(f"rollback: {what} (earlier deploys: {', '.join(k for k in known if k) or 'none'})")
+        return targets
 
 
 def audit_detail(imgs: dict) -> str:

@@ -86,7 +86,7 @@ def start_all(inv: Inventory, say: Callable[[str], None], warn: Callable[[str], 
         with DeployLock(s[app.name], app.host.workdir, "start-all", revision, wait=wait_lock, say=say):
             # images: fetch/build/pull at each host's commit (or deploy `image_tags` as given); the plan
             # then names those tags
-            plan, got = images.prepare(inv, s, plan, say, given=image_tags)
+            plan, got = images.prepare(inv, s, plan, say, given=image_tags, states=states)
             app = plan.app
             # 1. app host: upload, up -d, wait healthy
             if app.app_services:

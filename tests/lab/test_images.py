@@ -233,3 +233,26 @@ def test_broken_dockerfile_stops_there_and_keeps_the_running_worker(lab, build_i
         assert running(lab, "verda")["worker"] == before  # still the previous image, running and healthy
     finally:
         gitserver.commit(hosts, "verda-track", "comfyui-worker/Dockerfile", text, "worker: fixed")
+
+
+def test_rollback_to_the_previous_commit_without_building(lab, build_inv, healed):
+    """Runs after the chain above: verda deployed the initial commit, then the NOTES commit."""
+    notes_sha = running(lab, "verda")["worker"][1].rpartition(":")[2]
+    mello_before = running(lab, "mello")
+    t0 = time.monotonic()
+    res = invoke("rollback", "--hosts", str(build_inv))
+    took = time.monotonic() - t0
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "building" not in res.stderr and "fetch" not in res.stdout
+    worker = running(lab, "verda")["worker"]
+    assert worker[1] != f"comfyume-worker:{notes_sha}" and worker[2] == "healthy"
+    assert worker[1].rpartition(":")[2] == gitserver._git(
+        "--git-dir", str(gitserver.repo_path(list(lab.hosts.values()))), "rev-parse", "--short=12",
+        f"{notes_sha}^").stdout.strip()
+    assert running(lab, "mello") == mello_before
+    assert took < 60, took
+    res = invoke("rollback", "--hosts", str(build_inv), "--to", notes_sha[:8])
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert running(lab, "verda")["worker"][1] == f"comfyume-worker:{notes_sha}"
+    res = invoke("rollback", "--hosts", str(build_inv), "--to", "deadbeef")
+    assert res.returncode == 2 and "rollback: no host has a deploy of commit deadbeef" in res.stderr, res.stderr

@@ -29,11 +29,18 @@ def status_text(rep: StatusReport) -> str:
             for g in h["gpu"]["gpus"]:
                 lines.append(f"  GPU {g['name']}  {g['memory_used_mib']}/{g['memory_total_mib']} MiB  "
                              f"{g['utilization_pct']}% busy")
+        img = h.get("images")
+        if img:  # built from the team's repository
+            head = (img.get("head") or "?")[:12]
+            dep_c = (img.get("deployed_commit") or "none")[:12]
+            note = "; the branch has commits not deployed" if img.get("undeployed") else ""
+            lines.append(f"  branch {img['branch']} at {head} (last fetch), deployed {dep_c}{note}")
         width = max([len(s["service"]) for s in h["services"]] + [7])
-        lines.append(f"  {'SERVICE':<{width}}  {'STATE':<10} {'HEALTH':<10} RESTARTS")
+        lines.append(f"  {'SERVICE':<{width}}  {'STATE':<10} {'HEALTH':<10} RESTARTS  IMAGE")
         for s in h["services"]:
             flag = "" if s["ok"] else "   <-- " + ("CRASH LOOP" if s.get("crash_loop") else "not ok")
-            lines.append(f"  {s['service']:<{width}}  {s['state']:<10} {s['health']:<10} {s['restarts']:>8}{flag}")
+            lines.append(f"  {s['service']:<{width}}  {s['state']:<10} {s['health']:<10} {s['restarts']:>8}  "
+                         f"{s.get('image') or '-'}{flag}")
     lines.append("")
     lines.append("checks:")
     for c in rep.checks:

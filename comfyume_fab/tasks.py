@@ -85,14 +85,15 @@ def stop_all(c, hosts=None, down=False, dry_run=False, wait_lock=False, verbose=
 
 
 @task(help={"hosts": HOSTS_HELP, "json": "machine-readable output for scripts",
-            "no_probe": "skip the inference probe", "verbose": VERBOSE_HELP})
-def status(c, hosts=None, json=False, no_probe=False, verbose=False):
+            "no_probe": "skip the inference probe",
+            "fetch": "fetch each building host's branch first (else: as of the last fetch)", "verbose": VERBOSE_HELP})
+def status(c, hosts=None, json=False, no_probe=False, fetch=False, verbose=False):
     """Every host, service, cross-host link, queue and GPU; exit 0 only when all is healthy."""
     from comfyume_fab import taskrun
     with taskrun.reported(verbose, "status"):
         inv = taskrun.load(hosts)
         from comfyume_fab.ops.status import status as run
-        rep = run(inv, probe=not no_probe)
+        rep = run(inv, probe=not no_probe, fetch=fetch)
         if json:
             print(rep.to_json())
         else:

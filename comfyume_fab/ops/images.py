@@ -22,6 +22,7 @@ from typing import Callable, Mapping
 from ..checks.images import builds_on, image_problems, needed, raise_image_problems
 from ..errors import UnhealthyError
 from ..host import commands as cmd
+from ..host.facts import ParseError
 from ..host.facts import git as gitfacts
 from ..host.facts import images as imgfacts
 from ..host.session import Session, gather
@@ -294,3 +295,43 @@ def audit_detail(imgs: dict) -> str:
     if imgs.get("commit"):
         return f"commit={imgs['commit'][:12]} branch={imgs['branch']}"
     return ""
+
+
+# --- status: what runs, from which commit ---------------------------------------------------------
+
+
+def status_parts(inv: Inventory, host: Host, fetch: bool = False) -> list[tuple[str, str]]:
+    """The section status adds on a host that builds: its branch's commit as last fetched (or
+    fetched now, `status --fetch`)."""
+    if not builds_on(inv, host):
+        return []
+    src = inv.sources
+    checkout, branch = cmd.workdir_path(src.checkout), src.branch_for(host)
+    command = (gitfacts.fetch_command(checkout, src.repository or "", branch) if fetch
+               else gitfacts.rev_parse_command(checkout, branch))
+    return [("git_head", command)]
+
+
+def status_block(inv: Inventory, host: Host, st: HostState) -> dict | None:
+    """status's `images` of one host: branch, its head (last fetch), the deployed commit, and
+    whether the branch has commits that are not deployed."""
+    dep = (st.deployed or {}).get("images") or {}
+    if not builds_on(inv, host) and not dep.get("commit"):
+        return None
+    code, out = st.extra.get("git_head", (1, ""))
+    head = None
+    if code == 0:
+        try:
+            head = gitfacts.parse_sha(out)
+        except ParseError:
+            head = None
+    deployed = dep.get("commit")
+    return {"branch": dep.get("branch") or inv.sources.branch_for(host), "head": head, "deployed_commit": deployed,
+            "undeployed": bool(head and deployed and head != deployed), "history": [
+                (h.get("commit") or "")[:12] for h in dep.get("history", [])]}
+
+
+def image_commit(image: str) -> str | None:
+    """The commit of a `name:<12-hex>` reference, else None."""
+    tag = image.rpartition(":")[2] if ":" in image.rsplit("/", 1)[-1] else ""
+    return tag if len(tag) == imgfacts.SHORT and all(c in "0123456789abcdef" for c in tag) else None

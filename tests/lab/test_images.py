@@ -256,3 +256,24 @@ def test_rollback_to_the_previous_commit_without_building(lab, build_inv, healed
     assert running(lab, "verda")["worker"][1] == f"comfyume-worker:{notes_sha}"
     res = invoke("rollback", "--hosts", str(build_inv), "--to", "deadbeef")
     assert res.returncode == 2 and "rollback: no host has a deploy of commit deadbeef" in res.stderr, res.stderr
+
+
+def test_status_shows_each_services_commit_and_undeployed_commits(lab, build_inv, healed):
+    """After the rollback chain: verda runs the NOTES commit; verda-track has newer commits."""
+    import json
+    hosts = list(lab.hosts.values())
+    res = invoke("status", "--hosts", str(build_inv), "--json", "--no-probe")
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    verda = json.loads(res.stdout)["hosts"]["verda"]
+    worker = next(s for s in verda["services"] if s["service"] == "worker")
+    assert worker["image"] == f"comfyume-worker:{worker['commit']}" and len(worker["commit"]) == 12
+    img = verda["images"]
+    assert img["branch"] == "verda-track" and img["deployed_commit"].startswith(worker["commit"])
+    assert img["undeployed"] is True  # the broken commit was fetched by start-all, never deployed
+    assert img["head"] != branch_head(lab, "verda-track")  # the fix came after the last fetch
+    res = invoke("status", "--hosts", str(build_inv), "--json", "--no-probe", "--fetch")
+    assert json.loads(res.stdout)["hosts"]["verda"]["images"]["head"] == gitserver._git(
+        "--git-dir", str(gitserver.repo_path(hosts)), "rev-parse", "refs/heads/verda-track").stdout.strip()
+    text = invoke("status", "--hosts", str(build_inv), "--no-probe").stdout
+    assert "branch verda-track at" in text and "the branch has commits not deployed" in text
+    assert f"comfyume-worker:{worker['commit']}" in text

@@ -123,6 +123,21 @@ def rollback(c, hosts=None, to=None, wait_lock=False, verbose=False):
         print(start_text(summary).replace("start-all", "rollback", 1))
 
 
+@task(name="copy-image", help={"hosts": HOSTS_HELP, "source": "the host that has the image(s)",
+                               "target": "the host to copy them to",
+                               "image": "an image reference; repeatable (default: every image the target runs)",
+                               "verbose": VERBOSE_HELP}, iterable=["image"])
+def copy_image(c, source, target, image=None, hosts=None, verbose=False):
+    """Copy images host to host over the hosts' SSH connections (compressed); skipped when the target has the same image id."""
+    from comfyume_fab import taskrun
+    with taskrun.reported(verbose, "copy-image"):
+        inv = taskrun.load(hosts)
+        from comfyume_fab.ops.images import copy_task
+        copied = copy_task(inv, source, target, list(image or []), _ui())
+        print(f"copy-image: {len(copied)} image(s) copied from {source} to {target}"
+              + (f": {', '.join(copied)}" if copied else " (the target already had them)"))
+
+
 @task(name="plan", help={"hosts": HOSTS_HELP, "json": "machine-readable output", "verbose": VERBOSE_HELP})
 def plan_(c, hosts=None, json=False, verbose=False):
     """Show per host the services, the environment (secrets masked) and the commands start-all would run."""
@@ -162,4 +177,4 @@ def lab_down(c):
 lab = Collection("lab")
 lab.add_task(lab_up, name="up")
 lab.add_task(lab_down, name="down")
-ns = Collection(start_all, stop_verda, stop_all, status, plan_, lock_break, rollback, lab)
+ns = Collection(start_all, stop_verda, stop_all, status, plan_, lock_break, rollback, copy_image, lab)

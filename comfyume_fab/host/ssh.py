@@ -197,6 +197,53 @@ class Remote:
             TRACE(self.name, command, dt, code)
         return Result(command, out.decode(errors="replace"), err.decode(errors="replace"), code, dt)
 
+    def pipe_to(self, command: str, other: "Remote", other_command: str, *, timeout: float,
+                step: str = "copy") -> tuple[Result, Result]:
+        """`command` here | `other_command` on `other`: this host's stdout streamed to the other
+        host's stdin over the two SSH connections (through this machine), in CHUNK pieces, within
+        `timeout` s; both results (their stdout holds nothing of the piped data)."""
+        t0 = time.monotonic()
+        deadline = t0 + timeout
+        try:
+            src = self.transport.open_session(timeout=self.target.connect_timeout)
+            dst = other.transport.open_session(timeout=other.target.connect_timeout)
+            src.exec_command(command)
+            src.shutdown_write()
+            dst.exec_command(other_command)
+            src_err, dst_out = bytearray(), bytearray()
+            while True:
+                moved = False
+                if src.recv_ready():
+                    data = src.recv(CHUNK)
+                    if data:
+                        dst.sendall(data)
+                        moved = True
+                while src.recv_stderr_ready():
+                    src_err += src.recv_stderr(CHUNK)
+                    moved = True
+                while dst.recv_ready():
+                    dst_out += dst.recv(CHUNK)
+                if src.eof_received and not src.recv_ready():
+                    break
+                if time.monotonic() > deadline:
+                    raise socket.timeout()
+                if not moved:
+                    select.select([src], [], [], 0.2)
+            dst.shutdown_write()
+            src_code = src.recv_exit_status()
+            rest_out, rest_err = _collect(dst, deadline)
+            dst_code = dst.recv_exit_status()
+        except socket.timeout:
+            raise UnreachableError(f"copying `{_short(command)}` to {other.name} did not finish within {timeout:g} s",
+                                   host=self.name, step=step) from None
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise UnreachableError(f"the SSH connection broke while copying to {other.name}: "
+                                   f"{exc or type(exc).__name__}", host=self.name, step=step) from None
+        dt = time.monotonic() - t0
+        return (Result(command, "", src_err.decode(errors="replace"), src_code, dt),
+                Result(other_command, (bytes(dst_out) + rest_out).decode(errors="replace"),
+                       rest_err.decode(errors="replace"), dst_code, dt))
+
     # -- files ------------------------------------------------------------------------------
     def sftp(self):
         if self._sftp is None:

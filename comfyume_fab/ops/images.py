@@ -19,7 +19,7 @@ import shlex
 import time
 from typing import Callable, Mapping
 
-from ..checks.images import builds_on, image_problems, needed, raise_image_problems
+from ..checks.images import builds_on, host_images, image_problems, needed, raise_image_problems
 from ..errors import UnhealthyError
 from ..host import commands as cmd
 from ..host.facts import ParseError
@@ -78,6 +78,8 @@ def prepare(inv: Inventory, s: Session, plan: Plan, say: Callable[[str], None],
     nothing is fetched or built. A failed build raises at that host and service, leaving the
     previous images and the running containers as they were."""
     hosts = [hp.host for hp in plan.hosts]
+    if given is None and inv.sources.copy_from and states:
+        _copy_missing(inv, s, hosts, states, say)
     if given is not None:
         got = {h.name: HostImages(h.name, refs=dict(given[h.name]["refs"]), branch=given[h.name].get("branch"),
                                   commit=given[h.name].get("commit")) for h in hosts if h.name in given}
@@ -104,6 +106,20 @@ def _prune(remote, hi: HostImages) -> None:
            and all(c in "0123456789abcdef" for c in r.rpartition(":")[2]) and r not in keep]
     if old:
         remote.run(shlex.join(["docker", "rmi", *old]) + " >/dev/null 2>&1; true", step="prune")
+
+
+def _copy_missing(inv: Inventory, s: Session, hosts: list[Host], states: Mapping[str, HostState], say) -> None:
+    """images.copy_from: a `present` image a host lacks is copied from that host (a new GPU host
+    gets its worker image without a registry or a rebuild)."""
+    source = inv.sources.copy_from
+    for host in hosts:
+        if host.name == source or host.name not in states:
+            continue
+        have = host_images(states[host.name]) or {}
+        for key in needed(inv, host):
+            ref = getattr(inv.images, key)
+            if inv.sources.source_of(key) == "present" and imgfacts.normalize(ref) not in have:
+                copy_image(s, source, host.name, ref, inv.timeouts.pull, say)
 
 
 def _history(previous: dict | None, keep: int) -> list[dict]:
@@ -335,3 +351,48 @@ def image_commit(image: str) -> str | None:
     """The commit of a `name:<12-hex>` reference, else None."""
     tag = image.rpartition(":")[2] if ":" in image.rsplit("/", 1)[-1] else ""
     return tag if len(tag) == imgfacts.SHORT and all(c in "0123456789abcdef" for c in tag) else None
+
+
+# --- copy an image host to host -------------------------------------------------------------------
+
+
+def copy_image(s: Session, source: str, target: str, ref: str, timeout: float, say: Callable[[str], None]) -> bool:
+    """Copy image `ref` from host `source` to host `target` (docker save | gzip over one SSH
+    connection, gunzip | docker load over the other); False when the target already has the same
+    image id (skipped)."""
+    src, dst = s[source], s[target]
+    ids = gather(lambda r: imgfacts.parse_image_list(r.run(imgfacts.LIST_COMMAND, step="images").stdout), [src, dst],
+                 hint="nothing was copied")
+    want = ids[source].get(imgfacts.normalize(ref))
+    if want is None:
+        raise UnhealthyError(f"host {source} has no image {ref} to copy", host=source, step="copy",
+                             hint="copy from a host that has it (docker image ls there)")
+    if ids[target].get(imgfacts.normalize(ref)) == want:
+        say(f"{target}: {ref} is already there with the same image id ({want[7:19]}); copy skipped")
+        return False
+    say(f"{source} -> {target}: copying {ref} ({want[7:19]}), compressed, over the SSH connections")
+    t0 = time.monotonic()
+    out, into = src.pipe_to(f"docker save {cmd.q(ref)} | gzip -1", dst, "gunzip | docker load -q",
+                            timeout=timeout, step="copy")
+    if not out.ok or not into.ok:
+        bad = out if not out.ok else into
+        raise UnhealthyError(f"copying {ref} failed: {bad.tail()}", host=source if bad is out else target,
+                             step="copy", hint="the target's images were left as they were")
+    got = imgfacts.parse_image_list(dst.run(imgfacts.LIST_COMMAND, step="images").stdout).get(imgfacts.normalize(ref))
+    if got != want:
+        raise UnhealthyError(f"after the copy, {ref} on {target} has id {got} instead of {want}", host=target,
+                             step="copy")
+    say(f"{target}: {ref} loaded in {time.monotonic() - t0:.1f} s")
+    return True
+
+
+def copy_task(inv: Inventory, source: str, target: str, refs: list[str], say: Callable[[str], None]) -> list[str]:
+    """The `copy-image` task: copy each of `refs` (default: every image `target` runs that
+    `source` has) from `source` to `target`; returns the references really copied."""
+    src_host, dst_host = inv.host(source), inv.host(target)
+    if not refs:
+        refs = [getattr(inv.images, k) for k in needed(inv, dst_host)]
+    with Session(inv, [src_host, dst_host]) as s:
+        s.connect()
+        s.require_all()
+        return [r for r in refs if copy_image(s, source, target, r, inv.timeouts.pull, say)]

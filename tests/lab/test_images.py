@@ -277,3 +277,20 @@ def test_status_shows_each_services_commit_and_undeployed_commits(lab, build_inv
     text = invoke("status", "--hosts", str(build_inv), "--no-probe").stdout
     assert "branch verda-track at" in text and "the branch has commits not deployed" in text
     assert f"comfyume-worker:{worker['commit']}" in text
+
+
+def test_copy_an_image_host_to_host_then_skip_the_second_copy(lab, build_inv, healed):
+    """mello's admin image (built above at mello-track's commit) is not on verda: copy it there."""
+    ref = running(lab, "mello")["admin"][1]
+    engine(lab, "verda", "rmi", ref)
+    assert engine(lab, "verda", "image", "inspect", "--format", "{{.Id}}", ref).strip() == ""
+    res = invoke("copy-image", "--hosts", str(build_inv), "--source", "mello", "--target", "verda", "--image", ref)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "1 image(s) copied from mello to verda" in res.stdout and "compressed" in res.stderr
+    want = engine(lab, "mello", "image", "inspect", "--format", "{{.Id}}", ref).strip()
+    assert want and engine(lab, "verda", "image", "inspect", "--format", "{{.Id}}", ref).strip() == want
+    res = invoke("copy-image", "--hosts", str(build_inv), "--source", "mello", "--target", "verda", "--image", ref)
+    assert res.returncode == 0 and "copy skipped" in res.stderr and "0 image(s) copied" in res.stdout, res.stderr
+    res = invoke("copy-image", "--hosts", str(build_inv), "--source", "mello", "--target", "verda",
+                 "--image", "comfyume-admin:not-there")
+    assert res.returncode == 4 and "host mello has no image comfyume-admin:not-there" in res.stderr

@@ -33,7 +33,7 @@ def test_git_version_and_branches_from_recordings():
 
 
 @pytest.mark.parametrize("name, words", [
-    ("ls-remote-denied.txt", ("cannot read the repository", "deploy key", "ssh.forward_agent")),
+    ("ls-remote-denied.txt", ("cannot read the repository", "deploy key", "id_ed25519.pub")),
     ("ls-remote-hostkey.txt", ("host key", "known_hosts")),
     ("ls-remote-notrepo.txt", ("no repository at", "images.repository")),
     ("ls-remote-refused.txt", ("cannot reach the git server", "reachable")),

@@ -51,8 +51,8 @@ def remote_problem(text: str, repository: str) -> tuple[str, str]:
     first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
     if "permission denied" in low:
         return (f"the host cannot read the repository {repository} (git said: {excerpt(first)})",
-                "add a deploy key for this host to the repository, or set ssh.forward_agent: true "
-                "to lend it your own key")
+                "add this host's public key (~/.ssh/id_ed25519.pub there) to the repository as a "
+                "deploy key, or give images.repository as an HTTPS URL the host can read")
     if "host key verification failed" in low:
         return (f"the host does not know the git server's SSH host key, so it cannot read {repository}",
                 "log in to the host once and add the server's key to ~/.ssh/known_hosts there "

@@ -163,7 +163,7 @@ class Remote:
 
     # -- commands ---------------------------------------------------------------------------
     def run(self, command: str, *, timeout: float | None = None, step: str = "run",
-            on_line: Callable[[str], None] | None = None) -> Result:
+            on_line: Callable[[str], None] | None = None, input: bytes | None = None) -> Result:
         """Run one shell command line (already quoted by the builders) and collect its output;
         give up after `timeout` s (default: the target's command_timeout, timeouts.command).
         `on_line` is given each complete line of stdout as it arrives (a build's log, streamed)."""
@@ -173,6 +173,8 @@ class Remote:
         try:
             chan = self.transport.open_session(timeout=self.target.connect_timeout)
             chan.exec_command(command)
+            if input is not None:  # e.g. a password for `--password-stdin`: never in argv
+                chan.sendall(input)
             chan.shutdown_write()
             out, err = _collect(chan, t0 + timeout, on_line)
             if not chan.status_event.wait(max(0.0, t0 + timeout - time.monotonic())):

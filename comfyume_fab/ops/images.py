@@ -143,10 +143,22 @@ def _prepare_host(inv: Inventory, remote, host: Host, say: Callable[[str], None]
         _build_host(inv, remote, host, keys, out, say)
     pulls = _pulls(inv, host)
     have = imgfacts.parse_image_list(remote.run(imgfacts.LIST_COMMAND, step="images").stdout) if pulls else {}
+    logged_in = False
     for key in pulls:
         ref = getattr(inv.images, key)
         if imgfacts.normalize(ref) in have:
             continue  # pulled before: a tag is taken as immutable (give a new tag to deploy a new image)
+        reg = inv.sources.registry
+        if reg is not None and not logged_in and ref.startswith(reg.server + "/"):
+            say(f"{host.name}: docker login {reg.server} as {reg.user} (password on stdin)")
+            res = remote.run(imgfacts.login_command(reg.server, reg.user), step="registry login",
+                             input=(reg.password.reveal() + "\n").encode() if reg.password else b"\n",
+                             timeout=inv.timeouts.pull)
+            if not res.ok:
+                raise UnhealthyError(f"docker login {reg.server} as {reg.user} failed: {res.tail(200)}",
+                                     host=host.name, step="registry login",
+                                     hint=f"check the secret {reg.password_name} and images.registry")
+            logged_in = True
         say(f"{host.name}/{key}: docker pull {ref}")
         res = remote.run(shlex.join(["docker", "pull", "-q", ref]), timeout=inv.timeouts.pull, step=f"pull {key}")
         if not res.ok:

@@ -125,3 +125,8 @@ def test_present_image_missing_is_an_inventory_problem(tmp_path):
         "(set images.source: build with images.repository, or pull, or load the image on the host with docker load)"]
     states["verda"] = state("verda", images=(0, IMAGE_LS))
     assert image_problems(inv, states) == []
+
+
+def test_registry_login_reads_the_password_from_stdin_only():
+    command = imgfacts.login_command("100.64.0.1:5000", "team")
+    assert shlex.split(command) == ["docker", "login", "--username", "team", "--password-stdin", "100.64.0.1:5000"]

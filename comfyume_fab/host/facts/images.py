@@ -75,3 +75,8 @@ def find_tree_command(service: str, tree: str) -> str:
     """An image this host built earlier from the same tree of the same service (ids, newest first)."""
     return shlex.join(["docker", "image", "ls", "-q", "--no-trunc", "--filter", f"label={SERVICE_LABEL}={service}",
                        "--filter", f"label={TREE_LABEL}={tree}"])
+
+
+def login_command(server: str, user: str) -> str:
+    """`docker login` reading the password from stdin (never argv, never a file on the host)."""
+    return shlex.join(["docker", "login", "--username", user, "--password-stdin", server])

@@ -8,7 +8,7 @@ set -euo pipefail
 need=()
 for cmd in dockerd:docker.io sshd:openssh-server redis-server:redis-server redis-cli:redis-tools \
            debootstrap:debootstrap iptables:iptables ip:iproute2 nsenter:util-linux curl:curl \
-           ssh-keygen:openssh-client git:git git-shell:git; do
+           ssh-keygen:openssh-client git:git git-shell:git docker-registry:docker-registry; do
   bin=${cmd%%:*}; pkg=${cmd#*:}
   PATH="$PATH:/usr/sbin:/sbin" command -v "$bin" >/dev/null 2>&1 || need+=("$pkg")
 done

@@ -138,7 +138,8 @@ def start_dockerd(host: LabHost) -> None:
         "--pidfile", str(host.dockerd_pid), "-H", host.docker_host, "--group", host.user,
         "--bip", host.docker_bip, "--default-address-pool", host.docker_pool,
         "--cgroup-parent", f"cfab-{host.name}", "--log-level", "warn",
-        "--storage-driver", "overlay2"])
+        "--storage-driver", "overlay2",
+        "--insecure-registry", LAB_REGISTRY])  # images: the lab's own registry (lab/registry.py), plain HTTP
     log = open(host.dockerd_log, "ab")
     import subprocess
     subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True,
@@ -157,6 +158,7 @@ def start_dockerd(host: LabHost) -> None:
 # once with "connection refused", and no DNS query leaves (the proxy would resolve the name). The lab
 # tailnet (a registry on a lab host) is reached directly.
 CLOSED_PROXY = "http://127.0.0.1:9"
+LAB_REGISTRY = "100.64.0.1:5000"  # lab/registry.py serves it on mello
 
 
 def no_outside_registry_env() -> dict:

@@ -27,7 +27,7 @@ def _lab_is_ours(lab) -> bool:
 
 @pytest.fixture(scope="module")
 def repo(lab):
-    if not _lab_is_ours(lab):
+    if not _lab_is_ours(lab) or not _engine_trusts_lab_registry(lab):
         from comfyume_fab.lab import manager
         manager.up(workers=1, num_users=3, say=lambda _m: None)
     hosts = list(lab.hosts.values())
@@ -294,3 +294,72 @@ def test_copy_an_image_host_to_host_then_skip_the_second_copy(lab, build_inv, he
     res = invoke("copy-image", "--hosts", str(build_inv), "--source", "mello", "--target", "verda",
                  "--image", "comfyume-admin:not-there")
     assert res.returncode == 4 and "host mello has no image comfyume-admin:not-there" in res.stderr
+
+
+# --- pull mode against the lab's registry -------------------------------------------------------
+
+
+def _engine_trusts_lab_registry(lab) -> bool:
+    from comfyume_fab.lab import hostsvc
+    pid = hostsvc.read_pid(lab.hosts["verda"].dockerd_pid)
+    try:
+        return pid is not None and hostsvc.LAB_REGISTRY in open(f"/proc/{pid}/cmdline").read()
+    except OSError:
+        return False
+
+
+def test_pull_from_the_lab_registry_with_a_password_never_in_argv(lab, build_inv, tmp_path, healed):
+    import os
+    import secrets as random
+    import threading
+    from comfyume_fab.lab import hostsvc, registry
+    assert _engine_trusts_lab_registry(lab), "the lab engines were started without --insecure-registry"
+    password = "reg-" + random.token_urlsafe(12)
+    server = registry.start(lab.hosts["mello"], "team", password)
+    try:
+        ref = f"{server}/comfyume-worker:reg-{random.token_hex(3)}"
+        mello = lab.hosts["mello"]
+        # Outside registries fail at once, locally (a closed proxy port), never a DNS query.
+        t0 = time.monotonic()
+        out = hostsvc.docker(mello, "pull", "docker.io/library/alpine:3", check=False, timeout=60)
+        assert out.returncode != 0 and "proxyconnect tcp: dial tcp 127.0.0.1:9: connect: connection refused" in out.stderr \
+            and time.monotonic() - t0 < 30, out.stderr  # the daemon retries a refused proxy for ~10 s
+        conf = tmp_path / "docker-config"
+        conf.mkdir()
+        env = dict(os.environ, DOCKER_HOST=mello.docker_host, DOCKER_CONFIG=str(conf))
+        for argv, inp in ((["login", "--username", "team", "--password-stdin", server], password),
+                          (["tag", "comfyume-worker:v0.11.0", ref], None), (["push", "-q", ref], None)):
+            res = subprocess.run(["docker", *argv], env=env, input=inp, capture_output=True, text=True, timeout=120)
+            assert res.returncode == 0, res.stderr
+        engine(lab, "verda", "rmi", ref)
+        data = yaml.safe_load(build_inv.read_text())
+        data["images"] = {"worker": ref, "sources": {"worker": "pull", "redis": "present"},
+                          "registry": {"server": server, "user": "team", "password": "LAB_REGISTRY_PASSWORD"}}
+        inv = tmp_path / "hosts.yaml"
+        inv.write_text(yaml.safe_dump(data, sort_keys=False))
+        seen, stop = [], threading.Event()
+
+        def watch():
+            while not stop.is_set():
+                for pid in os.listdir("/proc"):
+                    try:
+                        with open(f"/proc/{pid}/cmdline", "rb") as f:
+                            if password.encode() in f.read():
+                                seen.append(pid)
+                    except OSError:
+                        pass
+                time.sleep(0.05)
+        t = threading.Thread(target=watch)
+        t.start()
+        try:
+            res = invoke("start-all", "--hosts", str(inv), env={"LAB_REGISTRY_PASSWORD": password})
+        finally:
+            stop.set()
+            t.join()
+        assert res.returncode == 0, res.stderr[-3000:]
+        assert "verda: docker login" in res.stderr and "verda/worker: docker pull " + ref in res.stderr
+        assert running(lab, "verda")["worker"][1] == ref and running(lab, "verda")["worker"][2] == "healthy"
+        assert seen == [] and password not in res.stdout + res.stderr
+    finally:
+        registry.stop()
+        invoke("start-all", "--hosts", str(build_inv))  # back to the built worker for what follows

@@ -130,3 +130,21 @@ def test_present_image_missing_is_an_inventory_problem(tmp_path):
 def test_registry_login_reads_the_password_from_stdin_only():
     command = imgfacts.login_command("100.64.0.1:5000", "team")
     assert shlex.split(command) == ["docker", "login", "--username", "team", "--password-stdin", "100.64.0.1:5000"]
+
+
+def test_history_keeps_the_last_deploys_and_the_plan_names_the_commit_tags(tmp_path):
+    from comfyume_fab.ops.images import HostImages, _history, with_images
+    from comfyume_fab.plan.planner import make_plan
+    prev = {"at": "t2", "images": {"refs": {"WORKER_IMAGE": "w:bbbbbbbbbbbb"}, "branch": "verda-track",
+                                   "commit": "b" * 40,
+                                   "history": [{"refs": {"WORKER_IMAGE": "w:aaaaaaaaaaaa"}, "commit": "a" * 40},
+                                               {"refs": {"WORKER_IMAGE": "w:999999999999"}, "commit": "9" * 40}]}}
+    assert [h["commit"][0] for h in _history(prev, keep=3)] == ["b", "a"]  # + the new deploy = 3
+    assert [h["commit"][0] for h in _history(prev, keep=1)] == ["b"]
+    assert _history(None, 3) == [] and _history({"revision": "x"}, 3) == []
+    inv = inventory(tmp_path)
+    plan = make_plan(inv)
+    new = with_images(plan, {"verda": HostImages("verda", refs={"WORKER_IMAGE": "comfyume-worker:0123456789ab"})})
+    assert new.host("verda").env["WORKER_IMAGE"] == "comfyume-worker:0123456789ab"
+    assert new.host("verda").env_hash != plan.host("verda").env_hash  # so start-all recreates the worker
+    assert new.host("mello").env == plan.host("mello").env and new.app is new.hosts[0]

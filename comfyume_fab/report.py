@@ -60,6 +60,12 @@ def status_text(rep: StatusReport, colour: bool = False) -> str:
         for g in gpus:
             lines.append(f"  GPU {g['name']}  {g['memory_used_mib']}/{g['memory_total_mib']} MiB  "
                          f"{g['utilization_pct']}% busy")
+        img = h.get("images")
+        if img:  # built from the team's repository
+            head = (img.get("head") or "?")[:12]
+            dep_c = (img.get("deployed_commit") or "none")[:12]
+            note = "; the branch has commits not deployed" if img.get("undeployed") else ""
+            lines.append(f"  branch {img['branch']} at {head} (last fetch), deployed {dep_c}{note}")
         held = h.get("stopped_on_purpose")
         if held:
             lines.append(_paint(f"  stopped on purpose ({held['task']} by {held['by']} at {held['at']}): the instance is "

@@ -117,8 +117,10 @@ def stop_all(c, hosts=None, down=False, dry_run=False, wait_lock=False, verbose=
             "no_probe": "skip the inference probe",
             "watch": "a live screen refreshed in place over held SSH connections (q or Ctrl-C quits)",
             "interval": "--watch: seconds between refreshes (default 2)",
-            "probe_every": "--watch: seconds between inference probes (default 30)", "verbose": VERBOSE_HELP})
-def status(c, hosts=None, json=False, no_probe=False, watch=False, interval="2", probe_every="30", verbose=False):
+            "probe_every": "--watch: seconds between inference probes (default 30)",
+            "fetch": "fetch each building host's branch first (else: as of the last fetch)", "verbose": VERBOSE_HELP})
+def status(c, hosts=None, json=False, no_probe=False, watch=False, interval="2", probe_every="30", fetch=False,
+           verbose=False):
     """Every host, service, cross-host link, queue and GPU; exit 0 only when all is healthy."""
     from comfyume_fab import taskrun
     with taskrun.reported(verbose, "status"):
@@ -136,7 +138,7 @@ def status(c, hosts=None, json=False, no_probe=False, watch=False, interval="2",
         from comfyume_fab.report import StatusLine
         line = StatusLine()
         try:
-            rep = run(inv, probe=not no_probe, say=line)
+            rep = run(inv, probe=not no_probe, say=line, fetch=fetch)
         finally:
             line.clear()
         if json:
@@ -183,6 +185,40 @@ def exec_(c, host, service, hosts=None, interactive=False, verbose=False):
     if code:
         from invoke.exceptions import Exit
         raise Exit(code=int(code))
+
+
+@task(klass=FabTask, help={"hosts": HOSTS_HELP, "to": "the commit (or its first digits) to go back to; default: each host's "
+                                         "previous deploy",
+            "wait_lock": "wait for another deploy's lock instead of failing", "verbose": VERBOSE_HELP})
+def rollback(c, hosts=None, to=None, wait_lock=False, verbose=False):
+    """Redeploy the previous (or --to) commit's images, already on the hosts, without building; start-all's order and checks."""
+    from comfyume_fab import taskrun
+    with taskrun.reported(verbose, "rollback"):
+        inv = taskrun.load(hosts)
+        from comfyume_fab.ops.images import rollback_targets
+        from comfyume_fab.ops.start import start_all as run
+        from comfyume_fab.report import start_text
+        ui = _ui()
+        targets = rollback_targets(inv, to, ui)
+        for name, t in targets.items():
+            ui(f"{name}: deploying {', '.join(sorted(t['refs'].values()))}")
+        summary = run(inv, ui, ui.warn, wait_lock=inv.timeouts.lock_wait if wait_lock else 0.0, image_tags=targets)
+        print(start_text(summary).replace("start-all", "rollback", 1))
+
+
+@task(klass=FabTask, name="copy-image", help={"hosts": HOSTS_HELP, "source": "the host that has the image(s)",
+                               "target": "the host to copy them to",
+                               "image": "an image reference; repeatable (default: every image the target runs)",
+                               "verbose": VERBOSE_HELP}, iterable=["image"])
+def copy_image(c, source, target, image=None, hosts=None, verbose=False):
+    """Copy images host to host over the hosts' SSH connections (compressed); skipped when the target has the same image id."""
+    from comfyume_fab import taskrun
+    with taskrun.reported(verbose, "copy-image"):
+        inv = taskrun.load(hosts)
+        from comfyume_fab.ops.images import copy_task
+        copied = copy_task(inv, source, target, list(image or []), _ui())
+        print(f"copy-image: {len(copied)} image(s) copied from {source} to {target}"
+              + (f": {', '.join(copied)}" if copied else " (the target already had them)"))
 
 
 @task(klass=FabTask, name="plan", help={"hosts": HOSTS_HELP, "json": "machine-readable output", "verbose": VERBOSE_HELP})
@@ -240,4 +276,5 @@ def lab_down(c, takeover=False):
 lab = Collection("lab")
 lab.add_task(lab_up, name="up")
 lab.add_task(lab_down, name="down")
-ns = Collection(start_all, stop_verda, stop_all, status, logs, exec_, plan_, diff, lock_break, lab)
+ns = Collection(start_all, stop_verda, stop_all, status, logs, exec_, plan_, diff, lock_break, rollback, copy_image,
+                lab)

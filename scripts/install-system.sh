@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Install the system packages the lab needs on Debian 12 (run as root):
 # Docker Engine (docker.io), OpenSSH server, Redis 7 (client + server), debootstrap,
-# iptables, iproute2, and Compose v2 taken from Debian 13's docker-compose package.
+# iptables, iproute2, git (the lab's git server and the hosts' builds), and Compose v2 taken from Debian 13's docker-compose package.
 # Idempotent: a second run installs nothing.
 set -euo pipefail
 
 need=()
 for cmd in dockerd:docker.io sshd:openssh-server redis-server:redis-server redis-cli:redis-tools \
            debootstrap:debootstrap iptables:iptables ip:iproute2 nsenter:util-linux curl:curl \
-           ssh-keygen:openssh-client; do
+           ssh-keygen:openssh-client git:git git-shell:git docker-registry:docker-registry; do
   bin=${cmd%%:*}; pkg=${cmd#*:}
   PATH="$PATH:/usr/sbin:/sbin" command -v "$bin" >/dev/null 2>&1 || need+=("$pkg")
 done

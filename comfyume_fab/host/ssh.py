@@ -409,17 +409,21 @@ class Remote:
             self._opening.release()
 
     # -- commands ---------------------------------------------------------------------------
-    def run(self, command: str, *, timeout: float | None = None, step: str = "run") -> Result:
+    def run(self, command: str, *, timeout: float | None = None, step: str = "run",
+            on_line: Callable[[str], None] | None = None, input: bytes | None = None) -> Result:
         """Run one shell command line (already quoted by the builders) and collect its output;
-        give up after `timeout` s (default: the target's command_timeout, timeouts.command)."""
+        give up after `timeout` s (default: the target's command_timeout, timeouts.command).
+        `on_line` is given each complete line of stdout as it arrives (a build's log, streamed)."""
         if timeout is None:
             timeout = self.target.command_timeout
         t0 = time.monotonic()
         try:
             chan = self._open_session()
             chan.exec_command(command)
+            if input is not None:  # e.g. a password for `--password-stdin`: never in argv
+                chan.sendall(input)
             chan.shutdown_write()
-            out, err = _collect(chan, t0 + timeout)
+            out, err = _collect(chan, t0 + timeout, on_line)
             if not chan.status_event.wait(max(0.0, t0 + timeout - time.monotonic())):
                 raise socket.timeout()
             code = chan.recv_exit_status()
@@ -441,6 +445,53 @@ class Remote:
         if TRACE is not None:
             TRACE(self.name, command, dt, code)
         return Result(command, out.decode(errors="replace"), err.decode(errors="replace"), code, dt)
+
+    def pipe_to(self, command: str, other: "Remote", other_command: str, *, timeout: float,
+                step: str = "copy") -> tuple[Result, Result]:
+        """`command` here | `other_command` on `other`: this host's stdout streamed to the other
+        host's stdin over the two SSH connections (through this machine), in CHUNK pieces, within
+        `timeout` s; both results (their stdout holds nothing of the piped data)."""
+        t0 = time.monotonic()
+        deadline = t0 + timeout
+        try:
+            src = self.transport.open_session(timeout=self.target.connect_timeout)
+            dst = other.transport.open_session(timeout=other.target.connect_timeout)
+            src.exec_command(command)
+            src.shutdown_write()
+            dst.exec_command(other_command)
+            src_err, dst_out = bytearray(), bytearray()
+            while True:
+                moved = False
+                if src.recv_ready():
+                    data = src.recv(CHUNK)
+                    if data:
+                        dst.sendall(data)
+                        moved = True
+                while src.recv_stderr_ready():
+                    src_err += src.recv_stderr(CHUNK)
+                    moved = True
+                while dst.recv_ready():
+                    dst_out += dst.recv(CHUNK)
+                if src.eof_received and not src.recv_ready():
+                    break
+                if time.monotonic() > deadline:
+                    raise socket.timeout()
+                if not moved:
+                    select.select([src], [], [], 0.2)
+            dst.shutdown_write()
+            src_code = src.recv_exit_status()
+            rest_out, rest_err = _collect(dst, deadline)
+            dst_code = dst.recv_exit_status()
+        except socket.timeout:
+            raise UnreachableError(f"copying `{_short(command)}` to {other.name} did not finish within {timeout:g} s",
+                                   host=self.name, step=step) from None
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise UnreachableError(f"the SSH connection broke while copying to {other.name}: "
+                                   f"{exc or type(exc).__name__}", host=self.name, step=step) from None
+        dt = time.monotonic() - t0
+        return (Result(command, "", src_err.decode(errors="replace"), src_code, dt),
+                Result(other_command, (bytes(dst_out) + rest_out).decode(errors="replace"),
+                       rest_err.decode(errors="replace"), dst_code, dt))
 
     # -- files ------------------------------------------------------------------------------
     def sftp(self):
@@ -602,13 +653,21 @@ class Remote:
                 termios.tcsetattr(fd, termios.TCSADRAIN, old)
 
 
-def _collect(chan: paramiko.Channel, deadline: float) -> tuple[bytes, bytes]:
+def _collect(chan: paramiko.Channel, deadline: float,
+             on_line: Callable[[str], None] | None = None) -> tuple[bytes, bytes]:
     out, err = bytearray(), bytearray()
+    shown = 0  # how much of `out` on_line has been given
     while True:
         got = False
         while chan.recv_ready():
             out += chan.recv(CHUNK)
             got = True
+        if on_line is not None and got:
+            end = out.rfind(b"\n") + 1
+            if end > shown:
+                for line in bytes(out[shown:end]).decode(errors="replace").splitlines():
+                    on_line(line)
+                shown = end
         while chan.recv_stderr_ready():
             err += chan.recv_stderr(CHUNK)
             got = True

@@ -38,6 +38,68 @@ class Images:
     worker: str = "comfyume-worker:v0.11.0"
 
 
+# --- image sources (images.source, ...): where each service's image comes from ------------------
+IMAGE_SOURCES = ("present", "build", "pull")
+# images.<key> -> (compose service it names, the .env variable, default build context in the repo)
+IMAGE_SERVICES = {
+    "redis": ("redis", "REDIS_IMAGE", None),
+    "queue_manager": ("queue-manager", "QUEUE_MANAGER_IMAGE", "queue-manager"),
+    "admin": ("admin", "ADMIN_IMAGE", "admin"),
+    "frontend": ("user*", "FRONTEND_IMAGE", "comfyui-frontend"),
+    "worker": ("worker", "WORKER_IMAGE", "comfyui-worker"),
+}
+DEFAULT_BRANCHES = {"app": "mello-track", "worker": "verda-track"}
+
+
+@dataclass(frozen=True)
+class BuildSpec:
+    """Where one service's image is built from, inside the repository checkout."""
+    context: str
+    dockerfile: str = "Dockerfile"  # relative to the context
+
+
+@dataclass(frozen=True)
+class Registry:
+    """`docker login` for pull mode; the password is a secret reference, given on stdin only."""
+    server: str
+    user: str
+    password_name: str
+    password: Secret | None = field(default=None, repr=False, compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class ImageSources:
+    """Where each service's image comes from (`images.source` and the keys beside it)."""
+    source: str = "present"
+    per_service: Mapping[str, str] = field(default_factory=dict, hash=False)
+    repository: str | None = None
+    checkout: str = "comfyume-src"
+    branches: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_BRANCHES), hash=False)
+    build: Mapping[str, BuildSpec] = field(default_factory=dict, hash=False)
+    registry: Registry | None = None
+    keep: int = 3
+    copy_from: str | None = None
+
+    def source_of(self, key: str) -> str:
+        """present | build | pull for images.<key>; redis is never built (not in the repository):
+        it follows `pull` when something is pulled or built, else `present`."""
+        if key in self.per_service:
+            return self.per_service[key]
+        if key == "redis":
+            return "present" if self.source == "present" else "pull"
+        return self.source
+
+    def branch_for(self, host: "Host") -> str:
+        """The branch `host` builds from: its own entry, else its role's (app wins on a combined host)."""
+        if host.name in self.branches:
+            return self.branches[host.name]
+        role = "app" if host.is_app else "worker"
+        return self.branches.get(role, DEFAULT_BRANCHES[role])
+
+    def build_spec(self, key: str) -> BuildSpec:
+        return self.build.get(key) or BuildSpec(IMAGE_SERVICES[key][2] or key)
+
+
 @dataclass(frozen=True)
 class Ports:
     """Host ports; frontends take frontend_base .. frontend_base + num_users - 1."""
@@ -71,6 +133,8 @@ class Timeouts:
     probe: float = 60
     lock_wait: float = 600
     busy: float = 900
+    build: float = 1800  # one host's image builds (images.source: build), separate from `command`
+    pull: float = 600  # one host's image pulls (images.source: pull)
 
 
 @dataclass(frozen=True)
@@ -150,6 +214,7 @@ class Inventory:
     probe: Probe = Probe()
     serverless: Serverless = Serverless()
     ssh: SshSettings = SshSettings()
+    sources: ImageSources = ImageSources()
     env_file: str | None = None
     lines: Mapping[Path, int] = field(default_factory=dict, repr=False, compare=False, hash=False)
 

@@ -15,6 +15,7 @@ from ..errors import ConfigError
 from .checker import (DURATION_RE, IMAGE_RE, URL_RE, Checker, expand, in_range, name_check,
                       one_of, pattern, positive, readable_file, seconds)
 from .hosts import assign_worker_ids, read_host
+from .imagesrc import check_hosts as check_image_hosts, read_images
 from .rules import check_modes, check_ports, check_secrets
 from .yamlsrc import FileProblem, YamlDoc, load_yaml_file, read_regular
 
@@ -44,8 +45,6 @@ def read_inventory(doc: YamlDoc, shown: str, environ: Mapping[str, str], need_se
     num_users = c.get(top, (), "num_users", "int", 20, check=in_range(1, 200, "an integer"))
     ports = _section(c, top, "ports", model.Ports, "int", in_range(1, 65535, "a port"))
     ports_ok = len(c.found) == before
-    images = _section(c, top, "images", model.Images, "str",
-                      pattern(IMAGE_RE, "is not an image reference", IMAGE_HINT))
     worker = _worker(c, top)
     timeouts = _timeouts(c, top)
     rollout = _section(c, top, "rollout", model.Rollout, "int", in_range(1, 200, "an integer"))
@@ -58,6 +57,8 @@ def read_inventory(doc: YamlDoc, shown: str, environ: Mapping[str, str], need_se
     sec = c.mapping(("secrets",), top.get("secrets"), ("env_file",), "env_file: .secrets.env")
     env_file_given = c.get(sec, ("secrets",), "env_file", "str", None, example=".secrets.env")
     hosts, hosts_ok = _hosts(c, top, base)
+    images, sources = read_images(c, top, base, environ, env_file_given)  # images: refs + source
+    check_image_hosts(c, sources, hosts)
 
     if mode and hosts_ok:
         check_modes(c, mode, hosts, serverless)
@@ -70,7 +71,7 @@ def read_inventory(doc: YamlDoc, shown: str, environ: Mapping[str, str], need_se
         path=shown, mode=mode, hosts=tuple(hosts), secrets=MappingProxyType(dict(secrets)),
         project=project, num_users=num_users, images=images, ports=ports, worker=worker,
         timeouts=timeouts, rollout=rollout, health=health, probe=probe, serverless=serverless, ssh=ssh,
-        env_file=env_file, lines=MappingProxyType(dict(doc.lines)))
+        sources=sources, env_file=env_file, lines=MappingProxyType(dict(doc.lines)))
 
 
 def _section(c: Checker, top: dict, name: str, cls: type, kind: str, check) -> Any:
@@ -89,7 +90,9 @@ TIMEOUT_MINIMUM = {"connect": (1, "an SSH handshake over a real network needs ab
                    "redis": (0.1, "a Redis round trip needs more than 0.1 s"),
                    "probe": (1, "an inference probe needs at least a second"),
                    "lock_wait": (0.1, "a lock wait below 0.1 s is no wait"),
-                   "busy": (1, "a prompt needs at least a second to finish")}
+                   "busy": (1, "a prompt needs at least a second to finish"),
+                   "build": (1, "an image build needs at least a second"),
+                   "pull": (1, "an image pull needs at least a second")}
 
 
 def _timeouts(c: Checker, top: dict) -> model.Timeouts:

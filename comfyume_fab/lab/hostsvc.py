@@ -138,10 +138,12 @@ def start_dockerd(host: LabHost) -> None:
         "--pidfile", str(host.dockerd_pid), "-H", host.docker_host, "--group", host.user,
         "--bip", host.docker_bip, "--default-address-pool", host.docker_pool,
         "--cgroup-parent", f"cfab-{host.name}", "--log-level", "warn",
-        "--storage-driver", "overlay2"])
+        "--storage-driver", "overlay2",
+        "--insecure-registry", LAB_REGISTRY])  # images: the lab's own registry (lab/registry.py), plain HTTP
     log = open(host.dockerd_log, "ab")
     import subprocess
-    subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
+    subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True,
+                     env=no_outside_registry_env())
     log.close()
     try:
         wait_for(lambda: docker(host, "version", "--format", "{{.Server.Version}}", check=False).returncode == 0,
@@ -149,6 +151,20 @@ def start_dockerd(host: LabHost) -> None:
     except LabError:
         tail = host.dockerd_log.read_text(errors="replace")[-600:] if host.dockerd_log.exists() else ""
         raise LabError(f"the Docker engine of lab host {host.name} did not start: {tail}") from None
+
+
+# A lab engine must never reach a registry outside the lab: every registry request goes through a
+# proxy on a closed loopback port of the host's own namespace, so a pull of an outside image fails at
+# once with "connection refused", and no DNS query leaves (the proxy would resolve the name). The lab
+# tailnet (a registry on a lab host) is reached directly.
+CLOSED_PROXY = "http://127.0.0.1:9"
+LAB_REGISTRY = "100.64.0.1:5000"  # lab/registry.py serves it on mello
+
+
+def no_outside_registry_env() -> dict:
+    env = {k: v for k, v in os.environ.items() if k.lower() not in ("http_proxy", "https_proxy", "no_proxy")}
+    env.update(HTTP_PROXY=CLOSED_PROXY, HTTPS_PROXY=CLOSED_PROXY, NO_PROXY="100.64.0.0/10,localhost,127.0.0.1")
+    return env
 
 
 def stop_dockerd(host: LabHost, timeout: float = 20) -> None:

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
-from . import hostsvc, images, network, procs
+from . import gitserver, hostsvc, images, network, procs
 from .files import write_lab_files
 from .layout import LAB_ROOT, RUN_ROOT, USER_PREFIX, LabHost, lab_hosts
 from .system import LabError, sh
@@ -134,6 +134,7 @@ def _up(workers: int, sshd_only: int, num_users: int, say: Callable[[str], None]
         list(pool.map(hostsvc.start_dockerd, hosts))
     say("lab: a Docker engine runs on each host")
     images.ensure_images(hosts, say)
+    gitserver.ensure(hosts, say)  # images: the team's repository, served by mello's sshd
     _save_state(hosts)
     inventory = write_lab_files(LAB_DIR, hosts, key, num_users=num_users)
     say(f"lab: up in {time.monotonic() - t0:.1f} s; inventory written to {inventory}")

@@ -42,6 +42,9 @@ def audit_line(task: str, revision: str, config_hash: str, mode: str, result: st
     return f"{line} {detail}".strip()
 
 
-def deployed_record(revision: str, config_hash: str, host_hash: str, mode: str) -> bytes:
-    return (json.dumps({"revision": revision, "config_hash": config_hash, "host_hash": host_hash,
-                        "mode": mode, "at": now_iso(), "by": who()}, indent=1) + "\n").encode()
+def deployed_record(revision: str, config_hash: str, host_hash: str, mode: str, images: dict | None = None) -> bytes:
+    record = {"revision": revision, "config_hash": config_hash, "host_hash": host_hash,
+              "mode": mode, "at": now_iso(), "by": who()}
+    if images:
+        record["images"] = images  # branch, commit and the image of each service (ops.images)
+    return (json.dumps(record, indent=1) + "\n").encode()

@@ -22,6 +22,7 @@ from ..host.session import Session, gather
 from ..inventory.model import Inventory
 from ..plan.diff import RECREATE, UNCHANGED, diff_host, parse_env_text, summary_lines
 from ..plan.planner import HostPlan, Plan, make_plan
+from . import images
 from .audit import audit_line, deployed_record, local_revision
 from .health import up_failed, wait_healthy
 from .lock import DeployLock
@@ -49,10 +50,11 @@ class StartSummary:
 
 
 def start_all(inv: Inventory, say: Callable[[str], None], warn: Callable[[str], None],
-              wait_lock: float = 0.0) -> StartSummary:
+              wait_lock: float = 0.0, image_tags=None) -> StartSummary:
     """Bring the deployment up in order, proving each link before the next step; return what
     changed and every check's result. Raises at the first failed step (the app host is left
-    running); a rerun on a healthy deployment changes nothing."""
+    running); a rerun on a healthy deployment changes nothing. `image_tags` (rollback): host ->
+    {IMAGE variable: reference} to deploy as they are, without fetching or building."""
     with Session(inv, inv.hosts) as s:
         say(f"connecting to {len(inv.hosts)} host(s): {', '.join(h.name for h in inv.hosts)}")
         # While connecting and reading: `git` for the revision, the planner's slow secret
@@ -65,7 +67,8 @@ def start_all(inv: Inventory, say: Callable[[str], None], warn: Callable[[str], 
             s.connect()
             s.require_all()
             states = gather(lambda h: hoststate.read(s[h.name], inv.project, h.workdir,
-                                                     extra=[("envfile", cmd.read_file(h.workdir, cmd.ENV_FILE))]),
+                                                     extra=[("envfile", cmd.read_file(h.workdir, cmd.ENV_FILE)),
+                                                            *images.state_parts(inv, h)]),  # images: hook
                             inv.hosts)
         revision = revision_f.result()
         problems, notes = preflight_problems(inv, states)
@@ -73,6 +76,7 @@ def start_all(inv: Inventory, say: Callable[[str], None], warn: Callable[[str], 
             warn(note)
         if problems:
             raise problems[0]
+        images.preflight(inv, states)  # images: what is missing, before the lock and any upload
         plan = make_plan(inv, {n: st.has_gpu for n, st in states.items()})
         if getattr(plan, "errors", ()):
             raise UnhealthyError(plan.errors[0], step="preflight")
@@ -80,18 +84,16 @@ def start_all(inv: Inventory, say: Callable[[str], None], warn: Callable[[str], 
         for w in plan.warnings:
             warn(w)
         say("preflight: every host reachable, engine running, Compose v2 present")
-        diffs = planned_changes(plan, states)
-        for line in summary_lines(diffs):
-            say(f"plan: {line}")
-        redis = next((c for c in diffs.get(plan.app.name, ()) if c.service == "redis"), None)
-        if redis is not None and redis.action == RECREATE:
-            warn(f"{plan.app.name}: Redis will be recreated ({'; '.join(redis.reasons)}): queue manager and workers "
-                 "reconnect; its data volume is kept")
         app = plan.app
         outcomes = {hp.name: HostOutcome(hp.name) for hp in plan.hosts}
         checks: list[CheckResult] = []
         with DeployLock(s[app.name], app.host.workdir, "start-all", revision, wait=wait_lock, say=say,
                           stale_after=inv.timeouts.lock_wait):
+            # images: fetch/build/pull at each host's commit (or deploy `image_tags` as given); the plan
+            # then names those tags, and what will change is said from that plan
+            plan, got = images.prepare(inv, s, plan, say, given=image_tags, states=states)
+            app = plan.app
+            _say_changes(plan, states, say, warn)
             # 1. app host: upload, up -d, wait healthy
             if app.app_services:
                 _deploy_stage(inv, s, app, app.app_services, states[app.name], outcomes[app.name], say)
@@ -111,9 +113,22 @@ def start_all(inv: Inventory, say: Callable[[str], None], warn: Callable[[str], 
                      "the app host and the worker were left running; see the worker's logs")
             # 5. record who deployed what on every host
             changed = any(not o.unchanged for o in outcomes.values())
-            gather(lambda hp: _record(s, hp, plan, revision, "start-all", "changed" if changed else "unchanged"),
+            gather(lambda hp: _record(s, hp, plan, revision, "start-all" if image_tags is None else "rollback",
+                                      "changed" if changed else "unchanged", got.get(hp.name)),
                    plan.hosts, hint="the deployment is up, but this host's deploy record or audit line is missing")
         return StartSummary(plan, outcomes, checks, warnings)
+
+
+def _say_changes(plan: Plan, states: dict, say, warn) -> None:
+    """Before acting: what will change, per host and service (the lines `invoke diff` prints), and a
+    warning first when Redis itself will be recreated."""
+    diffs = planned_changes(plan, states)
+    for line in summary_lines(diffs):
+        say(f"plan: {line}")
+    redis = next((c for c in diffs.get(plan.app.name, ()) if c.service == "redis"), None)
+    if redis is not None and redis.action == RECREATE:
+        warn(f"{plan.app.name}: Redis will be recreated ({'; '.join(redis.reasons)}): queue manager and workers "
+             "reconnect; its data volume is kept")
 
 
 def planned_changes(plan: Plan, states: dict) -> dict[str, list]:
@@ -268,11 +283,13 @@ def _redis_from_worker(inv: Inventory, s: Session, plan: Plan, hp: HostPlan) -> 
                       name=f"redis-from-{hp.name}", app_host=plan.app.name)
 
 
-def _record(s: Session, hp: HostPlan, plan: Plan, revision: str, task: str, result: str) -> None:
+def _record(s: Session, hp: HostPlan, plan: Plan, revision: str, task: str, result: str, got=None) -> None:
     remote = s[hp.name]
     wd = hp.host.workdir
+    imgs = images.deployed_images(hp, got)  # images: commit, branch and image per service
     remote.put(cmd.workdir_path(wd, cmd.DEPLOYED),
-               deployed_record(revision, plan.config_hash, hp.host_hash, plan.mode), mode=0o600)
-    res = remote.run(cmd.audit(wd, audit_line(task, revision, plan.config_hash, plan.mode, result)), step="audit")
+               deployed_record(revision, plan.config_hash, hp.host_hash, plan.mode, imgs), mode=0o600)
+    res = remote.run(cmd.audit(wd, audit_line(task, revision, plan.config_hash, plan.mode, result,
+                                              images.audit_detail(imgs))), step="audit")
     if not res.ok:
         raise UnhealthyError(f"writing the audit line failed: {res.tail()}", host=hp.name, step="audit")

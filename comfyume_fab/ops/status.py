@@ -23,6 +23,7 @@ from ..host.facts.docker import by_service, describe, service_ok
 from ..host.session import Session, each
 from ..inventory.model import GPU_MODES, Inventory
 from ..plan.planner import HostPlan, Plan, make_plan, service_hash_var
+from . import images
 from .audit import local_revision
 from .health import last_logs
 
@@ -44,7 +45,7 @@ SCHEMA_VERSION = 1
 STATUS_PREFLIGHT = ("engine", "compose", "nvidia")
 
 
-def status(inv: Inventory, probe: bool = True, say=None) -> StatusReport:
+def status(inv: Inventory, probe: bool = True, say=None, fetch: bool = False) -> StatusReport:
     """Read every host and run every check; the report's code is 0 only when all is healthy,
     3 when a host is unreachable, else 4. `say(step)` is told what it is waiting for."""
     say = say or (lambda _msg: None)
@@ -55,7 +56,7 @@ def status(inv: Inventory, probe: bool = True, say=None) -> StatusReport:
         # Connect to every host and read its state while this thread plans (the plan's scrypt
         # fingerprints and `git`); redis-py is imported for the checks meanwhile.
         with ThreadPoolExecutor(2) as bg:
-            reading = bg.submit(_connect_and_read, inv, s)
+            reading = bg.submit(_connect_and_read, inv, s, fetch)
             bg.submit(prefetch_redis)
             plan = make_plan(inv)
             revision = local_revision()
@@ -140,7 +141,8 @@ def _host_block(inv, hp: HostPlan, st, connect_s: float, revision: str, config_h
         services.append({"service": svc, "state": c.state if c else "missing", "health": (c.health or "none") if c else "none",
                          "restarts": c.restart_count if c else 0, "ok": ok, "container": c.id[:12] if c else None,
                          "crash_loop": bool(c and c.crash_looping), "image": c.image if c else None,
-                         "started_at": _started(c)})
+                         "started_at": _started(c),
+                         "commit": images.image_commit(c.image) if c else None})
     checks.append(CheckResult(f"reachable-{hp.name}", True, f"SSH connect {connect_s * 1000:.0f} ms, "
                               f"state read {st.rtt_s * 1000:.0f} ms", connect_s, hp.name,
                               data={"rtt_ms": round(st.rtt_s * 1000, 1)}))
@@ -184,6 +186,13 @@ def _host_block(inv, hp: HostPlan, st, connect_s: float, revision: str, config_h
     block["stopped_on_purpose"] = None if held is None else {
         "task": held.task, "by": held.by, "at": held.at, "stopped_for_s": held.seconds_since(),
         "instance_running": True}
+    imgs = images.status_block(inv, hp.host, st)  # images: branch, head, deployed commit
+    if imgs:
+        block["images"] = imgs
+        if imgs["undeployed"]:
+            checks.append(CheckResult(f"commits-{hp.name}", True, f"branch {imgs['branch']} is at "
+                                      f"{imgs['head'][:12]} but {imgs['deployed_commit'][:12]} is deployed: run "
+                                      "start-all to deploy it", host=hp.name, warning=True))
     if "redis_port" in st.extra and "redis" in hp.services:
         code, out = st.extra["redis_port"]
         bound = out.strip().splitlines()[0] if code == 0 and out.strip() else None
@@ -218,7 +227,7 @@ def _failing_logs(remote, hp: HostPlan, block: dict, checks) -> None:
         check.detail += "; " + "; ".join(notes)
 
 
-def _connect_and_read(inv: Inventory, s: Session):
+def _connect_and_read(inv: Inventory, s: Session, fetch: bool = False):
     """Connect to every host, then read every reachable one's state, keyed by host (the failed
     reads apart). Needs no plan (it runs while the plan is made)."""
     s.connect()
@@ -229,6 +238,7 @@ def _connect_and_read(inv: Inventory, s: Session):
         extra = [("redis_port", published_port(inv.project, "redis", 6379))] if host.is_app else []
         if host.is_worker:
             extra.append(("stopped", stopped.read_command(host.workdir)))
+        extra += images.status_parts(inv, host, fetch)  # images: the branch's head (fetched with --fetch)
         return hoststate.read(s[host.name], inv.project, host.workdir, with_env_password=host.is_worker,
                               extra=extra, preflight=STATUS_PREFLIGHT)
     return each(read, hosts)

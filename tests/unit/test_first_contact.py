@@ -22,8 +22,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 INVOKE = str(Path(sys.executable).with_name("invoke"))
-TASKS = ["start-all", "stop-verda", "stop-all", "status", "logs", "exec", "plan", "diff", "lock-break", "lab.up",
-         "lab.down"]
+TASKS = ["start-all", "stop-verda", "stop-all", "status", "logs", "exec", "plan", "diff", "lock-break", "rollback",
+         "copy-image", "lab.up", "lab.down"]
 SECRETS = {"REDIS_PASSWORD": "first-contact-redis-pw", "ADMIN_PASSWORD": "first-contact-admin-pw"}
 
 
@@ -167,7 +167,7 @@ def test_a_worker_that_does_not_exist_is_refused_by_dry_run_like_by_the_real_run
 
 
 EXTERNAL = {"--cpu", "--runtime", "--porcelain", "--short", "--untracked-files", "--remove-orphans",
-            "--no-color", "--noprofile", "--norc"}  # other programs' flags
+            "--no-color", "--noprofile", "--norc", "--filter", "--format"}  # other programs' flags
 
 
 def test_every_option_a_message_names_exists():

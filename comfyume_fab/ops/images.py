@@ -1,0 +1,410 @@
+"""Images from their sources (images.source: present / build / pull): what start-all reads about
+them before it touches anything, and (under the deploy lock) how it gets them onto each host.
+
+A helper module of start-all (like ops/health.py), entered through a few calls:
+
+- `state_parts(inv, host)`: the extra sections of the one-round-trip host-state read (the images
+  the engine has; `git --version` and `git ls-remote` on a host that builds).
+- `preflight(inv, states)`: every missing thing, raised before the lock (checks/images.py).
+- `prepare(inv, session, plan, say)`: under the lock, fetch each building host's branch, resolve
+  it to a commit, build only the images whose build context changed (tagged `name:<12-hex
+  commit>` and the configured tag), pull the pulled ones, and return the plan whose .env files
+  name exactly those tags (so `compose up` recreates only the services whose image changed).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import shlex
+import time
+from typing import Callable, Mapping
+
+from ..checks.images import builds_on, host_images, image_problems, needed, raise_image_problems
+from ..errors import UnhealthyError
+from ..host import commands as cmd
+from ..host.facts import ParseError
+from ..host.facts import git as gitfacts
+from ..host.facts import images as imgfacts
+from ..host.session import Session, gather
+from ..host.state import HostState
+from ..inventory import model
+from ..inventory.model import Host, Inventory
+from ..plan.planner import HASH_KEY, Plan, env_hash
+
+
+def state_parts(inv: Inventory, host: Host) -> list[tuple[str, str]]:
+    """(section, command) pairs to add to `host.state.read` for this host's images."""
+    parts = [("images", imgfacts.LIST_COMMAND)]
+    if builds_on(inv, host):
+        parts += [("git", gitfacts.VERSION_COMMAND),
+                  ("git_remote", gitfacts.ls_remote_command(inv.sources.repository or ""))]
+    return parts
+
+
+def preflight(inv: Inventory, states: Mapping[str, HostState]) -> None:
+    """Raise every image problem at once (inventory-side: ConfigError, exit 2; host-side: exit 4)."""
+    raise_image_problems(image_problems(inv, states))
+
+
+# --- under the deploy lock: get each host's images at its branch's commit ------------------------
+
+BUILD_TAIL_LINES = 12  # a failed build's last lines, quoted in the error
+
+
+@dataclasses.dataclass
+class HostImages:
+    """What one host deploys: the image reference per .env variable, and where it came from."""
+    name: str
+    refs: dict[str, str] = dataclasses.field(default_factory=dict)  # e.g. WORKER_IMAGE -> name:<sha12>
+    branch: str | None = None
+    commit: str | None = None
+    built: list[str] = dataclasses.field(default_factory=list)  # images.<key> built now
+    retagged: list[str] = dataclasses.field(default_factory=list)  # same tree as an earlier build: tagged only
+    pulled: list[str] = dataclasses.field(default_factory=list)
+    history: list[dict] = dataclasses.field(default_factory=list)  # earlier deploys, newest first
+
+    def record(self) -> dict:
+        """For deployed.json: the commit, the branch and the image of each variable."""
+        return {"branch": self.branch, "commit": self.commit, "images": dict(sorted(self.refs.items()))}
+
+
+def prepare(inv: Inventory, s: Session, plan: Plan, say: Callable[[str], None],
+            given: Mapping[str, Mapping[str, str]] | None = None,
+            states: Mapping[str, HostState] | None = None) -> tuple[Plan, dict[str, HostImages]]:
+    """Fetch, build (only what changed) or pull each host's images, in parallel across hosts, and
+    return the plan with each host's .env naming exactly those images (`name:<commit>`).
+
+    `given` (rollback): host -> {variable: reference} to deploy as they are, already on the hosts;
+    nothing is fetched or built. A failed build raises at that host and service, leaving the
+    previous images and the running containers as they were."""
+    hosts = [hp.host for hp in plan.hosts]
+    if given is None and inv.sources.copy_from and states:
+        _copy_missing(inv, s, hosts, states, say)
+    if given is not None:
+        got = {h.name: HostImages(h.name, refs=dict(given[h.name]["refs"]), branch=given[h.name].get("branch"),
+                                  commit=given[h.name].get("commit")) for h in hosts if h.name in given}
+    else:
+        if not any(builds_on(inv, h) or _pulls(inv, h) for h in hosts):
+            return plan, {}
+        got = gather(lambda h: _prepare_host(inv, s[h.name], h, say), hosts,
+                     hint="the previous images and the running containers were left as they were")
+    for name, hi in got.items():
+        hi.history = _history((states[name].deployed if states and name in states else None), inv.sources.keep)
+    pruning = [h for h in hosts if h.name in got and got[h.name].built]
+    if pruning:
+        gather(lambda h: _prune(s[h.name], got[h.name]), pruning)
+    return with_images(plan, got), dict(got)
+
+
+def _prune(remote, hi: HostImages) -> None:
+    """Untag the commit tags this tool built that are not among the last images.keep deploys
+    (an image still used by a container, or still tagged otherwise, stays)."""
+    keep = {r for h in [{"refs": hi.refs}] + hi.history for r in (h.get("refs") or {}).values()}
+    listing = remote.run(shlex.join(["docker", "image", "ls", "--filter", f"label={imgfacts.SERVICE_LABEL}",
+                                     "--format", "{{.Repository}}:{{.Tag}}"]), step="prune").stdout.split()
+    old = [r for r in listing if r.rpartition(":")[2] != "<none>" and len(r.rpartition(":")[2]) == imgfacts.SHORT
+           and all(c in "0123456789abcdef" for c in r.rpartition(":")[2]) and r not in keep]
+    if old:
+        remote.run(shlex.join(["docker", "rmi", *old]) + " >/dev/null 2>&1; true", step="prune")
+
+
+def _copy_missing(inv: Inventory, s: Session, hosts: list[Host], states: Mapping[str, HostState], say) -> None:
+    """images.copy_from: a `present` image a host lacks is copied from that host (a new GPU host
+    gets its worker image without a registry or a rebuild)."""
+    source = inv.sources.copy_from
+    for host in hosts:
+        if host.name == source or host.name not in states:
+            continue
+        have = host_images(states[host.name]) or {}
+        for key in needed(inv, host):
+            ref = getattr(inv.images, key)
+            if inv.sources.source_of(key) == "present" and imgfacts.normalize(ref) not in have:
+                copy_image(s, source, host.name, ref, inv.timeouts.pull, say)
+
+
+def _history(previous: dict | None, keep: int) -> list[dict]:
+    """The deploys before this one, newest first (at most keep - 1 of them, plus this one = keep)."""
+    imgs = (previous or {}).get("images") or {}
+    if not imgs.get("refs"):
+        return []
+    last = {k: imgs.get(k) for k in ("refs", "branch", "commit")}
+    last["at"] = (previous or {}).get("at")
+    return [last] + [h for h in imgs.get("history", []) if h.get("refs") != last["refs"]][: max(0, keep - 2)]
+
+
+def _pulls(inv: Inventory, host: Host) -> list[str]:
+    return [k for k in needed(inv, host) if inv.sources.source_of(k) == "pull"]
+
+
+def _prepare_host(inv: Inventory, remote, host: Host, say: Callable[[str], None]) -> HostImages:
+    out = HostImages(host.name)
+    keys = builds_on(inv, host)
+    if keys:
+        _build_host(inv, remote, host, keys, out, say)
+    pulls = _pulls(inv, host)
+    have = imgfacts.parse_image_list(remote.run(imgfacts.LIST_COMMAND, step="images").stdout) if pulls else {}
+    logged_in = False
+    for key in pulls:
+        ref = getattr(inv.images, key)
+        if imgfacts.normalize(ref) in have:
+            continue  # pulled before: a tag is taken as immutable (give a new tag to deploy a new image)
+        reg = inv.sources.registry
+        if reg is not None and not logged_in and ref.startswith(reg.server + "/"):
+            say(f"{host.name}: docker login {reg.server} as {reg.user} (password on stdin)")
+            res = remote.run(imgfacts.login_command(reg.server, reg.user), step="registry login",
+                             input=(reg.password.reveal() + "\n").encode() if reg.password else b"\n",
+                             timeout=inv.timeouts.pull)
+            if not res.ok:
+                raise UnhealthyError(f"docker login {reg.server} as {reg.user} failed: {res.tail(200)}",
+                                     host=host.name, step="registry login",
+                                     hint=f"check the secret {reg.password_name} and images.registry")
+            logged_in = True
+        say(f"{host.name}/{key}: docker pull {ref}")
+        res = remote.run(shlex.join(["docker", "pull", "-q", ref]), timeout=inv.timeouts.pull, step=f"pull {key}")
+        if not res.ok:
+            raise UnhealthyError(f"docker pull {ref} failed: {res.tail()}", host=host.name, step=f"pull {key}",
+                                 hint="check the reference and images.registry; the running containers were "
+                                      "left as they were")
+        out.pulled.append(key)
+    return out
+
+
+def _build_host(inv: Inventory, remote, host: Host, keys: list[str], out: HostImages, say) -> None:
+    src = inv.sources
+    checkout = cmd.workdir_path(src.checkout)
+    branch = src.branch_for(host)
+    contexts = [src.build_spec(k).context for k in keys]
+    script = cmd.sections([
+        ("commit", gitfacts.fetch_command(checkout, src.repository or "", branch)),
+        ("trees", gitfacts.trees_command(checkout, f"refs/heads/{branch}", contexts)),
+        ("images", imgfacts.LIST_COMMAND)], parallel=False)
+    res = remote.run(script, timeout=inv.timeouts.pull, step="fetch")
+    sec = cmd.split_sections(res.stdout)
+    code, text = sec.get("commit", (1, res.stderr))
+    if code != 0:
+        what, hint = gitfacts.remote_problem(text, src.repository or "")
+        raise UnhealthyError(f"fetching branch {branch}: {what}", host=host.name, step="fetch", hint=hint)
+    commit = gitfacts.parse_sha(text)
+    code, text = sec.get("trees", (1, ""))
+    if code != 0:
+        raise UnhealthyError(f"branch {branch} at {commit[:12]} lacks a build context of "
+                             f"{', '.join(keys)}: {text.strip()[-200:]}", host=host.name, step="fetch",
+                             hint="check images.build.<service>.context against the repository's folders")
+    trees = gitfacts.parse_trees(text, contexts)
+    have = imgfacts.parse_image_list(sec.get("images", (0, ""))[1])
+    out.branch, out.commit = branch, commit
+    for key in keys:
+        ref = getattr(inv.images, key)
+        tag = imgfacts.commit_ref(ref, commit)
+        out.refs[model.IMAGE_SERVICES[key][1]] = tag
+        if tag in have:
+            continue  # built (or tagged) at this commit before: nothing to do
+        spec = src.build_spec(key)
+        tree = trees[spec.context]
+        found = remote.run(imgfacts.find_tree_command(key, tree), step=f"build {key}").stdout.split()
+        if found:
+            say(f"{host.name}/{key}: {spec.context} unchanged since an earlier build; tagging {tag}")
+            res = remote.run(f"docker tag {cmd.q(found[0])} {cmd.q(tag)} && docker tag {cmd.q(found[0])} {cmd.q(ref)}",
+                             step=f"build {key}")
+            if res.ok:
+                out.retagged.append(key)
+                continue
+        _build_one(inv, remote, host, key, ref, tag, spec, commit, branch, tree, checkout, say)
+        out.built.append(key)
+
+
+def _build_one(inv, remote, host, key, ref, tag, spec, commit, branch, tree, checkout, say) -> None:
+    labels = {imgfacts.COMMIT_LABEL: commit, imgfacts.BRANCH_LABEL: branch, imgfacts.TREE_LABEL: tree,
+              imgfacts.SERVICE_LABEL: key}
+    command = imgfacts.build_command(checkout, commit, spec.context, spec.dockerfile, [tag, ref], labels)
+    say(f"{host.name}/{key}: building {tag} from {branch} at {commit[:12]} ({spec.context}/{spec.dockerfile})")
+    lines: list[str] = []
+    t0 = time.monotonic()
+
+    def show(line: str) -> None:
+        lines.append(line)
+        if line.strip():
+            say(f"{host.name}/{key}: {line.rstrip()}")
+
+    res = remote.run(f"bash -c {cmd.q(command + ' 2>&1')}", timeout=inv.timeouts.build, step=f"build {key}",
+                     on_line=show)
+    if not res.ok:
+        tail = [ln.strip() for ln in (lines or res.stdout.splitlines()) if ln.strip()][-BUILD_TAIL_LINES:]
+        raise UnhealthyError(f"building {tag} from {branch} at {commit[:12]} failed: " + " | ".join(tail),
+                             host=host.name, step=f"build {key}",
+                             hint="the previous images and the running containers were left as they were; "
+                                  f"fix {spec.context}/{spec.dockerfile} on {branch} and rerun start-all")
+    say(f"{host.name}/{key}: built {tag} in {time.monotonic() - t0:.1f} s")
+
+
+def with_images(plan: Plan, got: Mapping[str, HostImages]) -> Plan:
+    """The plan with each host's .env naming the images in `got` (its env hash recomputed)."""
+    hosts = []
+    for hp in plan.hosts:
+        refs = {k: v for k, v in (got.get(hp.name).refs if hp.name in got else {}).items() if k in hp.env}
+        if refs:
+            env = dict(hp.env)
+            env.update(refs)
+            env[HASH_KEY] = env_hash(env)
+            hp = dataclasses.replace(hp, env=env, env_hash=env[HASH_KEY])
+        hosts.append(hp)
+    by_name = {hp.name: hp for hp in hosts}
+    return dataclasses.replace(plan, hosts=tuple(hosts), app=by_name[plan.app.name],
+                               workers=tuple(by_name[w.name] for w in plan.workers))
+
+
+def deployed_images(hp, got: HostImages | None) -> dict:
+    """deployed.json's `images`: every *_IMAGE variable of the host's .env, and the branch/commit
+    it was built from (when built here)."""
+    refs = {k: str(v) for k, v in sorted(hp.env.items()) if k.endswith("_IMAGE")}
+    out: dict = {"refs": refs}
+    if got is not None and got.commit:
+        out.update(branch=got.branch, commit=got.commit, built=list(got.built))
+    if got is not None:
+        out["history"] = [h for h in got.history if h.get("refs") != refs]
+    return out
+
+
+# --- rollback -------------------------------------------------------------------------------------
+
+
+def rollback_targets(inv: Inventory, to: str | None, say: Callable[[str], None]) -> dict[str, dict]:
+    """host -> the deploy to go back to ({refs, branch, commit}), from each host's deployed.json:
+    the previous deploy, or the one whose commit starts with `to`. Every image must still be on its
+    host (nothing is built or pulled); ConfigError/UnhealthyError otherwise."""
+    from ..errors import ConfigError
+    with Session(inv, inv.hosts) as s:
+        s.connect()
+        s.require_all()
+        reads = gather(lambda h: s[h.name].run(
+            cmd.sections([("deployed", cmd.read_file(h.workdir, cmd.DEPLOYED)), ("images", imgfacts.LIST_COMMAND)]),
+            step="read deploys").stdout, inv.hosts)
+        targets: dict[str, dict] = {}
+        moving: list[str] = []
+        for host in inv.hosts:
+            sec = cmd.split_sections(reads[host.name])
+            try:
+                deployed = json.loads(sec.get("deployed", (1, ""))[1] or "{}")
+            except ValueError:
+                deployed = {}
+            history = (deployed.get("images") or {}).get("history") or []
+            current = (deployed.get("images") or {}).get("commit")
+            if to:
+                pick = next((h for h in history if (h.get("commit") or "").startswith(to)), None)
+                if pick is None and current and current.startswith(to):
+                    say(f"{host.name}: already at {to}")
+                    continue
+            else:
+                pick = history[0] if history else None
+            if pick is None:
+                if (deployed.get("images") or {}).get("refs"):  # this host stays as it is
+                    targets[host.name] = {k: deployed["images"].get(k) for k in ("refs", "branch", "commit")}
+                continue
+            moving.append(host.name)
+            have = imgfacts.parse_image_list(sec.get("images", (0, ""))[1])
+            gone = [r for r in pick["refs"].values() if imgfacts.normalize(r) not in have]
+            if gone:
+                raise UnhealthyError(f"the images of {(pick.get('commit') or '?')[:12]} are no longer on the host: "
+                                     f"{', '.join(gone)}", host=host.name, step="rollback",
+                                     hint="only the last images.keep deploys are kept; deploy that commit with "
+                                          "start-all instead")
+            targets[host.name] = pick
+        if not moving:
+            known = sorted({(h.get("commit") or "")[:12] for host in inv.hosts
+                            for h in ((json.loads(cmd.split_sections(reads[host.name]).get("deployed", (1, "{}"))[1]
+                                                  or "{}").get("images") or {}).get("history") or [])})
+            what = f"no host has a deploy of commit {to}" if to else "no host has an earlier deploy recorded"
+            raise ConfigError(f"rollback: {what} (earlier deploys: {', '.join(k for k in known if k) or 'none'})")
+        return targets
+
+
+def audit_detail(imgs: dict) -> str:
+    """The audit line's image fields: commit=<sha12> branch=<name> when built from the repository."""
+    if imgs.get("commit"):
+        return f"commit={imgs['commit'][:12]} branch={imgs['branch']}"
+    return ""
+
+
+# --- status: what runs, from which commit ---------------------------------------------------------
+
+
+def status_parts(inv: Inventory, host: Host, fetch: bool = False) -> list[tuple[str, str]]:
+    """The section status adds on a host that builds: its branch's commit as last fetched (or
+    fetched now, `status --fetch`)."""
+    if not builds_on(inv, host):
+        return []
+    src = inv.sources
+    checkout, branch = cmd.workdir_path(src.checkout), src.branch_for(host)
+    command = (gitfacts.fetch_command(checkout, src.repository or "", branch) if fetch
+               else gitfacts.rev_parse_command(checkout, branch))
+    return [("git_head", command)]
+
+
+def status_block(inv: Inventory, host: Host, st: HostState) -> dict | None:
+    """status's `images` of one host: branch, its head (last fetch), the deployed commit, and
+    whether the branch has commits that are not deployed."""
+    dep = (st.deployed or {}).get("images") or {}
+    if not builds_on(inv, host) and not dep.get("commit"):
+        return None
+    code, out = st.extra.get("git_head", (1, ""))
+    head = None
+    if code == 0:
+        try:
+            head = gitfacts.parse_sha(out)
+        except ParseError:
+            head = None
+    deployed = dep.get("commit")
+    return {"branch": dep.get("branch") or inv.sources.branch_for(host), "head": head, "deployed_commit": deployed,
+            "undeployed": bool(head and deployed and head != deployed), "history": [
+                (h.get("commit") or "")[:12] for h in dep.get("history", [])]}
+
+
+def image_commit(image: str) -> str | None:
+    """The commit of a `name:<12-hex>` reference, else None."""
+    tag = image.rpartition(":")[2] if ":" in image.rsplit("/", 1)[-1] else ""
+    return tag if len(tag) == imgfacts.SHORT and all(c in "0123456789abcdef" for c in tag) else None
+
+
+# --- copy an image host to host -------------------------------------------------------------------
+
+
+def copy_image(s: Session, source: str, target: str, ref: str, timeout: float, say: Callable[[str], None]) -> bool:
+    """Copy image `ref` from host `source` to host `target` (docker save | gzip over one SSH
+    connection, gunzip | docker load over the other); False when the target already has the same
+    image id (skipped)."""
+    src, dst = s[source], s[target]
+    ids = gather(lambda r: imgfacts.parse_image_list(r.run(imgfacts.LIST_COMMAND, step="images").stdout), [src, dst],
+                 hint="nothing was copied")
+    want = ids[source].get(imgfacts.normalize(ref))
+    if want is None:
+        raise UnhealthyError(f"host {source} has no image {ref} to copy", host=source, step="copy",
+                             hint="copy from a host that has it (docker image ls there)")
+    if ids[target].get(imgfacts.normalize(ref)) == want:
+        say(f"{target}: {ref} is already there with the same image id ({want[7:19]}); copy skipped")
+        return False
+    say(f"{source} -> {target}: copying {ref} ({want[7:19]}), compressed, over the SSH connections")
+    t0 = time.monotonic()
+    out, into = src.pipe_to(f"docker save {cmd.q(ref)} | gzip -1", dst, "gunzip | docker load -q",
+                            timeout=timeout, step="copy")
+    if not out.ok or not into.ok:
+        bad = out if not out.ok else into
+        raise UnhealthyError(f"copying {ref} failed: {bad.tail()}", host=source if bad is out else target,
+                             step="copy", hint="the target's images were left as they were")
+    got = imgfacts.parse_image_list(dst.run(imgfacts.LIST_COMMAND, step="images").stdout).get(imgfacts.normalize(ref))
+    if got != want:
+        raise UnhealthyError(f"after the copy, {ref} on {target} has id {got} instead of {want}", host=target,
+                             step="copy")
+    say(f"{target}: {ref} loaded in {time.monotonic() - t0:.1f} s")
+    return True
+
+
+def copy_task(inv: Inventory, source: str, target: str, refs: list[str], say: Callable[[str], None]) -> list[str]:
+    """The `copy-image` task: copy each of `refs` (default: every image `target` runs that
+    `source` has) from `source` to `target`; returns the references really copied."""
+    src_host, dst_host = inv.host(source), inv.host(target)
+    if not refs:
+        refs = [getattr(inv.images, k) for k in needed(inv, dst_host)]
+    with Session(inv, [src_host, dst_host]) as s:
+        s.connect()
+        s.require_all()
+        return [r for r in refs if copy_image(s, source, target, r, inv.timeouts.pull, say)]

@@ -1,0 +1,365 @@
+"""Images from the team's repository, on the lab: its git server (a bare repository served by
+mello's sshd, read by each host with its own deploy key) and start-all's image preflight, which
+refuses with one sentence per problem before it touches anything (no lock, no upload)."""
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+import yaml
+
+from tests.conftest import invoke
+
+from comfyume_fab.lab import gitserver
+
+
+def _lab_is_ours(lab) -> bool:
+    """The lab is shared by every checkout on this machine: another checkout's `lab.up` (while we
+    waited for the lock) leaves our known_hosts and operator key stale."""
+    from comfyume_fab.lab import hostsvc
+    try:
+        known = lab.known_hosts.read_text()
+        return all(f"{h.address} {hostsvc.host_public_key(h)}" in known for h in lab.hosts.values())
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def repo(lab):
+    if not _lab_is_ours(lab) or not _engine_trusts_lab_registry(lab):
+        from comfyume_fab.lab import manager
+        manager.up(workers=1, num_users=3, say=lambda _m: None)
+    hosts = list(lab.hosts.values())
+    url = gitserver.ensure(hosts, say=lambda _m: None)
+    yield url
+    srv = gitserver.server(hosts)
+    for h in hosts:
+        gitserver.restore_git(h)
+        gitserver._deploy_key(h, srv)  # a revoked key is authorized again for the next module
+
+
+def build_inventory(lab, tmp_path, url, workdir, **images):
+    path = lab.inventory(tmp_path)
+    data = yaml.safe_load(path.read_text())
+    data["images"] = {"source": "build", "repository": url, **images}
+    for spec in data["hosts"].values():
+        spec["workdir"] = workdir
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def untouched(lab, workdir):
+    """No host has the run's workdir: nothing was uploaded and no lock was taken."""
+    return [h.name for h in lab.hosts.values() if (h.home / workdir).exists()]
+
+
+def errors(res) -> list[str]:
+    """stderr without the progress lines ('[   0.0s] ...')."""
+    return [ln for ln in res.stderr.strip().splitlines() if ln.strip() and not ln.startswith("[")]
+
+
+def git_as(host, *args):
+    """git run as the lab host's own login user inside its namespace (what its SSH sessions see)."""
+    return subprocess.run(["nsenter", f"--net={host.netns_path}", "runuser", "-u", host.user, "--", "env",
+                           f"HOME={host.home}", "GIT_SSH_COMMAND=ssh -o BatchMode=yes", "git", *args],
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_each_host_reads_the_repository_with_its_own_key_and_only_git(lab, repo):
+    for host in lab.hosts.values():
+        res = git_as(host, "ls-remote", "--heads", repo)
+        assert res.returncode == 0, res.stderr
+        assert {line.split("/")[-1] for line in res.stdout.splitlines()} == {"mello-track", "verda-track"}
+    verda = lab.hosts["verda"]
+    mello = lab.hosts["mello"]
+    shell = subprocess.run(["nsenter", f"--net={verda.netns_path}", "runuser", "-u", verda.user, "--",
+                            "ssh", "-o", "BatchMode=yes", "-i", str(verda.home / ".ssh/id_ed25519"),
+                            "-o", f"UserKnownHostsFile={verda.home / '.ssh/known_hosts'}",
+                            f"{mello.user}@{mello.address}", "id"], capture_output=True, text=True, timeout=30)
+    assert shell.returncode != 0 and "uid=" not in shell.stdout  # the deploy key gives git, not a shell
+
+
+def test_unknown_branch_lists_the_real_ones_and_touches_nothing(lab, repo, tmp_path, healed):
+    inv = build_inventory(lab, tmp_path, repo, "wd-branch", branch={"worker": "verda-trak"})
+    t0 = time.monotonic()
+    res = invoke("start-all", "--hosts", str(inv))
+    assert res.returncode == 2, res.stderr
+    lines = errors(res)
+    assert len(lines) == 1 and "images.branch.worker: host verda builds from branch 'verda-trak', which does not " \
+        f"exist in {repo} (its branches: mello-track, verda-track;" in lines[0]
+    assert untouched(lab, "wd-branch") == [] and time.monotonic() - t0 < 30
+
+
+def test_unreadable_repository_names_the_deploy_key(lab, repo, tmp_path, healed):
+    hosts = list(lab.hosts.values())
+    gitserver.revoke_deploy_key(lab.hosts["verda"], gitserver.server(hosts))
+    try:
+        inv = build_inventory(lab, tmp_path, repo, "wd-denied")
+        res = invoke("start-all", "--hosts", str(inv))
+    finally:
+        gitserver._deploy_key(lab.hosts["verda"], gitserver.server(hosts))
+    assert res.returncode == 4, res.stderr
+    err = "\n".join(errors(res))
+    assert len(errors(res)) == 1 and "host verda, step preflight images: the host cannot read the repository" \
+        in err and "deploy key" in err, err
+    assert untouched(lab, "wd-denied") == []
+
+
+def test_missing_git_is_said_before_anything_is_touched(lab, repo, tmp_path, healed):
+    gitserver.hide_git(lab.hosts["verda"])
+    try:
+        inv = build_inventory(lab, tmp_path, repo, "wd-nogit")
+        res = invoke("start-all", "--hosts", str(inv))
+    finally:
+        gitserver.restore_git(lab.hosts["verda"])
+    assert res.returncode == 4, res.stderr
+    assert len(errors(res)) == 1 and "host verda, step preflight images: git is not installed" in errors(res)[0]
+    assert untouched(lab, "wd-nogit") == []
+
+
+def test_shell_metacharacters_refused_before_any_host(lab, repo, tmp_path, healed):
+    inv = build_inventory(lab, tmp_path, repo + ";touch /tmp/cfab-pwned", "wd-meta",
+                          branch={"app": "$(touch /tmp/cfab-pwned)"})
+    res = invoke("start-all", "--hosts", str(inv))
+    assert res.returncode == 2
+    lines = errors(res)
+    assert len(lines) == 2 and "is not a git URL this tool accepts" in lines[0] and "is not allowed" in lines[1]
+    assert untouched(lab, "wd-meta") == []
+
+
+def test_present_image_missing_without_a_source(lab, tmp_path, healed):
+    path = lab.inventory(tmp_path)
+    data = yaml.safe_load(path.read_text())
+    data["images"] = {"worker": "comfyume-worker:not-built-anywhere"}
+    data["hosts"]["verda"]["workdir"] = "wd-present"
+    data["hosts"]["mello"]["workdir"] = "wd-present"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    res = invoke("start-all", "--hosts", str(path))
+    assert res.returncode == 2, res.stderr
+    assert errors(res)[-1].endswith(
+        "images.worker: host verda has no image comfyume-worker:not-built-anywhere and its source is present (set "
+        "images.source: build with images.repository, or pull, or load the image on the host with docker load)")
+    assert untouched(lab, "wd-present") == []
+
+
+# --- build on the host at the exact commit ------------------------------------------------------
+
+BUILD_TAGS = {"queue_manager": "comfyume-queue-manager:lab-build", "admin": "comfyume-admin:lab-build",
+              "frontend": "comfyume-frontend:lab-build", "worker": "comfyume-worker:lab-build"}
+
+
+def engine(lab, name, *args):
+    from comfyume_fab.lab import hostsvc
+    return hostsvc.docker(lab.hosts[name], *args, check=False).stdout
+
+
+def running(lab, name) -> dict[str, tuple[str, str]]:
+    """service -> (container id, configured image) of the comfyume project on that host's engine."""
+    ids = engine(lab, name, "ps", "-q", "--filter", "label=com.docker.compose.project=comfyume").split()
+    out = {}
+    for line in engine(lab, name, "inspect", "--format",
+                       '{{index .Config.Labels "com.docker.compose.service"}} {{.ID}} {{.Config.Image}} '
+                       '{{if .State.Health}}{{.State.Health.Status}}{{end}}', *ids).splitlines():
+        svc, cid, image, *health = line.split()
+        out[svc] = (cid, image, health[0] if health else "")
+    return out
+
+
+def branch_head(lab, branch):
+    return gitserver._git("rev-parse", f"refs/heads/{branch}", cwd=gitserver.repo_path(list(lab.hosts.values()))
+                          ).stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def build_inv(lab, repo, tmp_path_factory):
+    path = lab.inventory(tmp_path_factory.mktemp("build"))
+    data = yaml.safe_load(path.read_text())
+    data["images"] = {"source": "build", "repository": repo, "sources": {"redis": "present"}, **BUILD_TAGS}
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def test_build_from_each_hosts_branch_and_deploy_the_commit(lab, build_inv, healed):
+    res = invoke("start-all", "--hosts", str(build_inv))
+    assert res.returncode == 0, res.stderr[-3000:]
+    mello_sha, verda_sha = branch_head(lab, "mello-track")[:12], branch_head(lab, "verda-track")[:12]
+    assert "verda/worker: building comfyume-worker:" + verda_sha in res.stderr
+    assert "mello/queue_manager: building comfyume-queue-manager:" + mello_sha in res.stderr
+    verda, mello = running(lab, "verda"), running(lab, "mello")
+    assert verda["worker"][1] == f"comfyume-worker:{verda_sha}" and verda["worker"][2] == "healthy"
+    assert mello["queue-manager"][1] == f"comfyume-queue-manager:{mello_sha}"
+    assert mello["user001"][1] == f"comfyume-frontend:{mello_sha}"
+    record = (lab.hosts["verda"].home / "comfyume" / "deployed.json").read_text()
+    assert branch_head(lab, "verda-track") in record and '"branch": "verda-track"' in record
+    audit = (lab.hosts["verda"].home / "comfyume" / "audit.log").read_text().splitlines()[-1]
+    assert f"commit={verda_sha} branch=verda-track" in audit
+
+
+def test_rerun_without_new_commit_builds_nothing(lab, build_inv, healed):
+    before = {h: running(lab, h) for h in ("mello", "verda")}
+    res = invoke("start-all", "--hosts", str(build_inv))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "building" not in res.stderr and "nothing to do" in res.stderr
+    assert {h: running(lab, h) for h in ("mello", "verda")} == before
+
+
+def test_new_commit_on_verda_track_rebuilds_only_the_worker(lab, build_inv, healed):
+    hosts = list(lab.hosts.values())
+    old_worker = running(lab, "verda")["worker"]
+    mello_before = running(lab, "mello")
+    sha = gitserver.commit(hosts, "verda-track", "comfyui-worker/NOTES.md", "a one-line change\n", "worker: notes")
+    res = invoke("start-all", "--hosts", str(build_inv))
+    assert res.returncode == 0, res.stderr[-3000:]
+    worker = running(lab, "verda")["worker"]
+    assert worker[1] == f"comfyume-worker:{sha[:12]}" and worker[0] != old_worker[0] and worker[2] == "healthy"
+    assert running(lab, "mello") == mello_before  # mello's containers kept their ids
+    assert "mello/" not in "".join(ln for ln in res.stderr.splitlines() if "building" in ln)
+
+
+def test_broken_dockerfile_stops_there_and_keeps_the_running_worker(lab, build_inv, healed):
+    hosts = list(lab.hosts.values())
+    good = (gitserver.repo_path(hosts))  # noqa: F841 - the fix below restores the Dockerfile
+    before = running(lab, "verda")["worker"]
+    text = gitserver.dockerfile("worker.py", "worker (ComfyUI inference API)")
+    gitserver.commit(hosts, "verda-track", "comfyui-worker/Dockerfile",
+                     text.replace("COPY worker.py", "RUN exit 3\nCOPY worker.py"), "worker: broken")
+    try:
+        res = invoke("start-all", "--hosts", str(build_inv))
+        assert res.returncode == 4, res.stderr[-3000:]
+        err = errors(res)
+        assert len(err) == 1 and "host verda, step build worker: building comfyume-worker:" in err[0]
+        assert "exit 3" in err[0] or "returned a non-zero code: 3" in err[0], err[0]
+        assert running(lab, "verda")["worker"] == before  # still the previous image, running and healthy
+    finally:
+        gitserver.commit(hosts, "verda-track", "comfyui-worker/Dockerfile", text, "worker: fixed")
+
+
+def test_rollback_to_the_previous_commit_without_building(lab, build_inv, healed):
+    """Runs after the chain above: verda deployed the initial commit, then the NOTES commit."""
+    notes_sha = running(lab, "verda")["worker"][1].rpartition(":")[2]
+    mello_before = running(lab, "mello")
+    t0 = time.monotonic()
+    res = invoke("rollback", "--hosts", str(build_inv))
+    took = time.monotonic() - t0
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "building" not in res.stderr and "fetch" not in res.stdout
+    worker = running(lab, "verda")["worker"]
+    assert worker[1] != f"comfyume-worker:{notes_sha}" and worker[2] == "healthy"
+    assert worker[1].rpartition(":")[2] == gitserver._git(
+        "--git-dir", str(gitserver.repo_path(list(lab.hosts.values()))), "rev-parse", "--short=12",
+        f"{notes_sha}^").stdout.strip()
+    assert running(lab, "mello") == mello_before
+    assert took < 60, took
+    res = invoke("rollback", "--hosts", str(build_inv), "--to", notes_sha[:8])
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert running(lab, "verda")["worker"][1] == f"comfyume-worker:{notes_sha}"
+    res = invoke("rollback", "--hosts", str(build_inv), "--to", "deadbeef")
+    assert res.returncode == 2 and "rollback: no host has a deploy of commit deadbeef" in res.stderr, res.stderr
+
+
+def test_status_shows_each_services_commit_and_undeployed_commits(lab, build_inv, healed):
+    """After the rollback chain: verda runs the NOTES commit; verda-track has newer commits."""
+    import json
+    hosts = list(lab.hosts.values())
+    res = invoke("status", "--hosts", str(build_inv), "--json", "--no-probe")
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    verda = json.loads(res.stdout)["hosts"]["verda"]
+    worker = next(s for s in verda["services"] if s["service"] == "worker")
+    assert worker["image"] == f"comfyume-worker:{worker['commit']}" and len(worker["commit"]) == 12
+    img = verda["images"]
+    assert img["branch"] == "verda-track" and img["deployed_commit"].startswith(worker["commit"])
+    assert img["undeployed"] is True  # the broken commit was fetched by start-all, never deployed
+    assert img["head"] != branch_head(lab, "verda-track")  # the fix came after the last fetch
+    res = invoke("status", "--hosts", str(build_inv), "--json", "--no-probe", "--fetch")
+    assert json.loads(res.stdout)["hosts"]["verda"]["images"]["head"] == gitserver._git(
+        "--git-dir", str(gitserver.repo_path(hosts)), "rev-parse", "refs/heads/verda-track").stdout.strip()
+    text = invoke("status", "--hosts", str(build_inv), "--no-probe").stdout
+    assert "branch verda-track at" in text and "the branch has commits not deployed" in text
+    assert f"comfyume-worker:{worker['commit']}" in text
+
+
+def test_copy_an_image_host_to_host_then_skip_the_second_copy(lab, build_inv, healed):
+    """mello's admin image (built above at mello-track's commit) is not on verda: copy it there."""
+    ref = running(lab, "mello")["admin"][1]
+    engine(lab, "verda", "rmi", ref)
+    assert engine(lab, "verda", "image", "inspect", "--format", "{{.Id}}", ref).strip() == ""
+    res = invoke("copy-image", "--hosts", str(build_inv), "--source", "mello", "--target", "verda", "--image", ref)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "1 image(s) copied from mello to verda" in res.stdout and "compressed" in res.stderr
+    want = engine(lab, "mello", "image", "inspect", "--format", "{{.Id}}", ref).strip()
+    assert want and engine(lab, "verda", "image", "inspect", "--format", "{{.Id}}", ref).strip() == want
+    res = invoke("copy-image", "--hosts", str(build_inv), "--source", "mello", "--target", "verda", "--image", ref)
+    assert res.returncode == 0 and "copy skipped" in res.stderr and "0 image(s) copied" in res.stdout, res.stderr
+    res = invoke("copy-image", "--hosts", str(build_inv), "--source", "mello", "--target", "verda",
+                 "--image", "comfyume-admin:not-there")
+    assert res.returncode == 4 and "host mello has no image comfyume-admin:not-there" in res.stderr
+
+
+# --- pull mode against the lab's registry -------------------------------------------------------
+
+
+def _engine_trusts_lab_registry(lab) -> bool:
+    from comfyume_fab.lab import hostsvc
+    pid = hostsvc.read_pid(lab.hosts["verda"].dockerd_pid)
+    try:
+        return pid is not None and hostsvc.LAB_REGISTRY in open(f"/proc/{pid}/cmdline").read()
+    except OSError:
+        return False
+
+
+def test_pull_from_the_lab_registry_with_a_password_never_in_argv(lab, build_inv, tmp_path, healed):
+    import os
+    import secrets as random
+    import threading
+    from comfyume_fab.lab import hostsvc, registry
+    assert _engine_trusts_lab_registry(lab), "the lab engines were started without --insecure-registry"
+    password = "reg-" + random.token_urlsafe(12)
+    server = registry.start(lab.hosts["mello"], "team", password)
+    try:
+        ref = f"{server}/comfyume-worker:reg-{random.token_hex(3)}"
+        mello = lab.hosts["mello"]
+        # Outside registries fail at once, locally (a closed proxy port), never a DNS query.
+        t0 = time.monotonic()
+        out = hostsvc.docker(mello, "pull", "docker.io/library/alpine:3", check=False, timeout=60)
+        assert out.returncode != 0 and "proxyconnect tcp: dial tcp 127.0.0.1:9: connect: connection refused" in out.stderr \
+            and time.monotonic() - t0 < 30, out.stderr  # the daemon retries a refused proxy for ~10 s
+        conf = tmp_path / "docker-config"
+        conf.mkdir()
+        env = dict(os.environ, DOCKER_HOST=mello.docker_host, DOCKER_CONFIG=str(conf))
+        for argv, inp in ((["login", "--username", "team", "--password-stdin", server], password),
+                          (["tag", "comfyume-worker:v0.11.0", ref], None), (["push", "-q", ref], None)):
+            res = subprocess.run(["docker", *argv], env=env, input=inp, capture_output=True, text=True, timeout=120)
+            assert res.returncode == 0, res.stderr
+        engine(lab, "verda", "rmi", ref)
+        data = yaml.safe_load(build_inv.read_text())
+        data["images"] = {"worker": ref, "sources": {"worker": "pull", "redis": "present"},
+                          "registry": {"server": server, "user": "team", "password": "LAB_REGISTRY_PASSWORD"}}
+        inv = tmp_path / "hosts.yaml"
+        inv.write_text(yaml.safe_dump(data, sort_keys=False))
+        seen, stop = [], threading.Event()
+
+        def watch():
+            while not stop.is_set():
+                for pid in os.listdir("/proc"):
+                    try:
+                        with open(f"/proc/{pid}/cmdline", "rb") as f:
+                            if password.encode() in f.read():
+                                seen.append(pid)
+                    except OSError:
+                        pass
+                time.sleep(0.05)
+        t = threading.Thread(target=watch)
+        t.start()
+        try:
+            res = invoke("start-all", "--hosts", str(inv), env={"LAB_REGISTRY_PASSWORD": password})
+        finally:
+            stop.set()
+            t.join()
+        assert res.returncode == 0, res.stderr[-3000:]
+        assert "verda: docker login" in res.stderr and "verda/worker: docker pull " + ref in res.stderr
+        assert running(lab, "verda")["worker"][1] == ref and running(lab, "verda")["worker"][2] == "healthy"
+        assert seen == [] and password not in res.stdout + res.stderr
+    finally:
+        registry.stop()
+        invoke("start-all", "--hosts", str(build_inv))  # back to the built worker for what follows

@@ -1,0 +1,150 @@
+"""git and docker-image facts, parsed from output recorded from the real programs (git 2.39.5,
+docker 20.10 engine), and the image preflight that reads them (pure)."""
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import pytest
+
+from comfyume_fab.checks.images import image_problems, raise_image_problems
+from comfyume_fab.errors import ConfigError, ExitCode, FabError
+from comfyume_fab.host.facts import ParseError
+from comfyume_fab.host.facts import git as gitfacts
+from comfyume_fab.host.facts import images as imgfacts
+from comfyume_fab.host.state import HostState
+from comfyume_fab.inventory import load_inventory
+from comfyume_fab.ops.images import state_parts
+
+FIX = Path(__file__).resolve().parents[1] / "fixtures"
+GIT = FIX / "git-2.39"
+IMAGE_LS = (FIX / "docker-20.10" / "image-ls.tsv").read_text()
+
+
+def test_git_version_and_branches_from_recordings():
+    assert gitfacts.parse_git_version((GIT / "git-version.txt").read_text()) == "2.39.5"
+    heads = gitfacts.parse_ls_remote((GIT / "ls-remote.txt").read_text())
+    assert heads == {"mello-track": "e748cc4893352bac4859f62dfeaee5cbfbf0253a",
+                     "verda-track": "9156cf97de34f512daa70fe3f348bf0583fc6a97"}
+    with pytest.raises(ParseError):
+        gitfacts.parse_ls_remote((GIT / "ls-remote-denied.txt").read_text())
+    with pytest.raises(ParseError):
+        gitfacts.parse_git_version("bash: git: command not found")
+
+
+@pytest.mark.parametrize("name, words", [
+    ("ls-remote-denied.txt", ("cannot read the repository", "deploy key", "id_ed25519.pub")),
+    ("ls-remote-hostkey.txt", ("host key", "known_hosts")),
+    ("ls-remote-notrepo.txt", ("no repository at", "images.repository")),
+    ("ls-remote-refused.txt", ("cannot reach the git server", "reachable")),
+])
+def test_remote_problem_names_the_likely_fix(name, words):
+    what, hint = gitfacts.remote_problem((GIT / name).read_text(), "ssh://git@h/x.git")
+    text = f"{what} ({hint})"
+    assert all(w in text for w in words), text
+    assert "\n" not in text
+
+
+def test_ls_remote_command_quotes_the_url_and_never_prompts():
+    command = gitfacts.ls_remote_command("git@h:team/c.git")
+    assert command.startswith("GIT_TERMINAL_PROMPT=0 GIT_SSH_COMMAND='ssh -o BatchMode=yes' ")
+    assert shlex.split(command)[-4:] == ["ls-remote", "--heads", "--", "git@h:team/c.git"]
+
+
+def test_image_list_from_recording():
+    images = imgfacts.parse_image_list(IMAGE_LS)
+    assert images["redis:7-alpine"].startswith("sha256:e611b3b0") and len(images) == 5
+    assert imgfacts.normalize("docker.io/library/redis:7-alpine") == "redis:7-alpine"
+    assert imgfacts.normalize("registry:5000/team/worker") == "registry:5000/team/worker:latest"
+    tagged = dict(images, **{"comfyume-worker:0123456789ab": images["comfyume-worker:v0.11.0"]})
+    assert imgfacts.commit_tags(tagged, "comfyume-worker:v0.11.0") == ["0123456789ab"]
+    assert imgfacts.commit_ref("comfyume-worker:v0.11.0", "0123456789abcdef" * 2) == "comfyume-worker:0123456789ab"
+    with pytest.raises(ParseError):
+        imgfacts.parse_image_list("Cannot connect to the Docker daemon at unix:///x. Is the docker daemon running?")
+
+
+DUAL = """\
+mode: dual-server
+images:
+  source: {source}
+  repository: ssh://git@100.64.0.9/srv/git/comfyume.git
+  branch:
+    worker: verda-track
+hosts:
+  mello: {{address: mello, tailscale_ip: 100.99.216.71, roles: [app]}}
+  verda: {{address: verda, roles: [worker]}}
+"""
+ENV = {"REDIS_PASSWORD": "r-pw", "ADMIN_PASSWORD": "a-pw"}
+
+
+def inventory(tmp_path, source="build"):
+    path = tmp_path / "hosts.yaml"
+    path.write_text(DUAL.format(source=source))
+    return load_inventory(str(path), environ=ENV)
+
+
+def state(name, **extra) -> HostState:
+    st = HostState(name, 0.01, engine="20.10.24")
+    st.extra = extra
+    return st
+
+
+def test_parts_only_ask_git_where_something_is_built(tmp_path):
+    inv = inventory(tmp_path)
+    assert [n for n, _ in state_parts(inv, inv.host("verda"))] == ["images", "git", "git_remote"]
+    present = inventory(tmp_path, "present")
+    assert [n for n, _ in state_parts(present, present.host("verda"))] == ["images"]
+
+
+def test_preflight_every_problem_one_sentence_each(tmp_path):
+    inv = inventory(tmp_path)
+    ls = (GIT / "ls-remote.txt").read_text().replace("mello-track", "main")
+    states = {"mello": state("mello", images=(0, IMAGE_LS), git=(0, "git version 2.39.5"), git_remote=(0, ls)),
+              "verda": state("verda", images=(0, ""), git=(127, "bash: git: command not found"))}
+    found = image_problems(inv, states)
+    texts = [p.sentence() for p in found]
+    assert texts[0].endswith("images.branch.app: host mello builds from branch 'mello-track', which does not "
+                             "exist in ssh://git@100.64.0.9/srv/git/comfyume.git (its branches: main, verda-track; "
+                             "fix the branch in hosts.yaml or push it)")
+    assert texts[0].startswith(f"{inv.path}:5 ")  # images.branch has no app entry: its own line
+    assert texts[1] == ("host verda, step preflight images: git is not installed, and it builds worker from "
+                        "ssh://git@100.64.0.9/srv/git/comfyume.git (install it on the host (apt-get install git))")
+    with pytest.raises(FabError) as info:
+        raise_image_problems(found)
+    assert info.value.code == ExitCode.UNHEALTHY and "also: " in info.value.sentence()
+
+
+def test_present_image_missing_is_an_inventory_problem(tmp_path):
+    inv = inventory(tmp_path, "present")
+    states = {"mello": state("mello", images=(0, IMAGE_LS)),
+              "verda": state("verda", images=(0, IMAGE_LS.replace("comfyume-worker", "other")))}
+    with pytest.raises(ConfigError) as info:
+        raise_image_problems(image_problems(inv, states))
+    assert info.value.problems == [
+        f"{inv.path}:3 images.worker: host verda has no image comfyume-worker:v0.11.0 and its source is present "
+        "(set images.source: build with images.repository, or pull, or load the image on the host with docker load)"]
+    states["verda"] = state("verda", images=(0, IMAGE_LS))
+    assert image_problems(inv, states) == []
+
+
+def test_registry_login_reads_the_password_from_stdin_only():
+    command = imgfacts.login_command("100.64.0.1:5000", "team")
+    assert shlex.split(command) == ["docker", "login", "--username", "team", "--password-stdin", "100.64.0.1:5000"]
+
+
+def test_history_keeps_the_last_deploys_and_the_plan_names_the_commit_tags(tmp_path):
+    from comfyume_fab.ops.images import HostImages, _history, with_images
+    from comfyume_fab.plan.planner import make_plan
+    prev = {"at": "t2", "images": {"refs": {"WORKER_IMAGE": "w:bbbbbbbbbbbb"}, "branch": "verda-track",
+                                   "commit": "b" * 40,
+                                   "history": [{"refs": {"WORKER_IMAGE": "w:aaaaaaaaaaaa"}, "commit": "a" * 40},
+                                               {"refs": {"WORKER_IMAGE": "w:999999999999"}, "commit": "9" * 40}]}}
+    assert [h["commit"][0] for h in _history(prev, keep=3)] == ["b", "a"]  # + the new deploy = 3
+    assert [h["commit"][0] for h in _history(prev, keep=1)] == ["b"]
+    assert _history(None, 3) == [] and _history({"revision": "x"}, 3) == []
+    inv = inventory(tmp_path)
+    plan = make_plan(inv)
+    new = with_images(plan, {"verda": HostImages("verda", refs={"WORKER_IMAGE": "comfyume-worker:0123456789ab"})})
+    assert new.host("verda").env["WORKER_IMAGE"] == "comfyume-worker:0123456789ab"
+    assert new.host("verda").env_hash != plan.host("verda").env_hash  # so start-all recreates the worker
+    assert new.host("mello").env == plan.host("mello").env and new.app is new.hosts[0]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from typing import Sequence
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ExitCode
 from ..host.commands import ComposeProject, in_workdir
 from ..host.session import Session
 from ..inventory.model import Inventory
@@ -29,7 +29,7 @@ def run_exec(inv: Inventory, host: str, service: str, argv: Sequence[str], inter
     """Run `argv` in `service`'s container on `host`; return its exit code."""
     inv.host(host)  # ConfigError: unknown host, with the closest name
     plan = make_plan(inv)
-    hp = next(h for h in plan.hosts if h.name == host) if any(h.name == host for h in plan.hosts) else None
+    hp = next((h for h in plan.hosts if h.name == host), None)
     if hp is None:
         raise ConfigError(f"exec: host '{host}' runs no service in mode {inv.mode} (hosts that do: "
                           f"{', '.join(h.name for h in plan.hosts)})")
@@ -55,5 +55,8 @@ def run_exec(inv: Inventory, host: str, service: str, argv: Sequence[str], inter
                 stream.write(data)
                 stream.flush()
             return w
-        rc = remote.stream(cmd, write(out), on_err=write(err), step="exec")
+        try:
+            rc = remote.stream(cmd, write(out), on_err=write(err), step="exec")
+        except KeyboardInterrupt:  # the connection closes with the session: sshd ends the channel
+            return int(ExitCode.INTERRUPTED)
         return 1 if rc is None else rc

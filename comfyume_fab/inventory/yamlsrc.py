@@ -252,7 +252,7 @@ def load_yaml_file(path: str, shown: str | None = None) -> YamlDoc:
         raw = read_regular(path, MAX_INVENTORY_BYTES)
     except FileProblem as exc:
         raise ConfigError(f"{shown}: cannot read the inventory: it {exc} "
-                          f"(give the path of a hosts.yaml file with --hosts)") from None
+                          f"(check the path, or name another with --hosts PATH or $COMFYUME_HOSTS)") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -499,7 +499,7 @@ def test_not_utf8_and_missing_file():
     with pytest.raises(ConfigError) as info:
         load_inventory("nope.yaml", environ=ENV)
     assert info.value.problems == ["nope.yaml: cannot read the inventory: it does not exist "
-                                   "(give the path of a hosts.yaml file with --hosts)"]
+                                   "(check the path, or name another with --hosts PATH or $COMFYUME_HOSTS)"]
     assert info.value.code == 2
 
 
@@ -749,7 +749,7 @@ def test_the_inventory_must_be_a_small_regular_file(kind, tmp_path):
         load_inventory(path, environ=ENV)
     why = SPECIAL_WHY[kind].format(cap=1048576)
     assert info.value.problems == [f"{path}: cannot read the inventory: it {why} "
-                                   "(give the path of a hosts.yaml file with --hosts)"]
+                                   "(check the path, or name another with --hosts PATH or $COMFYUME_HOSTS)"]
 
 
 @pytest.mark.parametrize("kind", list(SPECIAL_WHY))
@@ -788,7 +788,7 @@ def test_long_strings_are_refused():
     with pytest.raises(ConfigError) as info:  # a 10 MB project name: the file itself is refused
         load(text)
     assert info.value.problems == [f"hosts.yaml: cannot read the inventory: it is {len(text)} bytes, more than "
-                                   "the 1048576 bytes allowed (give the path of a hosts.yaml file with --hosts)"]
+                                   "the 1048576 bytes allowed (check the path, or name another with --hosts PATH or $COMFYUME_HOSTS)"]
 
 
 SECRETS_TEXT = DUAL + "secrets: {env_file: s.env}\n"

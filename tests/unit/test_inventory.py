@@ -569,13 +569,13 @@ def test_env_file_relative_to_inventory(tmp_path):
 
 SECRET_CASES = {
     "missing with env file": (DUAL + "secrets: {env_file: .secrets.env}\n", {},
-                              ["hosts.yaml:10 secrets: REDIS_PASSWORD is not set "
+                              ["hosts.yaml:10 secrets.env_file: '.secrets.env' does not exist (create it (mode 0600) "
+                               "with lines like REDIS_PASSWORD=..., or remove secrets.env_file and export the "
+                               "secrets instead)",
+                               "hosts.yaml:10 secrets: REDIS_PASSWORD is not set "
                                "(export REDIS_PASSWORD=... or add it to .secrets.env)",
                                "hosts.yaml:10 secrets: ADMIN_PASSWORD is not set "
-                               "(export ADMIN_PASSWORD=... or add it to .secrets.env)",
-                               "hosts.yaml:10 secrets.env_file: '.secrets.env' does not exist (create it (mode 0600) "
-                               "with lines like REDIS_PASSWORD=..., or remove secrets.env_file and export the "
-                               "secrets instead)"]),
+                               "(export ADMIN_PASSWORD=... or add it to .secrets.env)"]),
     "missing without env file": (DUAL, {"ADMIN_PASSWORD": "adm-secret-9"},
                                  ["hosts.yaml:1 secrets: REDIS_PASSWORD is not set "
                                   "(export REDIS_PASSWORD=... or name an env file that has it in secrets.env_file)"]),
@@ -832,7 +832,7 @@ def test_a_secrets_file_that_is_not_utf8_is_refused():
 
 def test_a_missing_secrets_file_is_named_only_when_it_was_needed():
     assert problems(SECRETS_TEXT, {"ADMIN_PASSWORD": "a"}) == [
-        "hosts.yaml:10 secrets: REDIS_PASSWORD is not set (export REDIS_PASSWORD=... or add it to s.env)",
         "hosts.yaml:10 secrets.env_file: 's.env' does not exist (create it (mode 0600) with lines like "
-        "REDIS_PASSWORD=..., or remove secrets.env_file and export the secrets instead)"]
+        "REDIS_PASSWORD=..., or remove secrets.env_file and export the secrets instead)",
+        "hosts.yaml:10 secrets: REDIS_PASSWORD is not set (export REDIS_PASSWORD=... or add it to s.env)"]
     assert load(SECRETS_TEXT).secrets["REDIS_PASSWORD"].reveal() == "redis-pw-1"  # all exported: fine

@@ -118,7 +118,7 @@ def assign_worker_ids(c: Checker, hosts: list[model.Host]) -> list[model.Host]:
 
 def check_same_address(c: Checker, hosts: list[model.Host]) -> None:
     """Two entries that log into the same machine (same address and SSH port) cannot both deploy:
-    each runs the compose project with `--remove-orphans`, which removes the other's containers
+    each runs the compose project removing its orphans, which removes the other's containers
     (in dual-server the worker's `up` would remove the whole app stack)."""
     seen: dict[tuple[str, int | None], model.Host] = {}
     for host in hosts:
@@ -129,5 +129,5 @@ def check_same_address(c: Checker, hosts: list[model.Host]) -> None:
             c.err(("hosts", host.name, "address"),
                   f"{host.address} is also the address of {first.name} on line "
                   f"{c.doc.line_of(('hosts', first.name, 'address'))}",
-                  "two entries for one machine would remove each other's containers (compose --remove-orphans); "
-                  "list each machine once, with all its roles (e.g. mode single-server-gpu for one machine)")
+                  "two entries for one machine would remove each other's containers (compose removes a project's "
+                  "orphans); list each machine once, with all its roles (e.g. mode single-server-gpu for one machine)")

@@ -126,7 +126,7 @@ def check_secrets(c: Checker, mode: str | None, env_file_given: str | None, base
     unset = any(what.endswith(" is not set") for what, _ in problems)
     if missing and unset:  # the secrets were to come from that file: name the missing file
         c.err(where + ("env_file",), f"'{env_file_given}' {missing.what}", missing.hint)
-    if env_file_path and env_file is None:  # missing or refused (reported): not each secret again
+    if env_file_path and env_file is None and not missing:  # refused (reported): not each secret again
         problems = [(what, hint) for what, hint in problems if not what.endswith(" is not set")]
     for what, hint in problems:
         c.err(where, what, hint)

@@ -571,7 +571,11 @@ SECRET_CASES = {
     "missing with env file": (DUAL + "secrets: {env_file: .secrets.env}\n", {},
                               ["hosts.yaml:10 secrets.env_file: '.secrets.env' does not exist (create it (mode 0600) "
                                "with lines like REDIS_PASSWORD=..., or remove secrets.env_file and export the "
-                               "secrets instead)"]),
+                               "secrets instead)",
+                               "hosts.yaml:10 secrets: REDIS_PASSWORD is not set "
+                               "(export REDIS_PASSWORD=... or add it to .secrets.env)",
+                               "hosts.yaml:10 secrets: ADMIN_PASSWORD is not set "
+                               "(export ADMIN_PASSWORD=... or add it to .secrets.env)"]),
     "missing without env file": (DUAL, {"ADMIN_PASSWORD": "adm-secret-9"},
                                  ["hosts.yaml:1 secrets: REDIS_PASSWORD is not set "
                                   "(export REDIS_PASSWORD=... or name an env file that has it in secrets.env_file)"]),
@@ -717,8 +721,8 @@ def test_ipv6_scope_ids_are_refused():
 def test_two_hosts_with_one_address_are_refused():
     assert problems(DUAL.replace("address: verda", "address: MELLO")) == [
         "hosts.yaml:8 hosts.verda.address: MELLO is also the address of mello on line 4 (two entries for one "
-        "machine would remove each other's containers (compose --remove-orphans); list each machine once, "
-        "with all its roles (e.g. mode single-server-gpu for one machine))"]
+        "machine would remove each other's containers (compose removes a project's orphans); list each machine "
+        "once, with all its roles (e.g. mode single-server-gpu for one machine))"]
     inv = load(DUAL.replace("address: verda", "address: mello\n    port: 2222"))  # another sshd: allowed
     assert [h.port for h in inv.hosts] == [None, 2222]
 
@@ -829,5 +833,6 @@ def test_a_secrets_file_that_is_not_utf8_is_refused():
 def test_a_missing_secrets_file_is_named_only_when_it_was_needed():
     assert problems(SECRETS_TEXT, {"ADMIN_PASSWORD": "a"}) == [
         "hosts.yaml:10 secrets.env_file: 's.env' does not exist (create it (mode 0600) with lines like "
-        "REDIS_PASSWORD=..., or remove secrets.env_file and export the secrets instead)"]
+        "REDIS_PASSWORD=..., or remove secrets.env_file and export the secrets instead)",
+        "hosts.yaml:10 secrets: REDIS_PASSWORD is not set (export REDIS_PASSWORD=... or add it to s.env)"]
     assert load(SECRETS_TEXT).secrets["REDIS_PASSWORD"].reveal() == "redis-pw-1"  # all exported: fine

@@ -14,7 +14,7 @@ from typing import Callable, Iterator
 from . import gitserver, hostsvc, images, network, procs
 from .files import write_lab_files
 from .layout import LAB_ROOT, RUN_ROOT, USER_PREFIX, LabHost, lab_hosts
-from .system import LabError, sh
+from .system import LabError, read_pid, sh
 
 REPO = Path(__file__).resolve().parents[2]
 LAB_DIR = Path(os.environ.get("COMFYUME_LAB_DIR", REPO / ".lab"))
@@ -53,13 +53,19 @@ def made_here() -> bool:
     return owner() == _mine()
 
 
+def _running() -> bool:
+    """Does any lab host's sshd still run? A lab whose processes are all gone (a reboot, a machine
+    whose sessions were ended) is only leftovers: any checkout may clean it up and build its own."""
+    return any(read_pid(pid) for pid in RUN_ROOT.glob("*/sshd.pid"))
+
+
 def _check_owner(takeover: bool | None, doing: str) -> None:
     """Refuse to touch a lab another checkout made, unless told to take it over (the argument, else
     $COMFYUME_LAB_TAKEOVER=1)."""
     if takeover is None:
         takeover = os.environ.get(TAKEOVER_ENV) == "1"
     other = owner()
-    if other and other != _mine() and not takeover:
+    if other and other != _mine() and not takeover and _running():
         raise LabError(f"refusing to {doing}: the lab that is up was made by the checkout at "
                        f"{Path(other).parent} (its lab folder {other}); run `invoke lab.down` there first, "
                        f"or rerun with --takeover (or {TAKEOVER_ENV}=1) to remove it and build this checkout's")

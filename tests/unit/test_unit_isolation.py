@@ -26,6 +26,7 @@ def owner_file(tmp_path, monkeypatch):
 
 
 def test_a_lab_made_by_another_checkout_is_refused_with_its_name(owner_file, monkeypatch):
+    monkeypatch.setattr(manager, "_running", lambda: True)  # that checkout's lab is up
     owner_file.write_text("/work/other-checkout/.lab\n")
     assert manager.owner() == "/work/other-checkout/.lab" and not manager.made_here()
     with pytest.raises(LabError) as info:
@@ -38,6 +39,19 @@ def test_a_lab_made_by_another_checkout_is_refused_with_its_name(owner_file, mon
     manager._check_owner(True, "remove the lab")  # an explicit takeover goes ahead
     monkeypatch.setenv(manager.TAKEOVER_ENV, "1")
     manager._check_owner(None, "remove the lab")  # and so does the environment's (CI, benchmarks)
+
+
+def test_leftovers_of_a_lab_that_no_longer_runs_are_not_refused(owner_file, monkeypatch):
+    """After a reboot, or once the sessions' processes were ended (as before CI), the owner record
+    names a lab whose sshd processes are gone: any checkout may clean it up."""
+    owner_file.write_text("/work/other-checkout/.lab\n")
+    monkeypatch.setattr(manager, "RUN_ROOT", owner_file.parent / "run")
+    (manager.RUN_ROOT / "mello").mkdir(parents=True)
+    (manager.RUN_ROOT / "mello" / "sshd.pid").write_text("999999999\n")  # no such process
+    manager._check_owner(None, "rebuild the lab")
+    monkeypatch.setattr(manager, "_running", lambda: True)
+    with pytest.raises(LabError):
+        manager._check_owner(None, "rebuild the lab")
 
 
 def test_this_checkouts_own_lab_or_none_is_never_refused(owner_file):

@@ -3,11 +3,10 @@ touching them (one SSH connection and one read per host; the uploaded .env is co
 a secret only as "changed")."""
 from __future__ import annotations
 
-from ..host import commands as cmd
 from ..host import state as hoststate
 from ..host.session import Session, gather
 from ..inventory.model import Inventory
-from ..plan.diff import ServiceChange, diff_host, parse_env_text
+from ..plan.diff import ServiceChange, env_section, planned_changes
 from ..plan.planner import make_plan
 
 
@@ -19,11 +18,6 @@ def diff(inv: Inventory) -> dict[str, list[ServiceChange]]:
         s.connect()
         s.require_all()
         states = gather(lambda h: hoststate.read(s[h.name], inv.project, h.workdir, preflight=("engine",),
-                                                 extra=[("envfile", cmd.read_file(h.workdir, cmd.ENV_FILE))]),
+                                                 extra=[env_section(h.workdir)]),
                         hosts)
-    out = {}
-    for hp in plan.hosts:
-        st = states[hp.name]
-        code, text = st.extra.get("envfile", (1, ""))
-        out[hp.name] = diff_host(hp, st.containers, parse_env_text(text) if code == 0 and text.strip() else None)
-    return out
+    return planned_changes(plan, states)

@@ -20,7 +20,7 @@ from ..host.facts import stopped
 from ..host.facts.docker import by_service, service_ok
 from ..host.session import Session, gather
 from ..inventory.model import Inventory
-from ..plan.diff import RECREATE, UNCHANGED, diff_host, parse_env_text, summary_lines
+from ..plan.diff import RECREATE, UNCHANGED, diff_host, env_section, planned_changes, summary_lines
 from ..plan.planner import HostPlan, Plan, make_plan
 from . import images
 from .audit import audit_line, deployed_record, local_revision
@@ -67,7 +67,7 @@ def start_all(inv: Inventory, say: Callable[[str], None], warn: Callable[[str], 
             s.connect()
             s.require_all()
             states = gather(lambda h: hoststate.read(s[h.name], inv.project, h.workdir,
-                                                     extra=[("envfile", cmd.read_file(h.workdir, cmd.ENV_FILE)),
+                                                     extra=[env_section(h.workdir),
                                                             *images.state_parts(inv, h)]),  # images: hook
                             inv.hosts)
         revision = revision_f.result()
@@ -129,17 +129,6 @@ def _say_changes(plan: Plan, states: dict, say, warn) -> None:
     if redis is not None and redis.action == RECREATE:
         warn(f"{plan.app.name}: Redis will be recreated ({'; '.join(redis.reasons)}): queue manager and workers "
              "reconnect; its data volume is kept")
-
-
-def planned_changes(plan: Plan, states: dict) -> dict[str, list]:
-    """Host -> what start-all would do to each service there (plan.diff), from states read with an
-    `envfile` extra section (the uploaded .env, in memory only: it holds the secrets)."""
-    out = {}
-    for hp in plan.hosts:
-        st = states[hp.name]
-        code, text = st.extra.get("envfile", (1, ""))
-        out[hp.name] = diff_host(hp, st.containers, parse_env_text(text) if code == 0 and text.strip() else None)
-    return out
 
 
 def _require(results: dict[str, CheckResult], checks: list, say, step: str, label: str, hint: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Mapping, Sequence
 
+from ..host import commands as cmd
 from ..host.facts.docker import ContainerInfo, by_service
 from ..inventory.secrets import Secret
 from .planner import HostPlan
@@ -97,3 +98,23 @@ def summary_lines(diffs: Mapping[str, Sequence[ServiceChange]]) -> list[str]:
             why = f" ({'; '.join(c.reasons)})" if c.reasons else ""
             lines.append(f"  {c.action} {c.service}{why}")
     return lines
+
+
+ENV_SECTION = "envfile"
+
+
+def env_section(workdir: str) -> tuple[str, str]:
+    """The extra section of a host-state read that brings back the uploaded .env (kept in memory
+    only: it holds the secrets) for `planned_changes`."""
+    return ENV_SECTION, cmd.read_file(workdir, cmd.ENV_FILE)
+
+
+def planned_changes(plan, states: Mapping) -> dict[str, list[ServiceChange]]:
+    """Host -> what start-all would do to each service there, from host states read with
+    `env_section` (unchanged services included)."""
+    out = {}
+    for hp in plan.hosts:
+        st = states[hp.name]
+        code, text = st.extra.get(ENV_SECTION, (1, ""))
+        out[hp.name] = diff_host(hp, st.containers, parse_env_text(text) if code == 0 and text.strip() else None)
+    return out

@@ -97,3 +97,10 @@ def test_lab_up_checks_its_options_before_anything_is_torn_down(monkeypatch, cap
             cli.up(*args)
         assert info.value.code == 2
         assert capsys.readouterr().err == f"error: lab.up: {said}\n"
+
+
+def test_no_two_test_modules_share_a_name():
+    """tests/unit and tests/lab are not packages: pytest imports both by basename in one run, and a
+    second module of the same name stops the whole collection."""
+    names = [p.name for p in (REPO / "tests").rglob("test_*.py")]
+    assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)

@@ -139,6 +139,9 @@ def run_probe(via: Remote, port: int, timeout: float, user_graph: Mapping[str, A
 
 def _read_queue(call) -> QueueState:
     status, body = call("GET", QUEUE)
+    if status >= 500:  # the server failed (reported as such, like a 5xx to POST /prompt)
+        raise PromptRejected(f"ComfyUI answered GET {QUEUE} with HTTP {status} instead of 200: "
+                             f"{body[:160].decode(errors='replace')}", status=status, body=body)
     if status != 200:
         raise ParseError("HTTP 200 from GET /queue", f"HTTP {status}: {body[:160].decode(errors='replace')}")
     return parse_queue(json.loads(body or b"{}"))

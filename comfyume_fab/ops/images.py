@@ -270,7 +270,8 @@ def deployed_images(hp, got: HostImages | None) -> dict:
 
 def rollback_targets(inv: Inventory, to: str | None, say: Callable[[str], None]) -> dict[str, dict]:
     """host -> the deploy to go back to ({refs, branch, commit}), from each host's deployed.json:
-    the previous deploy, or the one whose commit starts with `to`. Every image must still be on its
+    the latest deploy of another commit than the current one, or the one whose commit starts
+    with `to`; a host with no earlier commit stays as it is. Every image must still be on its
     host (nothing is built or pulled); ConfigError/UnhealthyError otherwise."""
     from ..errors import ConfigError
     with Session(inv, inv.hosts) as s:
@@ -294,8 +295,9 @@ def rollback_targets(inv: Inventory, to: str | None, say: Callable[[str], None])
                 if pick is None and current and current.startswith(to):
                     say(f"{host.name}: already at {to}")
                     continue
-            else:
-                pick = history[0] if history else None
+            else:  # the previous COMMIT: a redeploy of the same one, or a deploy of images not
+                # built from the repository (no commit), is not one to go back to
+                pick = next((h for h in history if h.get("commit") and h.get("commit") != current), None)
             if pick is None:
                 if (deployed.get("images") or {}).get("refs"):  # this host stays as it is
                     targets[host.name] = {k: deployed["images"].get(k) for k in ("refs", "branch", "commit")}

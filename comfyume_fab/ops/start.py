@@ -186,6 +186,14 @@ def _deploy_stage(inv: Inventory, s: Session, hp: HostPlan, services, state, out
                and service_ok(current.get(svc))]
     core = [svc for svc in todo if svc not in frontends]
     fresh = [svc for svc in todo if svc in frontends and svc not in rolling]
+    if uploaded != want_seen:
+        # The host's files differed from the plan (a hand-edited .env, a cut upload): a container may
+        # run settings that no fingerprint label shows. Compose compares each service's resolved
+        # configuration itself and recreates only those that differ, so every other service of the
+        # stage goes through `up -d` too (frontends without their dependencies).
+        core += [svc for svc in services if svc not in todo and svc not in frontends]
+        fresh += [svc for svc in services if svc not in todo and svc in frontends]
+        todo = list(services)
     for group, no_deps in ((core, False), (fresh, True)):
         if group:
             _up(inv, remote, hp, group, no_deps, say)

@@ -371,11 +371,13 @@ def test_05_app_service_that_never_becomes_healthy_names_it_and_what_it_held_bac
         res, took = cli("start-all", "--hosts", str(broken))
         one_error(res, ExitCode.UNHEALTHY, "mello", "compose up",
                   "service queue-manager failed while `docker compose up -d` waited for it: running, unhealthy",
-                  "not started because of it: admin, user001", "last log lines:", "Ready to accept connections")
+                  "not started because of it: admin", "last log lines:", "Ready to accept connections")
         assert took < FAST["command"] + SLACK
         now = containers(lab, "mello")
         assert now["redis"]["state"] == "running"  # nothing lost
-        assert now["admin"]["state"] == "created" and now["user001"]["state"] == "created"  # and it said so
+        assert now["admin"]["state"] == "created"  # held back by the chain, and it said so
+        # the frontends' own settings did not change: they keep running and serving (issue 13)
+        assert now["user001"]["state"] == "running"
         assert "worker" in containers(lab, "verda")  # the worker stage never ran: the worker is untouched
     finally:
         converge(fast)
@@ -400,7 +402,7 @@ def test_06_crash_looping_worker_shows_restarts_and_last_log_lines(lab, deployed
         assert mark == "FAIL"
         assert re.search(r"CRASH LOOP: worker \(\d+ restarts\)", detail), detail
         assert "worker last log lines: " in detail and "crash requested by /tmp/standin-crash" in detail
-        assert re.search(r"^\s+worker\s+\S+\s+\S+\s+\d+\s+<-- CRASH LOOP$", res.stdout, re.M), res.stdout
+        assert re.search(r"^\s+worker\s+\S+\s+\S+\s+\d+\s+.*<-- CRASH LOOP$", res.stdout, re.M), res.stdout
         assert took < FAST["connect"] + FAST["probe"] + SLACK
         start, start_took = cli("start-all", "--hosts", str(fast))
         line = one_error(start, ExitCode.UNHEALTHY, "verda", ("wait healthy", "compose up"), "service worker ",
@@ -537,7 +539,8 @@ def test_09_worker_comfyui_failing_fails_the_probe_within_its_bound(lab, deploye
             assert "gave no answer within 5 s" in detail and "gave no answer within 5 s" in line
         else:
             for text in (detail, line):
-                assert "failed with a server error: ComfyUI answered POST /prompt with HTTP 500" in text
+                # the probe reads the queue first (issue 13): the 500 shows there, as a server error
+                assert "failed with a server error: ComfyUI answered GET /queue with HTTP 500" in text
         assert took < FAST["connect"] + FAST["probe"] + SLACK
         assert start_took < FAST["connect"] + FAST["probe"] + SLACK
     finally:

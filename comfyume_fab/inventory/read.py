@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 from . import model
 from ..errors import ConfigError
-from .checker import (DURATION_RE, IMAGE_RE, URL_RE, Checker, expand, in_range, name_check,
+from .checker import (DURATION_RE, URL_RE, Checker, expand, in_range, name_check,
                       one_of, pattern, positive, readable_file, seconds)
 from .hosts import assign_worker_ids, read_host
 from .imagesrc import check_hosts as check_image_hosts, read_images
@@ -22,7 +22,6 @@ from .yamlsrc import FileProblem, YamlDoc, load_yaml_file, read_regular
 TOP_KEYS = ("mode", "project", "num_users", "images", "ports", "worker", "timeouts", "rollout", "health",
             "probe", "serverless", "ssh", "secrets", "hosts")
 MAX_WORKFLOW_BYTES = 4 * 1024 * 1024  # an API-format workflow is KiBs; /dev/zero is refused
-IMAGE_HINT = "letters, digits and . _ / : @ - only, e.g. comfyume-worker:v0.11.0"
 
 
 def read_inventory(doc: YamlDoc, shown: str, environ: Mapping[str, str], need_secrets: bool = True) -> model.Inventory:

@@ -79,13 +79,14 @@ class DeployLock:
                 if res.ok:
                     self.held = True
                     return
-            except BaseException:
+            except BaseException as exc:
                 # Interrupted (or the host failed) while taking it: the folder may be there and
                 # ours although we never heard so. Remove it only if it carries our token.
+                fresh = isinstance(exc, KeyboardInterrupt)
                 try:
-                    self._release_if_ours()
+                    self._release_if_ours(fresh)
                 except KeyboardInterrupt:  # a second Ctrl-C before SIGINT was held back: once more
-                    self._release_if_ours()
+                    self._release_if_ours(fresh)
                 raise
             if res.exited != 3:
                 raise LockedError(f"could not take the deploy lock: {clean(res.tail())}", host=self.remote.name,
@@ -104,23 +105,40 @@ class DeployLock:
                 announced = True
             time.sleep(min(2.0, max(0.1, deadline - time.monotonic())))
 
-    def _release_if_ours(self) -> None:
+    def _release_if_ours(self, fresh: bool = False) -> None:
         try:
-            with sigint_deferred():
-                self.remote.run(cmd.lock_release(self.workdir, self.token), step="unlock", timeout=self._release_bound())
+            with sigint_deferred(), self._connection(fresh) as remote:
+                remote.run(cmd.lock_release(self.workdir, self.token), step="unlock", timeout=self._release_bound())
         except BaseException:  # noqa: BLE001 - the first failure is the one to report
             pass
+
+    @contextmanager
+    def _connection(self, fresh: bool) -> Iterator[Remote]:
+        """The connection to release over. After a Ctrl-C, a new one: the interrupt may have landed
+        inside the SSH library while it held one of its own locks (its next send would then wait
+        forever), so the task's connection is not trusted with the release."""
+        if not fresh:
+            yield self.remote
+            return
+        remote = Remote(self.remote.target).open()
+        try:
+            yield remote
+        finally:
+            remote.close()
 
     def _release_bound(self) -> float:
         """How long a release may take: Ctrl-C is held back meanwhile, so not a whole command timeout."""
         return min(float(self.remote.target.command_timeout), RELEASE_BOUND_S)
 
-    def release(self) -> None:
-        """Remove the lock if it is still ours; say what was found. Raises when it cannot be checked."""
+    def release(self, fresh: bool = False) -> None:
+        """Remove the lock if it is still ours; say what was found. Raises when it cannot be checked.
+        `fresh`: over a new connection (after a Ctrl-C, see `_connection`)."""
         if not self.held:
             return
         with sigint_deferred():  # a Ctrl-C meanwhile is raised once the outcome is known and said
-            res = self.remote.run(cmd.lock_release(self.workdir, self.token), step="unlock", timeout=self._release_bound())
+            with self._connection(fresh) as remote:
+                res = remote.run(cmd.lock_release(self.workdir, self.token), step="unlock",
+                                 timeout=self._release_bound())
             self.held = False
             self._said(res)
 
@@ -149,7 +167,7 @@ class DeployLock:
         interrupted = False
         for _ in range(2):  # once more when a Ctrl-C landed before SIGINT was held back
             try:
-                self.release()
+                self.release(fresh=interrupted or (exc[0] is not None and issubclass(exc[0], KeyboardInterrupt)))
                 break
             except KeyboardInterrupt:
                 interrupted = True

@@ -153,7 +153,8 @@ class Watched:
     first line containing `trigger`, given this object."""
 
     def __init__(self, *args: str, trigger: str, action):
-        env = {k: v for k, v in os.environ.items() if k != "COMFYUME_HOSTS"}
+        # faulthandler: a run that hangs can be made to print every thread's stack (see `wait`)
+        env = {**{k: v for k, v in os.environ.items() if k != "COMFYUME_HOSTS"}, "PYTHONFAULTHANDLER": "1"}
         self.proc = subprocess.Popen([INVOKE, *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True, env=env)
         self.trigger, self.action = trigger, action
@@ -183,8 +184,15 @@ class Watched:
         try:
             rc = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            raise
+            self.proc.send_signal(signal.SIGABRT)  # faulthandler prints where every thread waits
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+            for t in self._threads:
+                t.join(5)
+            raise AssertionError(f"{' '.join(self.proc.args[1:3])} still ran {timeout:g} s later; its stderr:\n"
+                                 + "\n".join(self.lines[-80:])) from None
         for t in self._threads:
             t.join(5)
         return rc

@@ -28,7 +28,8 @@ class HostInfo:
     host_hash: str
     deployed: str  # the deployed.json text start-all writes
     worker_id: str | None
-    uploaded: str  # what `cat uploaded.sha256; sha256sum -- .env FILES` prints when up to date
+    uploaded: str  # what `cat uploaded.sha256; sha256sum -- .env FILES` prints when up to date (the
+    # marker holds the host hash and the sums the upload wrote; then the sums now, the same)
     files: tuple[str, ...]  # .env and the compose files, in the order start-all checksums them
     service_hashes: dict = None  # service -> its own fingerprint (its container's env-hash label)
 
@@ -69,7 +70,7 @@ def lab_spec(inventory: Path) -> LabSpec:
             env_hash=str(hp.env.get("CFAB_ENV_HASH")), host_hash=hh,
             deployed=deployed_record(rev, plan.config_hash, hh, plan.mode).decode(),
             worker_id=hp.host.worker_id if hp.worker_services else None,
-            uploaded="\n".join([hh, *sums]), files=names, service_hashes=dict(hp.service_hashes)))
+            uploaded="\n".join([hh, *sums, *sums]), files=names, service_hashes=dict(hp.service_hashes)))
     return LabSpec(project=inv.project, app_ip=plan.app.host.tailscale_ip, redis_port=inv.ports.redis,
                    qm_port=inv.ports.queue_manager, comfyui_port=inv.ports.worker_comfyui, hosts=hosts,
                    compose_files={hp.name: tuple(hp.compose_files) for hp in plan.hosts},

@@ -149,15 +149,20 @@ def _deploy_stage(inv: Inventory, s: Session, hp: HostPlan, services, state, out
     want = hp.host_hash
     # The marker AND the files' checksums: a hand-edited .env on the host (a wrong REDIS_PASSWORD, a
     # loopback REDIS_BIND_IP) must be replaced by the next start-all, not trusted because of the marker.
-    uploaded = remote.run(_uploaded_command(wd, hp), step="read upload marker").stdout.strip()
-    want_seen = _uploaded_expected(hp, want)
+    marker, now = _split_uploaded(remote.run(_uploaded_command(wd, hp), step="read upload marker").stdout)
+    expected_sums = _sums(hp)
+    up_to_date = marker[:1] == [want] and now == expected_sums
+    # Files that are not what the last upload wrote (a hand-edited .env): their containers may run
+    # settings that no fingerprint label shows, so Compose is asked to compare them all (below).
+    recorded = dict(_by_name(marker[1:]))
+    hand_edited = any(recorded.get(name, digest) != digest for name, digest in _by_name(now))
     changes = {c.service: c for c in diff_host(hp, state.containers, None, services)}
     orphans = [c for c in state.containers if c.service and c.service not in hp.services]
     todo = [svc for svc in services if changes[svc].action != UNCHANGED]
-    if uploaded == want_seen and not todo and not orphans:
+    if up_to_date and not todo and not orphans:
         say(f"{hp.name}: {', '.join(services)} already running with this configuration (nothing to do)")
         return
-    if uploaded != want_seen:
+    if not up_to_date:
         say(f"{hp.name}: uploading {len(hp.files)} compose file(s) and the env file (0600) to {wd}")
         made = remote.run(cmd.mkdir(wd), step="upload")
         if not made.ok:  # never upload into a folder that is not there or not private
@@ -168,7 +173,7 @@ def _deploy_stage(inv: Inventory, s: Session, hp: HostPlan, services, state, out
         for name, text in hp.files.items():
             remote.put(cmd.workdir_path(wd, name), text.encode(), mode=0o600)
         remote.put(cmd.workdir_path(wd, cmd.ENV_FILE), hp.env_file_text().encode(), mode=0o600)
-        remote.put(cmd.workdir_path(wd, UPLOADED), (want + "\n").encode(), mode=0o600)
+        remote.put(cmd.workdir_path(wd, UPLOADED), "\n".join([want, *expected_sums, ""]).encode(), mode=0o600)
     before = {c.service: c.id for c in state.containers}
     current = by_service(state.containers)
     if orphans:
@@ -186,8 +191,8 @@ def _deploy_stage(inv: Inventory, s: Session, hp: HostPlan, services, state, out
                and service_ok(current.get(svc))]
     core = [svc for svc in todo if svc not in frontends]
     fresh = [svc for svc in todo if svc in frontends and svc not in rolling]
-    if uploaded != want_seen:
-        # The host's files differed from the plan (a hand-edited .env, a cut upload): a container may
+    if hand_edited:
+        # The host's files were changed after the last upload (a hand-edited .env): a container may
         # run settings that no fingerprint label shows. Compose compares each service's resolved
         # configuration itself and recreates only those that differ, so every other service of the
         # stage goes through `up -d` too (frontends without their dependencies).
@@ -256,15 +261,30 @@ def _roll(inv: Inventory, remote, hp: HostPlan, rolling: list[str], say) -> None
 def _uploaded_command(wd: str, hp: HostPlan) -> str:
     names = [cmd.ENV_FILE, *sorted(hp.files)]
     # Also removes what an upload cut off mid-transfer left beside the real files.
-    return (f"{cmd.clean_partials(wd)} 2>/dev/null; {cmd.read_file(wd, UPLOADED)}; "
+    return (f"{cmd.clean_partials(wd)} 2>/dev/null; {cmd.read_file(wd, UPLOADED)}; echo {NOW_MARK}; "
             f"{cmd.in_workdir(wd, ['sha256sum', '--', *names])} 2>/dev/null")
 
 
-def _uploaded_expected(hp: HostPlan, want: str) -> str:
-    """What `_uploaded_command` prints when the host holds exactly this plan's files."""
+NOW_MARK = "@@cfab-now"  # between the upload marker (what was uploaded) and the files' sums now
+
+
+def _split_uploaded(text: str) -> tuple[list[str], list[str]]:
+    """(the marker's lines: host hash, then the sums it recorded; the sha256sum lines now)."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if NOW_MARK not in lines:
+        return lines, []
+    i = lines.index(NOW_MARK)
+    return lines[:i], lines[i + 1:]
+
+
+def _sums(hp: HostPlan) -> list[str]:
+    """The sha256sum lines of this plan's files, as `_uploaded_command` prints them."""
     texts = {cmd.ENV_FILE: hp.env_file_text(), **hp.files}
-    sums = [f"{hashlib.sha256(texts[n].encode()).hexdigest()}  {n}" for n in [cmd.ENV_FILE, *sorted(hp.files)]]
-    return "\n".join([want, *sums])
+    return [f"{hashlib.sha256(texts[n].encode()).hexdigest()}  {n}" for n in [cmd.ENV_FILE, *sorted(hp.files)]]
+
+
+def _by_name(sum_lines: list[str]) -> list[tuple[str, str]]:
+    return [(parts[1], parts[0]) for parts in (ln.split(None, 1) for ln in sum_lines) if len(parts) == 2]
 
 
 def _warm_plan(inv: Inventory) -> None:

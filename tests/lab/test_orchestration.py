@@ -221,7 +221,7 @@ def test_wait_lock_waits_for_the_holder_then_runs(lab, deployed):
             proc.kill()
         subprocess.run(["rm", "-rf", str(lock)])
     assert proc.returncode == 0, err
-    assert "waiting for the deploy lock held by colleague@laptop" in err
+    assert "waiting (at most " in err and "for the deploy lock held by colleague@laptop" in err, err
 
 
 def test_stop_verda_when_idle_waits_for_the_queue_to_drain(lab, deployed):

@@ -4,10 +4,11 @@ failures kept apart (the idea of Fabric's GroupResult)."""
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Callable, Generic, Iterable, TypeVar
 
 from ..errors import FabError
+from ..interrupts import sigint_deferred
 from ..inventory.model import Host, Inventory
 from .ssh import Remote, Target
 
@@ -60,8 +61,28 @@ def each(fn: Callable[[T], R], items: Iterable[T], key: Callable[[T], str] = _na
     if len(items) <= 1:
         results = [guard(item) for item in items]
     else:
-        with ThreadPoolExecutor(max_workers=min(32, len(items))) as pool:
-            results = list(pool.map(guard, items))
+        pool = ThreadPoolExecutor(max_workers=min(32, len(items)))
+        futures: list[Future] = []
+        try:
+            for item in items:  # one by one: a Ctrl-C meanwhile still finds the started ones here
+                futures.append(pool.submit(guard, item))
+            _wait_all(futures)
+            results = [f.result() for f in futures]
+        except BaseException:
+            # Ctrl-C: the hosts' commands that already run are waited for (what the caller does
+            # next, such as releasing the deploy lock, must come after them); a second Ctrl-C
+            # stops waiting.
+            pool.shutdown(wait=False, cancel_futures=True)
+            try:
+                _wait_all(futures)
+            except KeyboardInterrupt:
+                pass
+            raise
+        # Every thread has done its work: join them with Ctrl-C held back. An interrupt landing
+        # inside Thread.join can make CPython release the thread's lock twice ("RuntimeError:
+        # release unlocked lock"), which would hide the Ctrl-C behind an unexpected error.
+        with sigint_deferred():
+            pool.shutdown(wait=True)
     for item, (ok, value) in zip(items, results):
         if ok:
             out[key(item)] = value
@@ -74,6 +95,13 @@ def gather(fn: Callable[[T], R], items: Iterable[T], hint: str | None = None,
            key: Callable[[T], str] = _name) -> GroupResult[R]:
     """`each`, for ordered steps: the first failure is raised (with `hint`), else every result."""
     return each(fn, items, key).raise_first(hint)
+
+
+def _wait_all(futures: list[Future]) -> None:
+    """Until every future is done, waking often: a Ctrl-C the kernel hands to another thread is only
+    acted on (KeyboardInterrupt) when the main thread next runs Python code."""
+    while wait(futures, timeout=0.2).not_done:
+        pass
 
 
 class Session:

@@ -29,7 +29,7 @@ from ..host.session import Session, gather
 from ..host.state import HostState
 from ..inventory import model
 from ..inventory.model import Host, Inventory
-from ..plan.planner import HASH_KEY, Plan, env_hash
+from ..plan.planner import Plan
 
 
 def state_parts(inv: Inventory, host: Host) -> list[tuple[str, str]]:
@@ -243,10 +243,7 @@ def with_images(plan: Plan, got: Mapping[str, HostImages]) -> Plan:
     for hp in plan.hosts:
         refs = {k: v for k, v in (got.get(hp.name).refs if hp.name in got else {}).items() if k in hp.env}
         if refs:
-            env = dict(hp.env)
-            env.update(refs)
-            env[HASH_KEY] = env_hash(env)
-            hp = dataclasses.replace(hp, env=env, env_hash=env[HASH_KEY])
+            hp = hp.with_env(refs)
         hosts.append(hp)
     by_name = {hp.name: hp for hp in hosts}
     return dataclasses.replace(plan, hosts=tuple(hosts), app=by_name[plan.app.name],

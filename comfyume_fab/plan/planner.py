@@ -14,6 +14,7 @@ an incident (docs/comfyume-system.md):
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -196,6 +197,18 @@ class HostPlan:
     def compose(self) -> ComposeProject:
         """Where and how this host's compose project runs."""
         return ComposeProject(self.host.workdir, self.project, self.compose_files)
+
+    def with_env(self, updates: Mapping[str, str | Secret]) -> "HostPlan":
+        """This plan with `updates` in its .env (an image built at a commit): the env hash and every
+        service's own fingerprint recomputed, so exactly the services that read a changed value
+        are recreated."""
+        env = {k: v for k, v in self.env.items() if not k.startswith(SERVICE_HASH_PREFIX)}
+        env.update(updates)
+        env[HASH_KEY] = env_hash(env)
+        hashes, used = service_fingerprints(self.files, self.compose_files, env)
+        env.update({service_hash_var(svc): value for svc, value in hashes.items()})
+        return dataclasses.replace(self, env=env, env_hash=env[HASH_KEY], service_hashes=hashes,
+                                   service_vars=used)
 
     @functools.cached_property
     def host_hash(self) -> str:

@@ -146,5 +146,10 @@ def test_history_keeps_the_last_deploys_and_the_plan_names_the_commit_tags(tmp_p
     plan = make_plan(inv)
     new = with_images(plan, {"verda": HostImages("verda", refs={"WORKER_IMAGE": "comfyume-worker:0123456789ab"})})
     assert new.host("verda").env["WORKER_IMAGE"] == "comfyume-worker:0123456789ab"
-    assert new.host("verda").env_hash != plan.host("verda").env_hash  # so start-all recreates the worker
+    assert new.host("verda").env_hash != plan.host("verda").env_hash
+    # the worker's own fingerprint (its container label) changes, so start-all recreates it
+    old_w, new_w = plan.host("verda"), new.host("verda")
+    assert new_w.service_hashes["worker"] != old_w.service_hashes["worker"]
+    assert new_w.env["CFAB_HASH_WORKER"] == new_w.service_hashes["worker"]
+    assert new_w.host_hash != old_w.host_hash
     assert new.host("mello").env == plan.host("mello").env and new.app is new.hosts[0]

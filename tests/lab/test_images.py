@@ -11,7 +11,7 @@ import yaml
 
 from tests.conftest import invoke
 
-from comfyume_fab.lab import gitserver
+from comfyume_fab.lab import gitserver, hostsvc
 
 
 def _lab_is_ours(lab) -> bool:
@@ -231,6 +231,11 @@ def test_broken_dockerfile_stops_there_and_keeps_the_running_worker(lab, build_i
         assert len(err) == 1 and "host verda, step build worker: building comfyume-worker:" in err[0]
         assert "exit 3" in err[0] or "returned a non-zero code: 3" in err[0], err[0]
         assert running(lab, "verda")["worker"] == before  # still the previous image, running and healthy
+        # and the failed build left no container of its own behind on the host
+        listed = hostsvc.docker(lab.hosts["verda"], "ps", "-a", "--format",
+                                '{{.ID}} {{.Label "com.docker.compose.project"}}').stdout.splitlines()
+        left = [ln for ln in listed if len(ln.split()) == 1]  # not a Compose service's container
+        assert left == [], left
     finally:
         gitserver.commit(hosts, "verda-track", "comfyui-worker/Dockerfile", text, "worker: fixed")
 

@@ -63,7 +63,8 @@ def build_command(checkout: str, commit: str, context: str, dockerfile: str, tag
     """Build from the tree `commit:context` of the host's checkout, streamed as a tar to
     `docker build -` (no working tree is switched), tagged with every name in `tags`."""
     archive = shlex.join(["git", "-C", checkout, "archive", "--format=tar", f"{commit}:{context}"])
-    argv = ["docker", "build", "-f", dockerfile]
+    # --force-rm: a failed step's container is removed too (the classic builder keeps it otherwise)
+    argv = ["docker", "build", "--force-rm", "-f", dockerfile]
     for tag in tags:
         argv += ["-t", tag]
     for key, value in sorted(labels.items()):

@@ -235,7 +235,11 @@ def test_stop_verda_when_idle_waits_for_the_queue_to_drain(lab, deployed):
             "'http://127.0.0.1:3000/api/jobs',data=sys.argv[1].encode(),headers={'Content-Type':'application/json'}"
             ")).read().decode())", json.dumps(job)]
     qm = [c[0] for c in containers(lab, "mello") if c[1] == "queue-manager"][0]
-    hostsvc.docker(mello, "exec", qm, *post)
+    job_id = json.loads(hostsvc.docker(mello, "exec", qm, *post).stdout)["job_id"]
+    # the job waits in the queue (the paused worker cannot take it): what --when-idle must see
+    show = ["python3", "-c", "import sys,urllib.request as u;print(u.urlopen("
+            "'http://127.0.0.1:3000/api/jobs/'+sys.argv[1]).read().decode())", job_id]
+    assert json.loads(hostsvc.docker(mello, "exec", qm, *show).stdout)["status"] == "pending"
     proc = subprocess.Popen([INVOKE, "stop-verda", "--when-idle", "--hosts", str(deployed)], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -249,6 +253,8 @@ def test_stop_verda_when_idle_waits_for_the_queue_to_drain(lab, deployed):
             proc.kill()
         hostsvc.docker(verda, "unpause", wid, check=False)
     assert proc.returncode == 0, err
-    assert "waiting for 1 pending" in err and "queue idle" in err
+    seen = hostsvc.docker(mello, "exec", qm, *show).stdout
+    assert "waiting for 1 pending" in err and "queue idle" in err, (err, seen)
+    assert json.loads(seen)["status"] == "completed", seen  # it ran before the worker stopped
     assert [c[2] for c in containers(lab, "verda")] == ["exited"]
     assert invoke("start-all", "--hosts", str(deployed)).returncode == 0

@@ -26,6 +26,12 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 INVOKE = str(Path(sys.executable).with_name("invoke"))
 
+# The tool's cache of secret fingerprints (inventory/fingerprint.py) goes to a folder of this test
+# session, inherited by every `invoke` the tests run, never the user's own ~/.cache.
+import tempfile  # noqa: E402
+
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="comfyume-fab-test-cache-")
+
 
 @dataclass
 class Lab:

@@ -31,14 +31,16 @@ _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 class Secret:
     """A secret string that never shows itself: str/repr/format give '***'; `.reveal()` the value."""
 
-    __slots__ = ("_value",)
+    __slots__ = ("_value", "origin")
 
-    def __init__(self, value: str):
+    def __init__(self, value: str, origin: str | None = None):
         if isinstance(value, Secret):
             value = value.reveal()
         if not isinstance(value, str):
             raise TypeError("Secret wraps a str")
         object.__setattr__(self, "_value", value)
+        # where it was read (the secrets file's identity), never derived from the value
+        object.__setattr__(self, "origin", origin)
 
     def reveal(self) -> str:
         """The real value: call this only where it is written to a 0600 file or a socket."""
@@ -74,6 +76,7 @@ class EnvFile:
 
     values: Mapping[str, str]
     problems: tuple[tuple[int, str], ...] = ()
+    identity: str | None = None  # path, inode, size, mtime, ctime as read (any edit changes it)
 
 
 def parse_env_text(text: str) -> EnvFile:
@@ -132,8 +135,14 @@ def load_env_file(path: str) -> EnvFile:
     file, owned by this user, mode 0600 or stricter, at most MAX_ENV_FILE bytes, UTF-8 text.
     EnvFileProblem otherwise (a missing file is named as missing)."""
     from .yamlsrc import FileProblem, read_regular
+    seen: list[os.stat_result] = []
+    check = _private(path)
+
+    def inspect(st: os.stat_result) -> None:
+        check(st)
+        seen.append(st)
     try:
-        raw = read_regular(path, MAX_ENV_FILE, inspect=_private(path))
+        raw = read_regular(path, MAX_ENV_FILE, inspect=inspect)
     except FileProblem as exc:
         hint = ("create it (mode 0600) with lines like REDIS_PASSWORD=..., or remove secrets.env_file and "
                 "export the secrets instead" if str(exc) == "does not exist" else
@@ -145,7 +154,20 @@ def load_env_file(path: str) -> EnvFile:
         line = raw.count(b"\n", 0, exc.start) + 1
         raise EnvFileProblem(f"is not UTF-8 text (line {line})", "save it as UTF-8; a secret is never guessed "
                              "from bytes that are not text") from None
-    return parse_env_text(text)
+    parsed = parse_env_text(text)
+    return EnvFile(parsed.values, parsed.problems, _identity(path, seen[0]) if seen else None)
+
+
+def _identity(path: str, before: os.stat_result) -> str | None:
+    """The file as it was read; None when it changed while being read."""
+    try:
+        after = os.stat(path)
+    except OSError:
+        return None
+    fields = ("st_dev", "st_ino", "st_size", "st_mtime_ns", "st_ctime_ns")
+    if any(getattr(after, f) != getattr(before, f) for f in fields):
+        return None
+    return "|".join([os.path.realpath(path), *(str(getattr(before, f)) for f in fields)])
 
 
 def unsafe_reason(value: str) -> str | None:
@@ -223,5 +245,7 @@ def resolve_secrets(required: tuple[str, ...], optional: tuple[str, ...], enviro
             problems.append((f"{name} contains a character that cannot be used",
                              f"{UNSAFE_CHARS_TEXT}; choose a value without them"))
             continue
-        found[name] = Secret(value)
+        from_file = name not in environ or not environ.get(name)
+        origin = f"{env_file.identity}|{name}" if from_file and env_file and env_file.identity else None
+        found[name] = Secret(value, origin)
     return Resolution(found, tuple(problems))

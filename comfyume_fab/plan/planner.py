@@ -24,6 +24,7 @@ from typing import Mapping
 
 from ..errors import ConfigError
 from ..host.commands import ComposeProject
+from ..inventory.fingerprint import fingerprint
 from ..inventory.model import GPU_MODES, Host, Inventory
 from ..inventory.secrets import REDACTED, Secret, Unset
 from . import compose as cg
@@ -47,14 +48,6 @@ def short_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
 
-@functools.lru_cache(maxsize=64)
-def _secret_fingerprint(name: str, value: str) -> str:
-    """A slow (scrypt), salted fingerprint: a changed secret changes the hash, yet the printed hash
-    does not let anyone cheaply test guesses of the secret."""
-    salt = f"comfyume-fab:{name}".encode()
-    return hashlib.scrypt(value.encode(), salt=salt, n=2 ** 14, r=8, p=1, dklen=16).hex()
-
-
 def env_hash(env: Mapping[str, str | Secret]) -> str:
     """Hash of every variable but CFAB_ENV_HASH; a secret enters only as its scrypt fingerprint."""
     lines = [f"{k}={_value_fingerprint(k, v)}" for k, v in sorted(env.items())
@@ -67,7 +60,7 @@ def _value_fingerprint(key: str, value: str | Secret | None) -> str:
         return "<unset>"
     if isinstance(value, Unset):  # plan/--dry-run without the secret: never deployed (see Unset)
         return "unset"
-    return _secret_fingerprint(key, value.reveal()) if isinstance(value, Secret) else str(value)
+    return fingerprint(key, value) if isinstance(value, Secret) else str(value)
 
 
 def service_definitions(files: Mapping[str, str], order: tuple[str, ...]) -> dict[str, list]:
@@ -75,7 +68,7 @@ def service_definitions(files: Mapping[str, str], order: tuple[str, ...]) -> dic
     import yaml
     out: dict[str, list] = {}
     for name in order:
-        doc = yaml.safe_load(files[name]) or {}
+        doc = yaml.load(files[name], Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
         for svc, definition in (doc.get("services") or {}).items():
             out.setdefault(svc, []).append(definition)
     return out

@@ -198,10 +198,22 @@ class _Walker:
         return out
 
 
+def _compose(text: str):
+    """libyaml's parser when PyYAML has it (several times faster, the same nodes and marks); a
+    text it refuses is parsed again by the pure-Python one, whose messages are the ones shown."""
+    fast = getattr(yaml, "CSafeLoader", None)
+    if fast is not None:
+        try:
+            return yaml.compose(text, Loader=fast)
+        except yaml.YAMLError:
+            pass
+    return yaml.compose(text, Loader=yaml.SafeLoader)
+
+
 def parse_yaml(text: str, filename: str) -> YamlDoc:
     """Parse `text` (named `filename` in messages). Raises ConfigError for malformed YAML."""
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = _compose(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         if exc.context_mark is not None and "quoted scalar" in (exc.context or ""):

@@ -429,18 +429,15 @@ class Remote:
             code = chan.recv_exit_status()
             chan.close()
         except socket.timeout:
-            raise UnreachableError(f"`{_short(command)}` did not finish within {timeout:g} s",
-                                   host=self.name, step=step) from None
+            raise _overran(self.name, command, timeout, step) from None
         except paramiko.SSHException as exc:
             if "Timeout opening channel" not in str(exc):
-                raise UnreachableError(f"the SSH connection broke while running `{_short(command)}`: "
-                                       f"{exc or type(exc).__name__}", host=self.name, step=step) from None
+                raise _broke(self.name, command, exc, step) from None
             raise UnreachableError(f"the host stopped answering over SSH (no reply within "
                                    f"{self.target.connect_timeout:g} s) before `{_short(command)}` could start",
                                    host=self.name, step=step) from None
         except (EOFError, OSError) as exc:
-            raise UnreachableError(f"the SSH connection broke while running `{_short(command)}`: "
-                                   f"{exc or type(exc).__name__}", host=self.name, step=step) from None
+            raise _broke(self.name, command, exc, step) from None
         dt = time.monotonic() - t0
         if TRACE is not None:
             TRACE(self.name, command, dt, code)
@@ -603,11 +600,9 @@ class Remote:
                     raise EOFError("the connection closed")
                 select.select([chan], [], [], 0.2)
         except paramiko.SSHException as exc:
-            raise UnreachableError(f"the SSH connection broke while running `{_short(command)}`: "
-                                   f"{exc or type(exc).__name__}", host=self.name, step=step) from None
+            raise _broke(self.name, command, exc, step) from None
         except (EOFError, OSError) as exc:
-            raise UnreachableError(f"the SSH connection broke while running `{_short(command)}`: "
-                                   f"{exc or type(exc).__name__}", host=self.name, step=step) from None
+            raise _broke(self.name, command, exc, step) from None
 
     def interactive(self, command: str, step: str = "exec") -> int:
         """Run `command` on a pseudo-terminal wired to this terminal (raw mode, window size, stdin
@@ -646,8 +641,7 @@ class Remote:
             chan.close()
             return code
         except (paramiko.SSHException, EOFError, OSError) as exc:
-            raise UnreachableError(f"the SSH connection broke while running `{_short(command)}`: "
-                                   f"{exc or type(exc).__name__}", host=self.name, step=step) from None
+            raise _broke(self.name, command, exc, step) from None
         finally:
             if old is not None:
                 termios.tcsetattr(fd, termios.TCSADRAIN, old)
@@ -707,6 +701,16 @@ def _pump(sock: socket.socket, chan: paramiko.Channel, stop: threading.Event) ->
             pass
 
 
+def _broke(name: str, command: str, exc: BaseException, step: str) -> UnreachableError:
+    """The one sentence for a connection that broke while `command` ran (any channel kind)."""
+    return UnreachableError(f"the SSH connection broke while running `{_short(command)}`: "
+                            f"{exc or type(exc).__name__}", host=name, step=step)
+
+
+def _overran(name: str, command: str, timeout: float, step: str) -> UnreachableError:
+    return UnreachableError(f"`{_short(command)}` did not finish within {timeout:g} s", host=name, step=step)
+
+
 def _short(command: str, n: int = 80) -> str:
     return command if len(command) <= n else command[: n - 3] + "..."
 
@@ -751,11 +755,9 @@ class HeldShell:
                 else:
                     select.select([self.chan], [], [], min(left, 0.5))
         except socket.timeout:
-            raise UnreachableError(f"`{_short(command)}` did not finish within {timeout:g} s",
-                                   host=self.name, step=step) from None
+            raise _overran(self.name, command, timeout, step) from None
         except (paramiko.SSHException, EOFError, OSError) as exc:
-            raise UnreachableError(f"the SSH connection broke while running `{_short(command)}`: "
-                                   f"{exc or type(exc).__name__}", host=self.name, step=step) from None
+            raise _broke(self.name, command, exc, step) from None
         dt = time.monotonic() - t0
         if TRACE is not None:
             TRACE(self.name, command, dt, code)

@@ -18,17 +18,11 @@ from ..inventory.model import Host, Inventory
 
 def needed(inv: Inventory, host: Host) -> list[str]:
     """The images.<key> names this host runs, in start order."""
-    keys: list[str] = []
-    if host.is_app:
-        keys += [] if inv.mode == "frontend-testing" else ["redis", "queue_manager", "admin"]
-        keys += ["frontend"]
-    if host.is_worker and inv.mode not in ("serverless", "frontend-testing"):
-        keys += ["worker"]
-    return keys
+    return inv.image_keys(host)
 
 
 def builds_on(inv: Inventory, host: Host) -> list[str]:
-    return [k for k in needed(inv, host) if inv.sources.source_of(k) == "build"]
+    return inv.image_keys_from(host, "build")
 
 
 def host_images(state: HostState) -> dict[str, str] | None:

@@ -228,6 +228,20 @@ class Inventory:
         """Hosts with the worker role, in file order."""
         return tuple(h for h in self.hosts if h.is_worker)
 
+    def image_keys(self, host: Host) -> list[str]:
+        """The images.<key> names `host` runs, in start order."""
+        keys: list[str] = []
+        if host.is_app:
+            keys += [] if self.mode == "frontend-testing" else ["redis", "queue_manager", "admin"]
+            keys += ["frontend"]
+        if host.is_worker and self.mode not in ("serverless", "frontend-testing"):
+            keys += ["worker"]
+        return keys
+
+    def image_keys_from(self, host: Host, source: str) -> list[str]:
+        """Those of `image_keys(host)` whose image comes from `source` (present, build or pull)."""
+        return [k for k in self.image_keys(host) if self.sources.source_of(k) == source]
+
     def host(self, name: str) -> Host:
         """The host called `name`; ConfigError naming the closest match otherwise."""
         for host in self.hosts:

@@ -133,7 +133,7 @@ def _history(previous: dict | None, keep: int) -> list[dict]:
 
 
 def _pulls(inv: Inventory, host: Host) -> list[str]:
-    return [k for k in needed(inv, host) if inv.sources.source_of(k) == "pull"]
+    return inv.image_keys_from(host, "pull")
 
 
 def _prepare_host(inv: Inventory, remote, host: Host, say: Callable[[str], None]) -> HostImages:

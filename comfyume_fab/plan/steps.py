@@ -3,14 +3,18 @@ Pure: builds text from the plan and the command builders; connects to nothing.""
 from __future__ import annotations
 
 import json
+import shlex
 
 from ..errors import ConfigError, clean
 from ..host import commands as cmd
 from ..inventory.secrets import Unset
+from ..host.facts import git as gitfacts
+from ..host.facts import images as imgfacts
 from ..host.facts import stopped
 from .planner import Plan
 
 TOKEN = "<random token>"  # the run's own, made when it takes the lock
+COMMIT = "<C>"  # the branch's commit, known once fetched
 UPLOAD = "(sftp) write {files} and .env (mode 0600, atomic rename) into {wd}"
 
 
@@ -26,6 +30,7 @@ def steps(plan: Plan, task: str, only: str | None = None, down: bool = False) ->
         names = ", ".join(hp.name for hp in plan.hosts if hp.worker_services) or "none"
         raise ConfigError(f"--host {only}: not a worker host in {inv.path} (worker hosts: {names})")
     if task == "start-all":
+        out += image_steps(plan)
         if app.app_services:
             out.append((app.name, cmd.mkdir(wd)))
             out.append((app.name, UPLOAD.format(files=", ".join(app.files), wd=wd)))
@@ -59,6 +64,38 @@ def steps(plan: Plan, task: str, only: str | None = None, down: bool = False) ->
         out.append((app.name, "(check) app-host container ids unchanged" if task == "stop-verda" else
                     "(check) nothing left running"))
     out.append((app.name, cmd.lock_release(wd, TOKEN)))
+    return out
+
+
+def image_steps(plan: Plan) -> list[tuple[str, str]]:
+    """start-all's image work per host (images.source build / pull), before anything is deployed;
+    hosts run theirs in parallel. Nothing for images that must be `present`."""
+    inv = plan.inventory
+    src = inv.sources
+    out: list[tuple[str, str]] = []
+    for hp in plan.hosts:
+        builds = inv.image_keys_from(hp.host, "build")
+        if builds:
+            checkout = cmd.workdir_path(src.checkout)
+            branch = src.branch_for(hp.host)
+            out.append((hp.name, gitfacts.fetch_command(checkout, src.repository or "", branch)
+                        + f"   # fetch {branch}: its commit <C> is what gets built and deployed"))
+            for key in builds:
+                spec = src.build_spec(key)
+                ref = getattr(inv.images, key)
+                tag = imgfacts.commit_ref(ref, COMMIT)
+                out.append((hp.name, imgfacts.build_command(checkout, COMMIT, spec.context, spec.dockerfile,
+                                                            [tag, ref], {})
+                            + f"   # only if no image of {spec.context} at this tree exists (else: tag it); "
+                              f"at most {inv.timeouts.build:g} s"))
+        pulls = inv.image_keys_from(hp.host, "pull")
+        reg = src.registry
+        if pulls and reg is not None and any(getattr(inv.images, k).startswith(reg.server + "/") for k in pulls):
+            out.append((hp.name, imgfacts.login_command(reg.server, reg.user)
+                        + f"   # password from {reg.password_name}, on stdin"))
+        for key in pulls:
+            out.append((hp.name, shlex.join(["docker", "pull", "-q", getattr(inv.images, key)])
+                        + f"   # only if the host lacks it; at most {inv.timeouts.pull:g} s"))
     return out
 
 

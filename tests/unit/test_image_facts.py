@@ -153,3 +153,38 @@ def test_history_keeps_the_last_deploys_and_the_plan_names_the_commit_tags(tmp_p
     assert new_w.env["CFAB_HASH_WORKER"] == new_w.service_hashes["worker"]
     assert new_w.host_hash != old_w.host_hash
     assert new.host("mello").env == plan.host("mello").env and new.app is new.hosts[0]
+
+
+def test_plan_lists_each_hosts_fetch_and_builds_before_anything_is_deployed(tmp_path):
+    from comfyume_fab.plan.planner import make_plan
+    from comfyume_fab.plan.steps import render_text, steps
+    inv = inventory(tmp_path)
+    listed = steps(make_plan(inv), "start-all")
+    fetches = [(h, c) for h, c in listed if "git -C" in c and " fetch " in c]
+    assert [h for h, _ in fetches] == ["mello", "verda"]
+    assert "refs/heads/mello-track" in fetches[0][1] and "refs/heads/verda-track" in fetches[1][1]
+    builds = [(h, c) for h, c in listed if "docker build" in c]
+    assert [h for h, _ in builds] == ["mello"] * 3 + ["verda"]  # queue-manager, admin, frontend; worker
+    assert "comfyume-worker:<C>" in builds[-1][1] and "comfyui-worker" in builds[-1][1]
+    first_upload = next(i for i, (_, c) in enumerate(listed) if c.startswith("(sftp) write"))
+    assert listed.index(builds[-1]) < first_upload  # built before anything is uploaded or started
+    assert "at most" in builds[0][1] and "fetch mello-track" in render_text(make_plan(inv))
+    present = inventory(tmp_path, "present")
+    assert not [c for _, c in steps(make_plan(present), "start-all") if "docker build" in c or "git -C" in c]
+
+
+def test_plan_lists_pulls_and_the_login_with_the_password_on_stdin(tmp_path):
+    from comfyume_fab.plan.planner import make_plan
+    from comfyume_fab.plan.steps import steps
+    path = tmp_path / "hosts.yaml"
+    hosts = DUAL[DUAL.index("hosts:"):].replace("{{", "{").replace("}}", "}")
+    path.write_text("mode: dual-server\nimages:\n  source: pull\n  frontend: 100.64.0.9:5000/comfyume-frontend:v1\n"
+                    "  registry: {server: '100.64.0.9:5000', user: team, password: REG_PW}\n" + hosts)
+    inv = load_inventory(str(path), environ=dict(ENV, REG_PW="s3cret-registry"))
+    listed = steps(make_plan(inv), "start-all")
+    pulls = [(h, c) for h, c in listed if c.startswith("docker pull")]
+    assert ("mello", "docker pull -q 100.64.0.9:5000/comfyume-frontend:v1   # only if the host lacks it; "
+            f"at most {inv.timeouts.pull:g} s") in pulls
+    logins = [c for h, c in listed if c.startswith("docker login")]
+    assert logins and all("--password-stdin" in c and "REG_PW" in c for c in logins)
+    assert not any("s3cret-registry" in c for _, c in listed)

@@ -208,30 +208,27 @@ def _scoped(value: str) -> tuple[str, str] | None:
     return None
 
 
-def address_check(value: str) -> tuple[str, str] | None:
-    bad = _scoped(value)
-    if bad:
-        return bad
+def _is_ip(value: str) -> bool:
     try:
         ipaddress.ip_address(value)
-        return None
+        return True
     except ValueError:
-        pass
-    if ADDRESS_RE.fullmatch(value):
-        return None
+        return False
+
+
+def address_check(value: str) -> tuple[str, str] | None:
+    bad = _scoped(value)
+    if bad or _is_ip(value) or ADDRESS_RE.fullmatch(value):
+        return bad
     return (f"'{value}' is not a hostname, IP address or ssh_config alias",
             "letters, digits, '-', '.' and '_' only, not starting with '-'")
 
 
 def ip_check(value: str) -> tuple[str, str] | None:
     bad = _scoped(value)
-    if bad:
+    if bad or _is_ip(value):
         return bad
-    try:
-        ipaddress.ip_address(value)
-        return None
-    except ValueError:
-        return f"'{value}' is not an IP address", "run 'tailscale ip -4' on that host and copy its address"
+    return f"'{value}' is not an IP address", "run 'tailscale ip -4' on that host and copy its address"
 
 
 WORKDIR_HINT = ("give a relative path such as comfyume: it starts at the login user's home; "

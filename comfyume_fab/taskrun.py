@@ -87,9 +87,7 @@ def reported(verbose: bool = False, task: str = ""):
             print(f"error: {label}{text}", file=sys.stderr)
         raise Exit(code=int(exc.code))
     except KeyboardInterrupt as exc:
-        left = getattr(exc, "cfab_lock_left", None)  # set by DeployLock when its release failed
-        lock = f"WARNING: {left}" if left else "the deploy lock (if held) was released"
-        print(f"\n{task}: interrupted; {lock}; rerun to converge", file=sys.stderr)
+        _say_interrupted(task, exc)
         raise Exit(code=int(ExitCode.INTERRUPTED))
     except Exit:
         raise
@@ -99,6 +97,31 @@ def reported(verbose: bool = False, task: str = ""):
     except Exception as exc:  # a bug: keep it to one line unless asked
         if verbose:
             traceback.print_exc()
+        ctrl_c = _interrupt_behind(exc)
+        if ctrl_c is not None:
+            # raised while a Ctrl-C was being handled (a library tripping over a half-opened
+            # channel as the connections closed): the user's Ctrl-C is what happened
+            _say_interrupted(task, ctrl_c, f"{type(exc).__name__} while stopping: {clean(exc)}")
+            raise Exit(code=int(ExitCode.INTERRUPTED))
         print(f"error: {task}: unexpected {type(exc).__name__}: {clean(exc)} (rerun with --verbose for the traceback)",
               file=sys.stderr)
         raise Exit(code=int(ExitCode.FAILURE))
+
+
+def _interrupt_behind(exc: BaseException) -> KeyboardInterrupt | None:
+    """The Ctrl-C this exception was raised while handling, if any (its context chain)."""
+    seen = set()
+    cur = exc.__context__
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, KeyboardInterrupt):
+            return cur
+        seen.add(id(cur))
+        cur = cur.__context__
+    return None
+
+
+def _say_interrupted(task: str, exc: KeyboardInterrupt, also: str = "") -> None:
+    left = getattr(exc, "cfab_lock_left", None)  # set by DeployLock when its release failed
+    lock = f"WARNING: {left}" if left else "the deploy lock (if held) was released"
+    extra = f" ({also})" if also else ""
+    print(f"\n{task}: interrupted{extra}; {lock}; rerun to converge", file=sys.stderr)

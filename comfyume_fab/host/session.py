@@ -3,12 +3,11 @@
 failures kept apart (the idea of Fabric's GroupResult)."""
 from __future__ import annotations
 
+import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Callable, Generic, Iterable, TypeVar
 
 from ..errors import FabError
-from ..interrupts import sigint_deferred
 from ..inventory.model import Host, Inventory
 from .ssh import Remote, Target
 
@@ -61,28 +60,7 @@ def each(fn: Callable[[T], R], items: Iterable[T], key: Callable[[T], str] = _na
     if len(items) <= 1:
         results = [guard(item) for item in items]
     else:
-        pool = ThreadPoolExecutor(max_workers=min(32, len(items)))
-        futures: list[Future] = []
-        try:
-            for item in items:  # one by one: a Ctrl-C meanwhile still finds the started ones here
-                futures.append(pool.submit(guard, item))
-            _wait_all(futures)
-            results = [f.result() for f in futures]
-        except BaseException:
-            # Ctrl-C: the hosts' commands that already run are waited for (what the caller does
-            # next, such as releasing the deploy lock, must come after them); a second Ctrl-C
-            # stops waiting.
-            pool.shutdown(wait=False, cancel_futures=True)
-            try:
-                _wait_all(futures)
-            except KeyboardInterrupt:
-                pass
-            raise
-        # Every thread has done its work: join them with Ctrl-C held back. An interrupt landing
-        # inside Thread.join can make CPython release the thread's lock twice ("RuntimeError:
-        # release unlocked lock"), which would hide the Ctrl-C behind an unexpected error.
-        with sigint_deferred():
-            pool.shutdown(wait=True)
+        results = _in_threads(guard, items, [key(item) for item in items])
     for item, (ok, value) in zip(items, results):
         if ok:
             out[key(item)] = value
@@ -97,11 +75,51 @@ def gather(fn: Callable[[T], R], items: Iterable[T], hint: str | None = None,
     return each(fn, items, key).raise_first(hint)
 
 
-def _wait_all(futures: list[Future]) -> None:
-    """Until every future is done, waking often: a Ctrl-C the kernel hands to another thread is only
-    acted on (KeyboardInterrupt) when the main thread next runs Python code."""
-    while wait(futures, timeout=0.2).not_done:
-        pass
+# After a Ctrl-C, how long the hosts' commands that already run are waited for before the caller
+# goes on (releasing the deploy lock); a second Ctrl-C stops waiting at once.
+WAIT_AFTER_INTERRUPT_S = 30.0
+
+
+def _in_threads(guard: Callable, items: list, names: list[str]) -> list:
+    """guard(item) for every item, each in its own daemon thread (one that the SSH library left
+    stuck after a Ctrl-C can never hold up the process's exit, as a pool's threads would).
+    Waited for through per-thread events, never Thread.join: a Ctrl-C landing inside join can make
+    CPython release the thread's lock twice ("RuntimeError: release unlocked lock")."""
+    results: list = [None] * len(items)
+    finished = [threading.Event() for _ in items]
+
+    def run(i: int) -> None:
+        try:
+            results[i] = guard(items[i])
+        except BaseException as exc:  # noqa: BLE001 - e.g. SystemExit in a thread: kept as a failure
+            results[i] = (False, exc)
+        finally:
+            finished[i].set()
+    started = 0
+    try:
+        for i in range(len(items)):
+            threading.Thread(target=run, args=(i,), name=f"cfab-{names[i]}", daemon=True).start()
+            started += 1
+        _wait_all(finished)
+    except BaseException:
+        # Ctrl-C: what the caller does next (release the deploy lock) should come after the
+        # commands already running on the other hosts; bounded, and a second Ctrl-C stops waiting.
+        try:
+            _wait_all(finished[:started], deadline=time.monotonic() + WAIT_AFTER_INTERRUPT_S)
+        except KeyboardInterrupt:
+            pass
+        raise
+    return results
+
+
+def _wait_all(events: list[threading.Event], deadline: float | None = None) -> bool:
+    """Until every event is set (True) or the deadline passes (False), waking often: a Ctrl-C the
+    kernel hands to another thread is acted on only when the main thread next runs Python code."""
+    for ev in events:
+        while not ev.wait(0.2):
+            if deadline is not None and time.monotonic() > deadline:
+                return False
+    return True
 
 
 class Session:
@@ -144,8 +162,16 @@ class Session:
         for r in self.remotes.values():
             r.close()
 
+    def abort(self) -> None:
+        """After a Ctrl-C: drop every connection without the SSH library's close (see Remote.abort)."""
+        for r in self.remotes.values():
+            r.abort()
+
     def __enter__(self) -> "Session":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
+            self.abort()
+        else:
+            self.close()

@@ -285,6 +285,10 @@ class Remote:
                 nxt_label, nxt = chain[index + 1] if index + 1 < len(chain) else (conn.host, conn)
                 sock = self._hop_channel(jump, label, nxt.host, int(nxt.port))
             self._connect(conn, sock, conn.host, explicit=[t.identity_file] if t.identity_file else [])
+        except KeyboardInterrupt:
+            _drop(conn, *self.jumps)  # no library close after a Ctrl-C (see abort)
+            self.jumps = []
+            raise
         except BaseException:
             conn.close()  # a refused login leaves paramiko's transport open otherwise
             self._close_jumps()
@@ -376,9 +380,12 @@ class Remote:
                                    host=self.name, step="connect", hint="check the host's sshd log") from None
 
     def _close_jumps(self) -> None:
-        for jump in reversed(self.jumps):
-            jump.close()
-        self.jumps = []
+        jumps, self.jumps = self.jumps, []
+        for jump in reversed(jumps):
+            try:
+                jump.close()
+            except Exception:  # noqa: BLE001 - best effort, as close() below
+                pass
 
     @property
     def transport(self) -> paramiko.Transport:
@@ -386,16 +393,39 @@ class Remote:
         return self.conn.transport
 
     def close(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
-            self.conn = None
+        """Best effort, never raises: after a Ctrl-C the SSH library may hold a channel it had
+        half opened (registered, not yet bound to its transport), which trips its own close."""
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001 - the socket below is closed all the same
+                transport = getattr(conn, "transport", None)
+                sock = getattr(transport, "sock", None)
+                try:
+                    if sock is not None:
+                        sock.close()
+                except OSError:
+                    pass
         self._close_jumps()
+
+    def abort(self) -> None:
+        """Drop the connection after a Ctrl-C: close its sockets only. The SSH library's own close
+        takes its internal locks, and a Ctrl-C that landed while one was held leaves it held for
+        good (the close would wait forever). The server sees the connection end; the library's
+        reader threads are daemons and stop on the closed socket."""
+        conn, self.conn = self.conn, None
+        jumps, self.jumps = self.jumps, []
+        _drop(conn, *jumps)
 
     def __enter__(self) -> "Remote":
         return self.open()
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
+            self.abort()
+        else:
+            self.close()
 
     def _open_session(self) -> paramiko.Channel:
         """A session channel, opened in turn with this connection's other openings (see __init__)."""
@@ -699,6 +729,22 @@ def _pump(sock: socket.socket, chan: paramiko.Channel, stop: threading.Event) ->
             sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
+
+
+def _drop(*connections) -> None:
+    """Close the TCP sockets under these connections without taking any of the SSH library's locks
+    (see Remote.abort); a hop's socket that is a channel of another connection ends with that one."""
+    for c in connections:
+        transport = getattr(c, "transport", None)
+        if transport is None:
+            continue
+        transport.active = False
+        sock = getattr(transport, "sock", None)
+        if sock is not None and not isinstance(sock, paramiko.Channel):  # a socket, or a ProxyCommand
+            try:
+                sock.close()
+            except Exception:  # noqa: BLE001 - best effort
+                pass
 
 
 def _broke(name: str, command: str, exc: BaseException, step: str) -> UnreachableError:

@@ -80,3 +80,25 @@ def test_interrupt_and_bug_codes(capsys):
         with taskrun.reported(task="status"):
             raise ZeroDivisionError("x")
     assert info.value.code == 1 and "rerun with --verbose" in capsys.readouterr().err
+
+
+def test_an_error_raised_while_a_ctrl_c_is_handled_is_still_the_ctrl_c(capsys):
+    """A library tripping over its own half-opened channel as the connections close after a
+    Ctrl-C (paramiko: 'NoneType' object has no attribute '_unlink_channel') exits 130, not 1."""
+    with pytest.raises(Exit) as info:
+        with taskrun.reported(task="start-all"):
+            try:
+                raise KeyboardInterrupt
+            finally:
+                raise AttributeError("'NoneType' object has no attribute '_unlink_channel'")
+    err = capsys.readouterr().err
+    assert info.value.code == 130
+    assert "start-all: interrupted (AttributeError while stopping: 'NoneType' object has no attribute " \
+           "'_unlink_channel'); the deploy lock (if held) was released; rerun to converge" in err
+    with pytest.raises(Exit) as info:  # a bug with no Ctrl-C behind it stays a bug
+        with taskrun.reported(task="start-all"):
+            try:
+                raise ValueError("inner")
+            except ValueError:
+                raise AttributeError("outer")
+    assert info.value.code == 1

@@ -193,6 +193,7 @@ def _build_host(inv: Inventory, remote, host: Host, keys: list[str], out: HostIm
     trees = gitfacts.parse_trees(text, contexts)
     have = imgfacts.parse_image_list(sec.get("images", (0, ""))[1])
     out.branch, out.commit = branch, commit
+    deadline = time.monotonic() + inv.timeouts.build  # all of this host's builds
     for key in keys:
         ref = getattr(inv.images, key)
         tag = imgfacts.commit_ref(ref, commit)
@@ -209,11 +210,12 @@ def _build_host(inv: Inventory, remote, host: Host, keys: list[str], out: HostIm
             if res.ok:
                 out.retagged.append(key)
                 continue
-        _build_one(inv, remote, host, key, ref, tag, spec, commit, branch, tree, checkout, say)
+        _build_one(inv, remote, host, key, ref, tag, spec, commit, branch, tree, checkout, say, deadline)
         out.built.append(key)
 
 
-def _build_one(inv, remote, host, key, ref, tag, spec, commit, branch, tree, checkout, say) -> None:
+def _build_one(inv, remote, host, key, ref, tag, spec, commit, branch, tree, checkout, say,
+               deadline: float) -> None:
     labels = {imgfacts.COMMIT_LABEL: commit, imgfacts.BRANCH_LABEL: branch, imgfacts.TREE_LABEL: tree,
               imgfacts.SERVICE_LABEL: key}
     command = imgfacts.build_command(checkout, commit, spec.context, spec.dockerfile, [tag, ref], labels)
@@ -226,8 +228,17 @@ def _build_one(inv, remote, host, key, ref, tag, spec, commit, branch, tree, che
         if line.strip():
             say(f"{host.name}/{key}: {line.rstrip()}")
 
-    res = remote.run(f"bash -c {cmd.q(command + ' 2>&1')}", timeout=inv.timeouts.build, step=f"build {key}",
-                     on_line=show)
+    # The host itself stops a build that runs past the budget (coreutils `timeout`): a build left
+    # running after we gave up would still tag `ref` minutes later, behind everyone's back.
+    budget = max(1.0, deadline - time.monotonic())
+    res = remote.run(f"timeout -k 10 {budget:.1f} bash -c {cmd.q(command + ' 2>&1')}", timeout=budget + 30,
+                     step=f"build {key}", on_line=show)
+    if res.exited in (124, 137):
+        raise UnhealthyError(f"building {tag} from {branch} at {commit[:12]} did not finish within "
+                             f"{inv.timeouts.build:g} s (timeouts.build, for all of this host's builds); the "
+                             "build was stopped on the host", host=host.name, step=f"build {key}",
+                             hint="the previous images and the running containers were left as they were; raise "
+                                  "timeouts.build (a first build of a big image can take long) and rerun start-all")
     if not res.ok:
         tail = [ln.strip() for ln in (lines or res.stdout.splitlines()) if ln.strip()][-BUILD_TAIL_LINES:]
         raise UnhealthyError(f"building {tag} from {branch} at {commit[:12]} failed: " + " | ".join(tail),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -238,6 +239,48 @@ def test_broken_dockerfile_stops_there_and_keeps_the_running_worker(lab, build_i
         assert left == [], left
     finally:
         gitserver.commit(hosts, "verda-track", "comfyui-worker/Dockerfile", text, "worker: fixed")
+
+
+def test_a_build_past_timeouts_build_is_stopped_on_the_host(lab, build_inv, healed, tmp_path):
+    """exit 4 (not "unreachable"), the previous worker kept, and nothing left building on the host
+    that could tag the image later."""
+    hosts = list(lab.hosts.values())
+    data = yaml.safe_load(build_inv.read_text())
+    data.setdefault("timeouts", {})["build"] = 3
+    slow_inv = tmp_path / "hosts.yaml"
+    slow_inv.write_text(yaml.safe_dump(data, sort_keys=False))
+    before = running(lab, "verda")["worker"]
+    text = gitserver.dockerfile("worker.py", "worker (ComfyUI inference API)")
+    slow = gitserver.commit(hosts, "verda-track", "comfyui-worker/Dockerfile",
+                            text.replace("COPY worker.py", "RUN sleep 60\nCOPY worker.py"), "worker: slow")
+    try:
+        res = invoke("start-all", "--hosts", str(slow_inv))
+        assert res.returncode == 4, res.stderr[-3000:]
+        err = errors(res)
+        assert len(err) == 1 and "host verda, step build worker: building comfyume-worker:" in err[0], err
+        assert "did not finish within 3 s (timeouts.build" in err[0] and "raise timeouts.build" in err[0], err[0]
+        assert running(lab, "verda")["worker"] == before
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and _building(slow[:12]):
+            time.sleep(1)
+        assert not _building(slow[:12]), "the build went on after start-all gave up"
+        time.sleep(2)
+        tags = hostsvc.docker(lab.hosts["verda"], "image", "ls", "--format", "{{.Repository}}:{{.Tag}}").stdout
+        assert f"comfyume-worker:{slow[:12]}" not in tags
+    finally:
+        gitserver.commit(hosts, "verda-track", "comfyui-worker/Dockerfile", text, "worker: fast again")
+
+
+def _building(tag_part: str) -> bool:
+    """Some process on this machine (every lab host's processes are visible here) still builds it."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"build" in argv and any(tag_part.encode() in a for a in argv):
+            return True
+    return False
 
 
 def test_rollback_to_the_previous_commit_without_building(lab, build_inv, healed):

@@ -299,6 +299,31 @@ def test_4_a_batch_that_never_becomes_healthy_stops_the_rollout(lab, ws):
 
 
 # ------------------------------------------------------------------------------------ busy probe
+def test_4b_a_new_redis_image_warns_first_recreates_only_redis_and_keeps_its_data(lab, ws):
+    import redis
+    mello = lab.hosts["mello"]
+    hostsvc.docker(mello, "tag", "redis:7-alpine", "redis:workshop")
+    r = redis.Redis(host="100.64.0.1", port=6379, password=lab.secrets["REDIS_PASSWORD"], socket_timeout=3)
+    r.set("cfab:workshop:redis-kept", "yes")
+    r.save()  # what is in memory reaches the data volume (Redis persists with save/AOF)
+    before = _containers(lab, "mello")
+    newer = _inventory(lab, ws["tmp"], "redis-new", images={"frontend": NEW_FRONTEND, "redis": "redis:workshop"})
+    try:
+        out = _ok(invoke("start-all", "--hosts", str(newer)))
+        assert ("WARNING: mello: Redis will be recreated (REDIS_IMAGE redis:7-alpine -> redis:workshop): "
+                "queue manager and workers reconnect; its data volume is kept") in out, out
+        assert out.index("Redis will be recreated") < out.index("docker compose up -d redis")  # said before
+        after = _containers(lab, "mello")
+        assert after["redis"]["id"] != before["redis"]["id"] and after["redis"]["image"] == "redis:workshop"
+        assert {s: c["id"] for s, c in after.items() if s != "redis"} == \
+            {s: c["id"] for s, c in before.items() if s != "redis"}
+        assert r.get("cfab:workshop:redis-kept") == b"yes"
+    finally:
+        _ok(invoke("start-all", "--hosts", str(_inventory(lab, ws["tmp"], "new-frontend",
+                                                             images={"frontend": NEW_FRONTEND}))))
+        hostsvc.docker(mello, "rmi", "redis:workshop", check=False)
+
+
 def test_5_a_busy_worker_is_healthy_then_a_stuck_one_is_not(lab, ws):
     inv = _inventory(lab, ws["tmp"], "new-frontend", images={"frontend": NEW_FRONTEND})
     job = _submit("user001", _slow(30))

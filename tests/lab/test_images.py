@@ -411,3 +411,27 @@ def test_pull_from_the_lab_registry_with_a_password_never_in_argv(lab, build_inv
     finally:
         registry.stop()
         invoke("start-all", "--hosts", str(build_inv))  # back to the built worker for what follows
+
+
+def test_each_host_keeps_only_the_images_of_its_last_keep_deploys(lab, build_inv, healed, tmp_path):
+    """images.keep: 1 -> a new deploy untags the worker images this tool built for older commits;
+    the one the running worker still uses stays until the next deploy (never removed under it)."""
+    import re
+    hosts = list(lab.hosts.values())
+
+    def commit_tags() -> set[str]:
+        listed = engine(lab, "verda", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}").split()
+        return {r for r in listed if re.fullmatch(r"comfyume-worker:[0-9a-f]{12}", r)}
+    data = yaml.safe_load(build_inv.read_text())
+    data["images"]["keep"] = 1
+    inv = tmp_path / "hosts.yaml"
+    inv.write_text(yaml.safe_dump(data, sort_keys=False))
+    in_use = running(lab, "verda")["worker"][1]
+    before = commit_tags()
+    assert in_use in before and len(before) >= 3, before  # the deploys above left several
+    sha = gitserver.commit(hosts, "verda-track", "comfyui-worker/NOTES.md", "keep only the last\n", "worker: prune")
+    res = invoke("start-all", "--hosts", str(inv))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert running(lab, "verda")["worker"][1] == f"comfyume-worker:{sha[:12]}"
+    assert commit_tags() == {f"comfyume-worker:{sha[:12]}", in_use}, (before, commit_tags())
+    assert engine(lab, "mello", "image", "ls", "-q", "comfyume-admin:lab-build").strip()  # mello untouched

@@ -13,16 +13,7 @@ from ..host.facts import ParseError
 from ..host.facts import git as gitfacts
 from ..host.facts import images as imgfacts
 from ..host.state import HostState
-from ..inventory.model import Host, Inventory
-
-
-def needed(inv: Inventory, host: Host) -> list[str]:
-    """The images.<key> names this host runs, in start order."""
-    return inv.image_keys(host)
-
-
-def builds_on(inv: Inventory, host: Host) -> list[str]:
-    return inv.image_keys_from(host, "build")
+from ..inventory.model import Inventory
 
 
 def host_images(state: HostState) -> dict[str, str] | None:
@@ -45,7 +36,7 @@ def image_problems(inv: Inventory, states: Mapping[str, HostState]) -> list[FabE
             continue  # the engine problem is reported by the general preflight
         have = host_images(st) or {}
         copy = src.copy_from and src.copy_from != host.name
-        for key in needed(inv, host):
+        for key in inv.image_keys(host):
             ref = getattr(inv.images, key)
             if src.source_of(key) == "present" and imgfacts.normalize(ref) not in have and not copy:
                 line = inv.line_of(("images", "source"))
@@ -53,13 +44,13 @@ def image_problems(inv: Inventory, states: Mapping[str, HostState]) -> list[FabE
                     f"{inv.path}:{line} images.{key}: host {host.name} has no image {ref} and its source is "
                     f"present (set images.source: build with images.repository, or pull, or load the image "
                     f"on the host with docker load)"))
-        if not builds_on(inv, host):
+        if not inv.image_keys_from(host, "build"):
             continue
         where = dict(host=host.name, step="preflight images")
         code, out = st.extra.get("git", (127, ""))
         if code != 0:
             found.append(UnhealthyError(
-                f"git is not installed, and it builds {', '.join(builds_on(inv, host))} from {src.repository}",
+                f"git is not installed, and it builds {', '.join(inv.image_keys_from(host, 'build'))} from {src.repository}",
                 **where, hint="install it on the host (apt-get install git)"))
             continue
         code, out = st.extra.get("git_remote", (1, ""))

@@ -399,14 +399,8 @@ class Remote:
         if conn is not None:
             try:
                 conn.close()
-            except Exception:  # noqa: BLE001 - the socket below is closed all the same
-                transport = getattr(conn, "transport", None)
-                sock = getattr(transport, "sock", None)
-                try:
-                    if sock is not None:
-                        sock.close()
-                except OSError:
-                    pass
+            except Exception:  # noqa: BLE001 - its socket is closed all the same
+                _drop(conn)
         self._close_jumps()
 
     def abort(self) -> None:

@@ -66,6 +66,10 @@ class Registry:
     password_name: str
     password: Secret | None = field(default=None, repr=False, compare=False, hash=False)
 
+    def serves(self, ref: str) -> bool:
+        """Whether pulling `ref` goes to this registry (so needs its login first)."""
+        return ref.startswith(self.server + "/")
+
 
 @dataclass(frozen=True)
 class ImageSources:

@@ -245,7 +245,7 @@ def resolve_secrets(required: tuple[str, ...], optional: tuple[str, ...], enviro
             problems.append((f"{name} contains a character that cannot be used",
                              f"{UNSAFE_CHARS_TEXT}; choose a value without them"))
             continue
-        from_file = name not in environ or not environ.get(name)
+        from_file = not environ.get(name)  # the environment wins (see `value` above)
         origin = f"{env_file.identity}|{name}" if from_file and env_file and env_file.identity else None
         found[name] = Secret(value, origin)
     return Resolution(found, tuple(problems))

@@ -19,7 +19,7 @@ import shlex
 import time
 from typing import Callable, Mapping
 
-from ..checks.images import builds_on, host_images, image_problems, needed, raise_image_problems
+from ..checks.images import host_images, image_problems, raise_image_problems
 from ..errors import UnhealthyError
 from ..host import commands as cmd
 from ..host.facts import ParseError
@@ -35,7 +35,7 @@ from ..plan.planner import Plan
 def state_parts(inv: Inventory, host: Host) -> list[tuple[str, str]]:
     """(section, command) pairs to add to `host.state.read` for this host's images."""
     parts = [("images", imgfacts.LIST_COMMAND)]
-    if builds_on(inv, host):
+    if inv.image_keys_from(host, "build"):
         parts += [("git", gitfacts.VERSION_COMMAND),
                   ("git_remote", gitfacts.ls_remote_command(inv.sources.repository or ""))]
     return parts
@@ -84,7 +84,7 @@ def prepare(inv: Inventory, s: Session, plan: Plan, say: Callable[[str], None],
         got = {h.name: HostImages(h.name, refs=dict(given[h.name]["refs"]), branch=given[h.name].get("branch"),
                                   commit=given[h.name].get("commit")) for h in hosts if h.name in given}
     else:
-        if not any(builds_on(inv, h) or _pulls(inv, h) for h in hosts):
+        if not any(inv.image_keys_from(h, "build") or inv.image_keys_from(h, "pull") for h in hosts):
             return plan, {}
         got = gather(lambda h: _prepare_host(inv, s[h.name], h, say), hosts,
                      hint="the previous images and the running containers were left as they were")
@@ -116,7 +116,7 @@ def _copy_missing(inv: Inventory, s: Session, hosts: list[Host], states: Mapping
         if host.name == source or host.name not in states:
             continue
         have = host_images(states[host.name]) or {}
-        for key in needed(inv, host):
+        for key in inv.image_keys(host):
             ref = getattr(inv.images, key)
             if inv.sources.source_of(key) == "present" and imgfacts.normalize(ref) not in have:
                 copy_image(s, source, host.name, ref, inv.timeouts.pull, say)
@@ -132,16 +132,12 @@ def _history(previous: dict | None, keep: int) -> list[dict]:
     return [last] + [h for h in imgs.get("history", []) if h.get("refs") != last["refs"]][: max(0, keep - 2)]
 
 
-def _pulls(inv: Inventory, host: Host) -> list[str]:
-    return inv.image_keys_from(host, "pull")
-
-
 def _prepare_host(inv: Inventory, remote, host: Host, say: Callable[[str], None]) -> HostImages:
     out = HostImages(host.name)
-    keys = builds_on(inv, host)
+    keys = inv.image_keys_from(host, "build")
     if keys:
         _build_host(inv, remote, host, keys, out, say)
-    pulls = _pulls(inv, host)
+    pulls = inv.image_keys_from(host, "pull")
     have = imgfacts.parse_image_list(remote.run(imgfacts.LIST_COMMAND, step="images").stdout) if pulls else {}
     logged_in = False
     for key in pulls:
@@ -149,7 +145,7 @@ def _prepare_host(inv: Inventory, remote, host: Host, say: Callable[[str], None]
         if imgfacts.normalize(ref) in have:
             continue  # pulled before: a tag is taken as immutable (give a new tag to deploy a new image)
         reg = inv.sources.registry
-        if reg is not None and not logged_in and ref.startswith(reg.server + "/"):
+        if reg is not None and not logged_in and reg.serves(ref):
             say(f"{host.name}: docker login {reg.server} as {reg.user} (password on stdin)")
             res = remote.run(imgfacts.login_command(reg.server, reg.user), step="registry login",
                              input=(reg.password.reveal() + "\n").encode() if reg.password else b"\n",
@@ -341,7 +337,7 @@ def audit_detail(imgs: dict) -> str:
 def status_parts(inv: Inventory, host: Host, fetch: bool = False) -> list[tuple[str, str]]:
     """The section status adds on a host that builds: its branch's commit as last fetched (or
     fetched now, `status --fetch`)."""
-    if not builds_on(inv, host):
+    if not inv.image_keys_from(host, "build"):
         return []
     src = inv.sources
     checkout, branch = cmd.workdir_path(src.checkout), src.branch_for(host)
@@ -354,7 +350,7 @@ def status_block(inv: Inventory, host: Host, st: HostState) -> dict | None:
     """status's `images` of one host: branch, its head (last fetch), the deployed commit, and
     whether the branch has commits that are not deployed."""
     dep = (st.deployed or {}).get("images") or {}
-    if not builds_on(inv, host) and not dep.get("commit"):
+    if not inv.image_keys_from(host, "build") and not dep.get("commit"):
         return None
     code, out = st.extra.get("git_head", (1, ""))
     head = None
@@ -413,7 +409,7 @@ def copy_task(inv: Inventory, source: str, target: str, refs: list[str], say: Ca
     `source` has) from `source` to `target`; returns the references really copied."""
     src_host, dst_host = inv.host(source), inv.host(target)
     if not refs:
-        refs = [getattr(inv.images, k) for k in needed(inv, dst_host)]
+        refs = [getattr(inv.images, k) for k in inv.image_keys(dst_host)]
     with Session(inv, [src_host, dst_host]) as s:
         s.connect()
         s.require_all()

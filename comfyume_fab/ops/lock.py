@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
+import threading
 import time
 from contextlib import contextmanager
 from typing import Iterator
@@ -22,7 +24,6 @@ from ..errors import LockedError, UnhealthyError, clean
 from ..host import commands as cmd
 from ..host.session import Session
 from ..host.ssh import Remote
-from ..interrupts import sigint_deferred
 from ..inventory.model import Inventory
 from .audit import now_iso, who
 
@@ -39,6 +40,23 @@ def describe(seen: cmd.LockSeen, stale_after: float | None = None) -> str:
         return (f"{holder}, taken {seen.age} s ago: STALE (older than timeouts.lock_wait "
                 f"{stale_after:g} s; that run probably died)")
     return f"{holder}, taken {seen.age} s ago"
+
+
+@contextmanager
+def sigint_deferred() -> Iterator[None]:
+    """Hold Ctrl-C back until the block is done (main thread only; elsewhere a no-op), then
+    raise it: for short, bounded steps that must not be cut in half."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
 
 
 class DeployLock:

@@ -90,7 +90,7 @@ def image_steps(plan: Plan) -> list[tuple[str, str]]:
                               f"at most {inv.timeouts.build:g} s"))
         pulls = inv.image_keys_from(hp.host, "pull")
         reg = src.registry
-        if pulls and reg is not None and any(getattr(inv.images, k).startswith(reg.server + "/") for k in pulls):
+        if reg is not None and any(reg.serves(getattr(inv.images, k)) for k in pulls):
             out.append((hp.name, imgfacts.login_command(reg.server, reg.user)
                         + f"   # password from {reg.password_name}, on stdin"))
         for key in pulls:

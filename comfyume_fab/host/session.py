@@ -112,6 +112,32 @@ def _in_threads(guard: Callable, items: list, names: list[str]) -> list:
     return results
 
 
+class Background:
+    """fn(*args) in a daemon thread while the caller goes on; `result()` waits for it (its value,
+    or its exception raised). Ctrl-C while waiting is raised at once: nothing joins the thread,
+    which ends with the process (a pool's exit would wait out, say, an SSH banner timeout)."""
+
+    def __init__(self, fn: Callable[..., R], *args, name: str = "cfab-background"):
+        self._done = threading.Event()
+        self._value = None
+        self._error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                self._value = fn(*args)
+            except BaseException as exc:  # noqa: BLE001 - handed to whoever asks for the result
+                self._error = exc
+            finally:
+                self._done.set()
+        threading.Thread(target=run, name=name, daemon=True).start()
+
+    def result(self):
+        _wait_all([self._done])
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
 def _wait_all(events: list[threading.Event], deadline: float | None = None) -> bool:
     """Until every event is set (True) or the deadline passes (False), waking often: a Ctrl-C the
     kernel hands to another thread is acted on only when the main thread next runs Python code."""

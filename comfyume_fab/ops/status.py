@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -20,7 +19,7 @@ from ..host.commands import published_port
 from ..host.facts import stopped
 from ..host.facts.stopped import StoppedRecord
 from ..host.facts.docker import by_service, describe, service_ok
-from ..host.session import Session, each
+from ..host.session import Background, Session, each
 from ..inventory.model import GPU_MODES, Inventory
 from ..plan.planner import HostPlan, Plan, make_plan, service_hash_var
 from . import images
@@ -55,12 +54,11 @@ def status(inv: Inventory, probe: bool = True, say=None, fetch: bool = False) ->
     with Session(inv, inv.hosts) as s:
         # Connect to every host and read its state while this thread plans (the plan's scrypt
         # fingerprints and `git`); redis-py is imported for the checks meanwhile.
-        with ThreadPoolExecutor(2) as bg:
-            reading = bg.submit(_connect_and_read, inv, s, fetch)
-            bg.submit(prefetch_redis)
-            plan = make_plan(inv)
-            revision = local_revision()
-            read = reading.result()
+        reading = Background(_connect_and_read, inv, s, fetch, name="cfab-connect")
+        Background(prefetch_redis, name="cfab-import-redis")
+        plan = make_plan(inv)
+        revision = local_revision()
+        read = reading.result()
         for name, err in s.errors.items():
             _unreachable(name, err.sentence(), hosts_out, checks, inv.host(name).roles)
         for name, exc in read.failed.items():

@@ -37,6 +37,7 @@ RESULTS = BENCH / "results"
 WORK = RESULTS / "work"
 VENV_BIN = REPO / ".venv" / "bin"
 INVOKE = str(VENV_BIN / "invoke")
+COMFYUME_FAB = str(VENV_BIN / "comfyume-fab")  # the installed command: hands a one-shot task over before Invoke loads
 PYTHON = str(VENV_BIN / "python")
 ANSIBLE_VENV = BENCH / ".venv-ansible"
 ANSIBLE = str(ANSIBLE_VENV / "bin" / "ansible")
@@ -189,11 +190,16 @@ def interleave(runner: Runner, scenario: str, rounds: int, variants: dict, names
             runner.record(scenario, name, rnd, argv, names_for[name], env=env, check=check, cleanup=cleanup)
 
 
-def v_status(inv):
+def v_status(inv, helper: bool = True, command: str = INVOKE):
     def make():
         argv, _ = status_variant(inv)
-        return argv, {"COMFYUME_HOSTS": ""}, None, None
+        return [command, *argv[1:]], _helper_env(helper), None, None
     return make
+
+
+def _helper_env(helper: bool) -> dict:
+    """The tool as users run it (the warm helper, comfyume_fab/handoff.py), or with it turned off."""
+    return {"COMFYUME_HOSTS": "", **({} if helper else {"COMFYUME_FAB_HELPER": "0"})}
 
 
 def v_floor(mode, scripts, out):
@@ -207,11 +213,12 @@ def v_ansible(inv_yaml, n, tuned=False):
     return lambda: ansible_variant(inv_yaml, n, tuned)
 
 
-def v_start(inv, base: Path | None = None):
+def v_start(inv, base: Path | None = None, helper: bool = True, command: str = INVOKE):
     def make():
         def check(proc):
             return None if "nothing changed" in proc.stdout else f"not a no-op: {proc.stdout[-300:]}"
-        return [INVOKE, *_root(base), "start-all", "--hosts", str(inv)], _base_env(base), check, None
+        env = _base_env(base) if base else _helper_env(helper)
+        return [command, *_root(base), "start-all", "--hosts", str(inv)], env, check, None
     return make
 
 
@@ -293,7 +300,9 @@ def phase_two(samples: list[Sample], rounds: int, cold_runs: int, quick: bool, b
     runner = Runner(hosts, samples)
     names = [h.name for h in hosts]
     say("scenario 1+5: status vs the floor vs Ansible")
-    variants = {"tool": v_status(inv), "floor": v_floor("status", scripts, WORK / "out-status"),
+    variants = {"tool": v_status(inv), "tool-nohelper": v_status(inv, helper=False),
+                "tool-cf": v_status(inv, command=COMFYUME_FAB),
+                "floor": v_floor("status", scripts, WORK / "out-status"),
                 "floor-min": v_floor("status-min", scripts, WORK / "out-status-min"),
                 "ansible": v_ansible(WORK / "ansible-two.yml", 2)}
     if not quick:
@@ -302,7 +311,9 @@ def phase_two(samples: list[Sample], rounds: int, cold_runs: int, quick: bool, b
         variants["baseline"] = v_status_base(inv, base)
     interleave(runner, "status", rounds, variants, {v: names for v in variants})
     say("scenario 3: no-op start-all vs the floor")
-    variants = {"tool": v_start(inv), "floor": v_floor("start", scripts, WORK / "out-start")}
+    variants = {"tool": v_start(inv), "tool-nohelper": v_start(inv, helper=False),
+                "tool-cf": v_start(inv, command=COMFYUME_FAB),
+                "floor": v_floor("start", scripts, WORK / "out-start")}
     if base:
         variants["baseline"] = v_start(inv, base)
     interleave(runner, "noop-start", rounds, variants, {v: names for v in variants})
@@ -416,6 +427,10 @@ def analyse(samples: list[Sample], quick: bool) -> dict:
     ratio("floor 8 hosts / floor 2 hosts", ("scale", "floor-8"), ("scale", "floor-2"))
     ratio("status 8 hosts / floor 8 hosts", ("scale", "status-8"), ("scale", "floor-8"))
     r3 = ratio("no-op start-all / floor", ("noop-start", "tool"), ("noop-start", "floor"))
+    ratio("status without the helper / floor", ("status", "tool-nohelper"), ("status", "floor"))
+    r1c = ratio("comfyume-fab status / floor", ("status", "tool-cf"), ("status", "floor"))
+    r3c = ratio("comfyume-fab start-all (no-op) / floor", ("noop-start", "tool-cf"), ("noop-start", "floor"))
+    ratio("no-op start-all without the helper / floor", ("noop-start", "tool-nohelper"), ("noop-start", "floor"))
     r5 = ratio("Ansible / status (2 hosts)", ("status", "ansible"), ("status", "tool"))
     ratio("Ansible tuned / status (2 hosts)", ("status", "ansible-tuned"), ("status", "tool"))
     ratio("status now / status at the baseline revision", ("status", "tool"), ("status", "baseline"))
@@ -450,6 +465,9 @@ def analyse(samples: list[Sample], quick: bool) -> dict:
         out["targets"].append({"target": name, "measured": None if value is None else fmt.format(value),
                                "limit": f"{op} {limit:g}", "met": met})
     target("status, 2 hosts: <= 1.5x the floor", r1, 1.5, "<=", "{:.2f}x")
+    target("status, 2 hosts: <= 1.3x the floor (issue 14)", r1, 1.3, "<=", "{:.2f}x")
+    target("comfyume-fab status, 2 hosts: <= 1.3x the floor (issue 14)", r1c, 1.3, "<=", "{:.2f}x")
+    target("comfyume-fab no-op start-all: <= 1.5x the floor (issue 14)", r3c, 1.5, "<=", "{:.2f}x")
     target("status, 8 hosts: <= 1.3x status with 2 hosts", r2, 1.3, "<=", "{:.2f}x")
     target("no-op start-all: <= 1.5x the floor", r3, 1.5, "<=", "{:.2f}x")
     target("cold start-all: orchestrator overhead < 10 % of total", r4, 10, "<", "{:.1f} %")
@@ -477,6 +495,10 @@ def markdown(m: dict, a: dict, quick: bool, rounds: int, extra: dict) -> str:
               "status/ansible": ("5. status-style read, 2 hosts", "Ansible ad-hoc (defaults)"),
               "status/ansible-tuned": ("5. status-style read, 2 hosts", "Ansible ad-hoc (pipelining, fixed interpreter)"),
               "noop-start/tool": ("3. no-op start-all", "invoke start-all"),
+              "status/tool-nohelper": ("1. status, 2 hosts", "invoke status, helper off (COMFYUME_FAB_HELPER=0)"),
+              "status/tool-cf": ("1. status, 2 hosts", "comfyume-fab status"),
+              "noop-start/tool-cf": ("3. no-op start-all", "comfyume-fab start-all"),
+              "noop-start/tool-nohelper": ("3. no-op start-all", "invoke start-all, helper off (COMFYUME_FAB_HELPER=0)"),
               "status/baseline": ("1. status, 2 hosts", "invoke status at the baseline revision"),
               "noop-start/baseline": ("3. no-op start-all", "invoke start-all at the baseline revision"), "noop-start/floor": ("3. no-op start-all", "floor (ssh+bash)"),
               "cold-start/tool": ("4. cold start-all", "invoke start-all")}

@@ -10,39 +10,46 @@ from __future__ import annotations
 import os
 import sys
 
-from invoke import Program
-from invoke.exceptions import Exit, ParseError
-
 from . import __version__
-from .errors import ExitCode
-from .tasks import ns
 
 
-class FabProgram(Program):
-    """Invoke's Program, with a wrong option or task name reported like every other wrong option:
-    one sentence and exit 2 (Invoke itself exits 1, the code this tool keeps for bugs)."""
+def _program():
+    from invoke import Program
+    from invoke.exceptions import Exit, ParseError
 
-    def _parse(self, step, *args) -> None:
-        try:
-            step(*args)
-        except ParseError as exc:
-            raise Exit(f"error: {exc} (`{self.binary} --list` shows the tasks, `{self.binary} --help TASK` "
-                       "their options)", code=int(ExitCode.CONFIG)) from None
+    from .errors import ExitCode
+    from .tasks import ns
 
-    def parse_core(self, argv) -> None:
-        self._parse(super().parse_core, argv)
+    class FabProgram(Program):
+        """Invoke's Program, with a wrong option or task name reported like every other wrong option:
+        one sentence and exit 2 (Invoke itself exits 1, the code this tool keeps for bugs)."""
 
-    def parse_tasks(self) -> None:
-        self._parse(super().parse_tasks)
+        def _parse(self, step, *args) -> None:
+            try:
+                step(*args)
+            except ParseError as exc:
+                raise Exit(f"error: {exc} (`{self.binary} --list` shows the tasks, `{self.binary} --help TASK` "
+                           "their options)", code=int(ExitCode.CONFIG)) from None
 
+        def parse_core(self, argv) -> None:
+            self._parse(super().parse_core, argv)
 
-program = FabProgram(namespace=ns, version=__version__, name="comfyume-fab", binary="comfyume-fab",
-                     binary_names=["comfyume-fab"])
+        def parse_tasks(self) -> None:
+            self._parse(super().parse_tasks)
+
+    return FabProgram(namespace=ns, version=__version__, name="comfyume-fab", binary="comfyume-fab",
+                      binary_names=["comfyume-fab"])
 
 
 def main() -> None:
-    """The console-script entry point."""
+    """The console-script entry point. A one-shot task (`comfyume-fab status`, `start-all`, ...) goes
+    straight to the warm helper when one runs (comfyume_fab.handoff), before Invoke is even
+    imported; everything else, and everything when no helper runs, is parsed and run here."""
+    from . import handoff
+    code = handoff.run_command(sys.argv[1:])
+    if code is not None:
+        sys.exit(code)
     try:
-        program.run()
+        _program().run()
     except BrokenPipeError:  # `comfyume-fab --help plan | head`: the reader left; not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

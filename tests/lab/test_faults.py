@@ -152,9 +152,9 @@ class Watched:
     """A CLI run whose progress lines (stderr) are read as they come; `action` runs once, on the
     first line containing `trigger`, given this object."""
 
-    def __init__(self, *args: str, trigger: str, action):
+    def __init__(self, *args: str, trigger: str, action, env: dict | None = None):
         # faulthandler: a run that hangs can be made to print every thread's stack (see `wait`)
-        env = {**{k: v for k, v in os.environ.items() if k != "COMFYUME_HOSTS"}, "PYTHONFAULTHANDLER": "1"}
+        env = {**{k: v for k, v in (env or os.environ).items() if k != "COMFYUME_HOSTS"}, "PYTHONFAULTHANDLER": "1"}
         self.proc = subprocess.Popen([INVOKE, *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True, env=env)
         self.trigger, self.action = trigger, action

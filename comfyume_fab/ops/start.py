@@ -68,6 +68,7 @@ def start_all(inv: Inventory, say: Callable[[str], None], warn: Callable[[str], 
             s.require_all()
             states = gather(lambda h: hoststate.read(s[h.name], inv.project, h.workdir,
                                                      extra=[env_section(h.workdir),
+                                                            *_stop_record_part(h),
                                                             *images.state_parts(inv, h)]),  # images: hook
                             inv.hosts)
         revision = revision_f.result()
@@ -220,10 +221,18 @@ def _deploy_stage(inv: Inventory, s: Session, hp: HostPlan, services, state, out
     state.containers = tuple(after)
 
 
+def _stop_record_part(host) -> list[tuple[str, str]]:
+    """A worker host's "stopped on purpose" record, read with its state (status reads it the same way)."""
+    return [("stopped", stopped.read_command(host.workdir))] if host.is_worker else []
+
+
 def _deploy_worker(inv: Inventory, s: Session, hp: HostPlan, state, outcome: HostOutcome, say) -> None:
-    """The worker stage, then the host's "stopped on purpose" record goes: it runs again."""
+    """The worker stage, then the host's "stopped on purpose" record, if the host had one, goes:
+    the worker runs again (no record, no extra round trip)."""
     _deploy_stage(inv, s, hp, hp.worker_services, state, outcome, say)
-    s[hp.name].run(stopped.clear_command(hp.host.workdir), step="clear stop record")
+    code, text = state.extra.get("stopped", (0, "?"))
+    if code != 0 or text.strip():
+        s[hp.name].run(stopped.clear_command(hp.host.workdir), step="clear stop record")
 
 
 def _up(inv: Inventory, remote, hp: HostPlan, services, no_deps: bool, say) -> None:

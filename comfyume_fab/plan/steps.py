@@ -50,7 +50,7 @@ def steps(plan: Plan, task: str, only: str | None = None, down: bool = False) ->
             out.append((hp.name, hp.compose.up(hp.worker_services)
                         + "   # + worker-gpu.yml when nvidia-smi finds a GPU"))
             out.append((hp.name, f"(wait) until {', '.join(hp.worker_services)} is healthy"))
-            out.append((hp.name, stopped.clear_command(hp.host.workdir) + "   # the stopped-on-purpose record"))
+            out.append((hp.name, stopped.clear_command(hp.host.workdir) + "   # the stopped-on-purpose record, if there is one"))
             out.append((hp.name, f"(probe) POST /prompt to 127.0.0.1:{inv.ports.worker_comfyui} from {hp.name}, "
                                  "poll /history until executed"))
         for hp in plan.hosts:

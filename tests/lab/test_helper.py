@@ -19,25 +19,12 @@ import pytest
 from tests.lab.test_faults import APP, Watched, converge, fast_inventory, lock_dir, stop_containers
 from tests.lab.test_lock import interrupted
 from tests.lab.test_operator_view import accepted
-from tests.unit.test_handoff import ask, started, wait_for, _alive
+from tests.unit.test_handoff import ask, henv, started  # noqa: F401 - henv: the fixture
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 CF = str(BIN / "comfyume-fab")
 INVOKE = str(BIN / "invoke")
-
-
-@pytest.fixture
-def henv(tmp_path):
-    run = tmp_path / "run"
-    run.mkdir(mode=0o700)
-    env = {k: v for k, v in os.environ.items() if k != "COMFYUME_HOSTS"}
-    env.update(XDG_RUNTIME_DIR=str(run), COMFYUME_FAB_HELPER="1")
-    yield env
-    info = ask(env, "info")
-    ask(env, "stop")
-    if info:
-        wait_for(lambda: not _alive(info["pid"]), 10)
 
 
 def run(env, *args, command=CF):
@@ -127,5 +114,7 @@ def test_another_user_is_neither_let_in_nor_served(henv):
         folder.chmod(0o700)
         assert ask(env, "info")["served"] == 0  # and it still serves its own user
     finally:
+        if (base / "comfyume-fab").exists():
+            (base / "comfyume-fab").chmod(0o700)  # else the user's own stop request is refused too
         ask(dict(henv, XDG_RUNTIME_DIR=str(base)), "stop")
         shutil.rmtree(base, ignore_errors=True)

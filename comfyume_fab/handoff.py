@@ -204,7 +204,12 @@ def run_task(task: str) -> int | None:
             pass
     mask = os.umask(0o077)
     os.umask(mask)
-    message = {"op": "run", "program": program, "argv": list(sys.argv), "cwd": os.getcwd(), "env": dict(os.environ),
+    try:
+        cwd = os.getcwd()
+    except OSError:  # a folder removed under the shell: the command says so itself, here
+        conn.close()
+        return None
+    message = {"op": "run", "program": program, "argv": list(sys.argv), "cwd": cwd, "env": dict(os.environ),
                "umask": mask, "path": list(sys.path),
                "encodings": [[getattr(s, "encoding", None), getattr(s, "errors", None)]
                              for s in (sys.stdin, sys.stdout, sys.stderr)]}

@@ -265,3 +265,45 @@ def test_signals_and_the_callers_death_reach_the_task(henv, silent, how, helper)
         assert proc.returncode == 130 and "status: interrupted" in err, err
     else:
         assert proc.returncode == -getattr(signal, how), (proc.returncode, err)
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat_line = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat_line.rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(entry))
+    return out
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
+
+
+def test_ctrl_z_stops_the_task_with_the_command_and_fg_resumes_both(henv, silent):
+    inv, servers = silent
+    env = dict(henv, REDIS_PASSWORD="r-secret-1", ADMIN_PASSWORD="a-secret-1")
+    cli(henv, "plan", "--hosts", INVENTORY)
+    helper = started(henv)["pid"]
+    proc = subprocess.Popen([CF, "status", "--hosts", str(inv)], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for(lambda: all(s.conns for s in servers), 30), "the task never connected to both hosts"
+        (task,) = [pid for relay in _children(helper) for pid in _children(relay)]  # helper -> relay -> task
+        proc.send_signal(signal.SIGTSTP)
+        assert wait_for(lambda: _state(task) == "T" and _state(proc.pid) == "T", 5), (_state(task), _state(proc.pid))
+        proc.send_signal(signal.SIGCONT)  # what `fg` sends
+        assert wait_for(lambda: _state(task) in "RSD" and _state(proc.pid) in "RSD", 5), (_state(task), _state(proc.pid))
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=10)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and "status: interrupted" in err, err
+    assert wait_for(lambda: _state(task) == "gone", 5)

@@ -54,10 +54,25 @@ def status(inv: Inventory, probe: bool = True, say=None, fetch: bool = False) ->
     with Session(inv, inv.hosts) as s:
         # Connect to every host and read its state while this thread plans (the plan's scrypt
         # fingerprints and `git`); redis-py is imported for the checks meanwhile.
-        reading = Background(_connect_and_read, inv, s, fetch, name="cfab-connect")
+        connecting = Background(s.connect, name="cfab-connect")
+        reading = Background(_read_when_connected, connecting, inv, s, fetch, name="cfab-read")
         Background(prefetch_redis, name="cfab-import-redis")
         plan = make_plan(inv)
         revision = local_revision()
+        # The checks that need no state (the queue manager, ComfyUI, the probe from each worker; the
+        # queue) start as soon as the hosts are connected, beside the state reads; their results are
+        # dropped for a host whose read failed or whose worker is stopped on purpose.
+        connecting.result()
+        early_jobs: list[tuple[str, Any]] = [(hp.name, hp) for hp in plan.hosts
+                                             if hp.worker_services and hp.name in s.remotes]
+        if plan.app.name in s.remotes and "redis" in plan.app.services:
+            early_jobs.append((QUEUE_JOB, None))
+
+        def early(item: tuple[str, Any]):
+            key, hp = item
+            return _queue(inv, plan, s) if hp is None else _worker_early(inv, s, hp, probe)
+        checking = Background(lambda: each(early, early_jobs, key=lambda item: item[0]).raise_first(),
+                              name="cfab-checks")
         read = reading.result()
         for name, err in s.errors.items():
             _unreachable(name, err.sentence(), hosts_out, checks, inv.host(name).roles)
@@ -73,22 +88,15 @@ def status(inv: Inventory, probe: bool = True, say=None, fetch: bool = False) ->
                 hosts_out[hp.name] = _host_block(inv, hp, states[hp.name], s.connect_s[hp.name], revision,
                                                  plan.config_hash, checks, held.get(hp.name))
                 _failing_logs(s[hp.name], hp, hosts_out[hp.name], checks)
-        # Every worker's checks and the queue read run at the same time (reported in this order).
+        # Redis from each worker needs the password its .env holds (read with its state).
         say("checking Redis, the queue manager and the queue" + (" and probing inference" if probe else ""))
-        jobs: list[tuple[str, Any]] = [(hp.name, hp) for hp in plan.hosts if hp.worker_services and hp.name in states
-                                       and hp.name not in held]
-        if plan.app.name in states and "redis" in plan.app.services:
-            jobs.append((QUEUE_JOB, None))
-
-        def job(item: tuple[str, Any]):
-            key, hp = item
-            if hp is None:
-                return _queue(inv, plan, s)
-            return _worker_checks(inv, plan, s, hp, states[hp.name], probe)
-        results = each(job, jobs, key=lambda item: item[0]).raise_first()
-        queue, queue_found = results.pop(QUEUE_JOB, ({}, []))
-        for found in results.values():
-            checks.extend(found)
+        workers = [hp for hp in plan.hosts if hp.worker_services and hp.name in states and hp.name not in held]
+        redis = each(lambda hp: _redis_from(inv, plan, s, hp, states[hp.name]), workers).raise_first()
+        found = checking.result()
+        for hp in workers:  # reported in this order, per worker
+            qm, *device_and_probe = found[hp.name]
+            checks.extend([redis[hp.name], qm, *_gpu_lines(inv, hp, states[hp.name]), *device_and_probe])
+        queue, queue_found = found.pop(QUEUE_JOB) if plan.app.name in states and QUEUE_JOB in found else ({}, [])
         stopped_ids = {hp.host.worker_id for hp in plan.hosts if hp.name in held}
         for c in queue_found:  # a worker stopped on purpose sends no heartbeat: expected, not a fault
             if not c.ok and c.name.removeprefix("heartbeat-") in stopped_ids:
@@ -225,10 +233,10 @@ def _failing_logs(remote, hp: HostPlan, block: dict, checks) -> None:
         check.detail += "; " + "; ".join(notes)
 
 
-def _connect_and_read(inv: Inventory, s: Session, fetch: bool = False):
-    """Connect to every host, then read every reachable one's state, keyed by host (the failed
-    reads apart). Needs no plan (it runs while the plan is made)."""
-    s.connect()
+def _read_when_connected(connecting: Background, inv: Inventory, s: Session, fetch: bool = False):
+    """Once every host is connected (or not), read every reachable one's state, keyed by host
+    (the failed reads apart). Needs no plan (it runs while the plan is made)."""
+    connecting.result()
     hosts = [h for h in inv.hosts if h.name in s.remotes]
 
     def read(host) -> hoststate.HostState:
@@ -242,12 +250,10 @@ def _connect_and_read(inv: Inventory, s: Session, fetch: bool = False):
     return each(read, hosts)
 
 
-def _worker_checks(inv: Inventory, plan: Plan, s: Session, hp: HostPlan, st, probe: bool) -> list[CheckResult]:
-    """Redis, the queue manager, the device and the inference probe, from the worker's vantage
-    point, all at once (independent channels on the one connection); reported in this order."""
+def _worker_early(inv: Inventory, s: Session, hp: HostPlan, probe: bool) -> list[CheckResult]:
+    """The queue manager, the device and the inference probe, from the worker's vantage point, all
+    at once (independent channels on the one connection); in this order."""
     remote = s[hp.name]
-    host, port = plan.redis_address(hp)
-    password = st.env_redis_password or inv.secrets["REDIS_PASSWORD"]
     url = hp.env.get("QUEUE_MANAGER_URL", "")
     parts = urlsplit(str(url))
 
@@ -260,23 +266,31 @@ def _worker_checks(inv: Inventory, plan: Plan, s: Session, hp: HostPlan, st, pro
         return CheckResult(f"queue-manager-from-{hp.name}", res.ok,
                            f"QUEUE_MANAGER_URL {url} from inside the worker container: "
                            + ("answers" if res.ok else res.tail(160)), res.duration, hp.name)
-    jobs = [lambda: redis_ping(remote, host, port, password.reveal(), inv.timeouts.redis,
-                               name=f"redis-from-{hp.name}", app_host=plan.app.name),
-            queue_manager, lambda: device_check(remote, inv.ports.worker_comfyui, inv.timeouts.redis, inv.mode)]
+    jobs = [queue_manager, lambda: device_check(remote, inv.ports.worker_comfyui, inv.timeouts.redis, inv.mode)]
     if probe:
         jobs.append(lambda: run_probe(remote, inv.ports.worker_comfyui, inv.timeouts.probe, inv.probe.workflow_graph,
                                       name=f"inference-{hp.name}", busy_after=inv.timeouts.busy))
-    results = list(each(lambda job: job[1](), list(enumerate(jobs)), key=lambda job: job[0]).raise_first().values())
-    out: list[CheckResult] = results[:2]
+    return list(each(lambda job: job[1](), list(enumerate(jobs)), key=lambda job: job[0]).raise_first().values())
+
+
+def _redis_from(inv: Inventory, plan: Plan, s: Session, hp: HostPlan, st) -> CheckResult:
+    """Redis from the worker's vantage point, with the password its deployed .env holds."""
+    host, port = plan.redis_address(hp)
+    password = st.env_redis_password or inv.secrets["REDIS_PASSWORD"]
+    return redis_ping(s[hp.name], host, port, password.reveal(), inv.timeouts.redis,
+                      name=f"redis-from-{hp.name}", app_host=plan.app.name)
+
+
+def _gpu_lines(inv: Inventory, hp: HostPlan, st) -> list[CheckResult]:
     if st.has_gpu:
         g = st.gpus[0]
-        out.append(CheckResult(f"gpu-{hp.name}", True, f"{g.name}, {g.memory_used_mib}/{g.memory_total_mib} MiB, "
-                               f"{g.utilization_pct}% busy", host=hp.name))
-    elif hp.host.gpu != "none" and inv.mode in GPU_MODES:
-        out.append(CheckResult(f"gpu-{hp.name}", hp.host.gpu != "required",
-                               f"no GPU found ({st.gpu_error or 'no nvidia-smi'}); the worker runs on CPU",
-                               host=hp.name, warning=True))
-    return out + results[2:]
+        return [CheckResult(f"gpu-{hp.name}", True, f"{g.name}, {g.memory_used_mib}/{g.memory_total_mib} MiB, "
+                            f"{g.utilization_pct}% busy", host=hp.name)]
+    if hp.host.gpu != "none" and inv.mode in GPU_MODES:
+        return [CheckResult(f"gpu-{hp.name}", hp.host.gpu != "required",
+                            f"no GPU found ({st.gpu_error or 'no nvidia-smi'}); the worker runs on CPU",
+                            host=hp.name, warning=True)]
+    return []
 
 
 def _queue(inv: Inventory, plan: Plan, s: Session) -> tuple[dict, list[CheckResult]]:

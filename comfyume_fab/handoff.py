@@ -280,8 +280,11 @@ class _SignalRelay:
         if sig == signal.SIGTSTP:  # Ctrl-Z: stop the task, then this process as usual
             self._send(signal.SIGSTOP)
             signal.signal(signal.SIGTSTP, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGTSTP)
+            os.kill(os.getpid(), signal.SIGTSTP)  # stops here until `fg`/`bg` (SIGCONT) ...
             signal.signal(signal.SIGTSTP, self._on_signal)
+            # ... or returns at once where the kernel discards it (an orphaned process group):
+            # either way, the task goes on when this process does
+            self._send(signal.SIGCONT)
             return
         self._send(sig)
 

@@ -223,9 +223,11 @@ def relay(conn: socket.socket, lines: handoff.Lines, message: dict, fds: list[in
                     pending += data
                     continue
                 # the command that handed the task over is gone: stop the task as Ctrl-C would
+                # (and wake it, should it be stopped: a stopped process acts on no signal)
                 caller = False
                 sel.unregister(conn)
                 _send_signal(pidfd, signal.SIGINT)
+                _send_signal(pidfd, signal.SIGCONT)
 
 
 def _signal_from(line: bytes, pidfd: int) -> None:

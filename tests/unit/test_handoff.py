@@ -287,25 +287,32 @@ def _state(pid: int) -> str:
         return "gone"
 
 
-@pytest.mark.parametrize("group", ["job", "orphaned"])
+@pytest.mark.parametrize("group", ["job", "job-killed", "orphaned"])
 def test_ctrl_z_stops_the_task_with_the_command_and_fg_resumes_both(henv, silent, group):
     """As a shell's job (a process group of its own in the session), Ctrl-Z stops the command and
-    its task, and `fg` (SIGCONT) resumes both. In an orphaned process group the kernel discards a
-    stop signal (POSIX): the command goes on, and so must its task, never left stopped."""
+    its task, and `fg` (SIGCONT) resumes both; a stopped command killed outright (job-killed)
+    still ends its task. In an orphaned process group the kernel discards a stop signal (POSIX):
+    the command goes on, and so must its task, never left stopped."""
     inv, servers = silent
     env = dict(henv, REDIS_PASSWORD="r-secret-1", ADMIN_PASSWORD="a-secret-1")
     cli(henv, "plan", "--hosts", INVENTORY)
     helper = started(henv)["pid"]
-    where = {"process_group": 0} if group == "job" else {"start_new_session": True}
+    where = {"process_group": 0} if group.startswith("job") else {"start_new_session": True}
     proc = subprocess.Popen([CF, "status", "--hosts", str(inv)], cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, **where)
     try:
         assert wait_for(lambda: all(s.conns for s in servers), 30), "the task never connected to both hosts"
         (task,) = [pid for relay in _children(helper) for pid in _children(relay)]  # helper -> relay -> task
         proc.send_signal(signal.SIGTSTP)
-        if group == "job":
+        if group.startswith("job"):
             assert wait_for(lambda: _state(task) == "T" and _state(proc.pid) == "T", 5), \
                 (_state(task), _state(proc.pid))
+            if group == "job-killed":
+                proc.kill()
+                proc.wait(10)
+                assert wait_for(lambda: _state(task) == "gone", 10), "a stopped task outlived its command"
+                assert wait_for(lambda: all(s.closed for s in servers), 10)
+                return
             proc.send_signal(signal.SIGCONT)  # what `fg` sends
         else:
             time.sleep(1)

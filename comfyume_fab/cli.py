@@ -42,13 +42,7 @@ def _program():
 
 
 def main() -> None:
-    """The console-script entry point. A one-shot task (`comfyume-fab status`, `start-all`, ...) goes
-    straight to the warm helper when one runs (comfyume_fab.handoff), before Invoke is even
-    imported; everything else, and everything when no helper runs, is parsed and run here."""
-    from . import handoff
-    code = handoff.run_command(sys.argv[1:])
-    if code is not None:
-        sys.exit(code)
+    """The console-script entry point: every task runs in this process (there is no resident helper)."""
     try:
         _program().run()
     except BrokenPipeError:  # `comfyume-fab --help plan | head`: the reader left; not an error

@@ -24,26 +24,11 @@ SHORT_FLAGS = {"hosts": "H", "dry_run": "n", "verbose": "v", "wait_lock": "w", "
 
 
 class FabTask(Task):
-    """A task whose short flags come from SHORT_FLAGS, never from Invoke's first-free-letter rule,
-    and which, when it is the first task of a one-shot command (handoff.ONE_SHOT), runs in the
-    warm helper process if one runs (comfyume_fab.handoff)."""
-
-    ran_one = False  # a task already ran in this process: the rest of the command line runs here
+    """A task whose short flags come from SHORT_FLAGS, never from Invoke's first-free-letter rule."""
 
     def __init__(self, *args, **kwargs):
         kwargs["auto_shortflags"] = False
         super().__init__(*args, **kwargs)
-
-    def __call__(self, *args, **kwargs):
-        first, FabTask.ran_one = not FabTask.ran_one, True
-        name = self.name.rstrip("_").replace("_", "-")
-        from comfyume_fab import handoff
-        if first and handoff.one_shot(name, {k for k, v in kwargs.items() if v}):
-            code = handoff.run_task(name)
-            if code is not None:  # the helper ran the whole command line
-                from invoke.exceptions import Exit
-                raise Exit(code=code)
-        return super().__call__(*args, **kwargs)
 
     def arg_opts(self, name, default, taken_names):
         opts = super().arg_opts(name, default, taken_names)
@@ -268,13 +253,6 @@ def lock_break(c, hosts=None, verbose=False):
         print(break_lock(taskrun.load(hosts, need_secrets=False)))
 
 
-@task(klass=FabTask, help={"stop": "end it now (the next one-shot task starts a new one)"})
-def helper(c, stop=False):
-    """The warm helper that runs one-shot tasks (comfyume_fab/handoff.py): is one running? --stop ends it."""
-    from comfyume_fab import handoff
-    print(handoff.describe(stop))
-
-
 TAKEOVER_HELP = ("remove a lab that another checkout made (default: refuse, naming that checkout; "
                  "$COMFYUME_LAB_TAKEOVER=1 does the same)")
 
@@ -299,4 +277,4 @@ lab = Collection("lab")
 lab.add_task(lab_up, name="up")
 lab.add_task(lab_down, name="down")
 ns = Collection(start_all, stop_verda, stop_all, status, logs, exec_, plan_, diff, lock_break, rollback, copy_image,
-                helper, lab)
+                lab)

@@ -31,10 +31,6 @@ INVOKE = str(Path(sys.executable).with_name("invoke"))
 import tempfile  # noqa: E402
 
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="comfyume-fab-test-cache-")
-# Every `invoke` the tests run is its own process, as without the warm helper (comfyume_fab/handoff.py):
-# tests/unit/test_handoff.py and tests/lab/test_helper.py turn it on, each in a runtime folder of its own.
-os.environ["COMFYUME_FAB_HELPER"] = "0"
-os.environ["XDG_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="comfyume-fab-test-run-")
 
 
 @dataclass

@@ -23,7 +23,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 INVOKE = str(Path(sys.executable).with_name("invoke"))
 TASKS = ["start-all", "stop-verda", "stop-all", "status", "logs", "exec", "plan", "diff", "lock-break", "rollback",
-         "copy-image", "helper", "lab.up", "lab.down"]
+         "copy-image", "lab.up", "lab.down"]
 SECRETS = {"REDIS_PASSWORD": "first-contact-redis-pw", "ADMIN_PASSWORD": "first-contact-admin-pw"}
 
 
@@ -200,3 +200,16 @@ def test_an_unset_secret_can_never_be_written_to_a_hosts_env_file(place):
                                      "or add it to the secrets.env_file)")  # the first in sorted order
     with pytest.raises(ConfigError):  # and the real run's loading refuses it before anything else
         load_inventory(str(cwd / "hosts.yaml"), environ={})
+
+
+def test_no_task_leaves_a_process_behind(place):
+    """One execution model: a task runs in the process the user started and leaves nothing running
+    (issue 18 retired the warm helper, which a one-shot task used to start as it exited)."""
+    from tests.support import subreaper
+    cwd, _ = place
+    env = {**{k: v for k, v in os.environ.items() if k != "COMFYUME_HOSTS"}, **SECRETS}
+    with subreaper() as run_to_end:
+        for args in (["plan"], ["plan", "--json"], ["status"], ["--list"]):
+            res, left = run_to_end([INVOKE, "--search-root", str(REPO), *args], cwd=cwd, env=env, timeout=120)
+            assert res.returncode in (0, 3), res.stderr  # status: the listeners are no SSH servers
+            assert left == {}, f"`invoke {' '.join(args)}` left processes running: {left}"

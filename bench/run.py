@@ -190,16 +190,14 @@ def interleave(runner: Runner, scenario: str, rounds: int, variants: dict, names
             runner.record(scenario, name, rnd, argv, names_for[name], env=env, check=check, cleanup=cleanup)
 
 
-def v_status(inv, helper: bool = True, command: str = INVOKE):
+def v_status(inv, command: str = INVOKE):
     def make():
         argv, _ = status_variant(inv)
-        return [command, *argv[1:]], _helper_env(helper), None, None
+        return [command, *argv[1:]], TOOL_ENV, None, None
     return make
 
 
-def _helper_env(helper: bool) -> dict:
-    """The tool as users run it (the warm helper, comfyume_fab/handoff.py), or with it turned off."""
-    return {"COMFYUME_HOSTS": "", **({} if helper else {"COMFYUME_FAB_HELPER": "0"})}
+TOOL_ENV = {"COMFYUME_HOSTS": ""}  # the tool as users run it: the inventory named on the command line
 
 
 def v_floor(mode, scripts, out):
@@ -213,11 +211,11 @@ def v_ansible(inv_yaml, n, tuned=False):
     return lambda: ansible_variant(inv_yaml, n, tuned)
 
 
-def v_start(inv, base: Path | None = None, helper: bool = True, command: str = INVOKE):
+def v_start(inv, base: Path | None = None, command: str = INVOKE):
     def make():
         def check(proc):
             return None if "nothing changed" in proc.stdout else f"not a no-op: {proc.stdout[-300:]}"
-        env = _base_env(base) if base else _helper_env(helper)
+        env = _base_env(base) if base else TOOL_ENV
         return [command, *_root(base), "start-all", "--hosts", str(inv)], env, check, None
     return make
 
@@ -300,7 +298,7 @@ def phase_two(samples: list[Sample], rounds: int, cold_runs: int, quick: bool, b
     runner = Runner(hosts, samples)
     names = [h.name for h in hosts]
     say("scenario 1+5: status vs the floor vs Ansible")
-    variants = {"tool": v_status(inv), "tool-nohelper": v_status(inv, helper=False),
+    variants = {"tool": v_status(inv),
                 "tool-cf": v_status(inv, command=COMFYUME_FAB),
                 "floor": v_floor("status", scripts, WORK / "out-status"),
                 "floor-min": v_floor("status-min", scripts, WORK / "out-status-min"),
@@ -311,7 +309,7 @@ def phase_two(samples: list[Sample], rounds: int, cold_runs: int, quick: bool, b
         variants["baseline"] = v_status_base(inv, base)
     interleave(runner, "status", rounds, variants, {v: names for v in variants})
     say("scenario 3: no-op start-all vs the floor")
-    variants = {"tool": v_start(inv), "tool-nohelper": v_start(inv, helper=False),
+    variants = {"tool": v_start(inv),
                 "tool-cf": v_start(inv, command=COMFYUME_FAB),
                 "floor": v_floor("start", scripts, WORK / "out-start")}
     if base:
@@ -427,10 +425,8 @@ def analyse(samples: list[Sample], quick: bool) -> dict:
     ratio("floor 8 hosts / floor 2 hosts", ("scale", "floor-8"), ("scale", "floor-2"))
     ratio("status 8 hosts / floor 8 hosts", ("scale", "status-8"), ("scale", "floor-8"))
     r3 = ratio("no-op start-all / floor", ("noop-start", "tool"), ("noop-start", "floor"))
-    ratio("status without the helper / floor", ("status", "tool-nohelper"), ("status", "floor"))
     r1c = ratio("comfyume-fab status / floor", ("status", "tool-cf"), ("status", "floor"))
     r3c = ratio("comfyume-fab start-all (no-op) / floor", ("noop-start", "tool-cf"), ("noop-start", "floor"))
-    ratio("no-op start-all without the helper / floor", ("noop-start", "tool-nohelper"), ("noop-start", "floor"))
     r5 = ratio("Ansible / status (2 hosts)", ("status", "ansible"), ("status", "tool"))
     ratio("Ansible tuned / status (2 hosts)", ("status", "ansible-tuned"), ("status", "tool"))
     ratio("status now / status at the baseline revision", ("status", "tool"), ("status", "baseline"))
@@ -495,10 +491,8 @@ def markdown(m: dict, a: dict, quick: bool, rounds: int, extra: dict) -> str:
               "status/ansible": ("5. status-style read, 2 hosts", "Ansible ad-hoc (defaults)"),
               "status/ansible-tuned": ("5. status-style read, 2 hosts", "Ansible ad-hoc (pipelining, fixed interpreter)"),
               "noop-start/tool": ("3. no-op start-all", "invoke start-all"),
-              "status/tool-nohelper": ("1. status, 2 hosts", "invoke status, helper off (COMFYUME_FAB_HELPER=0)"),
               "status/tool-cf": ("1. status, 2 hosts", "comfyume-fab status"),
               "noop-start/tool-cf": ("3. no-op start-all", "comfyume-fab start-all"),
-              "noop-start/tool-nohelper": ("3. no-op start-all", "invoke start-all, helper off (COMFYUME_FAB_HELPER=0)"),
               "status/baseline": ("1. status, 2 hosts", "invoke status at the baseline revision"),
               "noop-start/baseline": ("3. no-op start-all", "invoke start-all at the baseline revision"), "noop-start/floor": ("3. no-op start-all", "floor (ssh+bash)"),
               "cold-start/tool": ("4. cold start-all", "invoke start-all")}

@@ -13,7 +13,7 @@ from .facts.compose import ComposeVersion
 from .facts.docker import ContainerInfo
 from .facts.nvidia import Gpu
 from .facts.preflight import preflight_parts
-from .ssh import Remote
+from .ssh.remote import Remote
 
 
 def read_containers(remote: Remote, project: str, step: str) -> tuple[ContainerInfo, ...]:

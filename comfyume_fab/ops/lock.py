@@ -23,7 +23,7 @@ from typing import Iterator
 from ..errors import LockedError, UnhealthyError, clean
 from ..host import commands as cmd
 from ..host.session import Session
-from ..host.ssh import Remote
+from ..host.ssh.remote import Remote
 from ..inventory.model import Inventory
 from .audit import now_iso, who
 

@@ -16,6 +16,7 @@ from fabric import Config, Connection
 from paramiko.auth_strategy import AuthFailure
 
 from ...errors import UnreachableError
+from ...inventory.model import KNOWN_HOSTS
 from . import auth, hostkeys
 
 
@@ -28,7 +29,7 @@ class Target:
     user: str | None = None
     port: int | None = None
     identity_file: str | None = None
-    known_hosts: str = "~/.ssh/known_hosts"
+    known_hosts: str = KNOWN_HOSTS
     accept_new_host_keys: bool = False
     ssh_config: str | None = None
     connect_timeout: float = 10.0

@@ -1,12 +1,21 @@
 """Facts: what a host or its ComfyUI says, one module per subject, each the exact command (or HTTP
-call) and the pure parser of its output side by side (pyinfra's shape):
+call) and the pure parser of its output side by side (pyinfra's shape). A fact the host-state
+read learns is a `Fact`: its section name, command, parser and `HostState` fields in one place;
+`host.state` lists them. Commands that change a host are in `host.actions`, not here.
 
 - `docker`: the engine's version and runtimes, and the project's containers (`docker inspect`
   with `INSPECT_FORMAT`) as `ContainerInfo`, with the rules that read them (healthy, crash loop).
 - `compose`: `docker compose version` (v2, or the legacy Python docker-compose).
 - `nvidia`: `nvidia-smi --query-gpu=...` and `nvidia-smi -L`.
-- `comfyui`: ComfyUI's HTTP API: `GET /system_stats`, `POST /prompt`, `GET /history/{id}`.
 - `tailscale`: `tailscale ip -4`.
+- `deployed`: the record start-all leaves in the workdir (`deployed.json`).
+- `envfile`: the uploaded `.env`'s fingerprints (`CFAB_ENV_HASH`, `CFAB_HASH_<SERVICE>`) and, on
+  request, the Redis password.
+- `lock`: the deploy lock as the host shows it (`lock_read`, `parse_lock`).
+- `stopped`: the "stopped on purpose" record a worker host keeps.
+- `git`: the team's repository as the host reads it, and the host's bare checkout.
+- `images`: the images on the engine and the commit a built image came from.
+- `comfyui`: ComfyUI's HTTP API: `GET /system_stats`, `POST /prompt`, `GET /history/{id}`.
 
 No I/O here; `host.state` runs the commands. Every parser is tested on output recorded from the
 real program (tests/fixtures/), and tests/unit/test_fact_pairs.py checks that each module's command

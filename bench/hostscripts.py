@@ -142,7 +142,7 @@ def _status_extras(h: HostInfo, spec: LabSpec) -> str:
            f"echo '== compose'; {compose.VERSION_COMMAND}\n"
            "echo '== envhash'; grep '^CFAB_' .env\n")
     if h.role == "app":
-        out += f"echo '== redis_port'; {cmd.published_port(spec.project, 'redis', spec.redis_port)}\n"
+        out += f"echo '== redis_port'; {docker.published_port(spec.project, 'redis', spec.redis_port)}\n"
     return out
 
 

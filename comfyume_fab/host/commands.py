@@ -1,14 +1,16 @@
-"""Pure builders of the command lines run on hosts. Nothing here runs anything.
+"""The pure building blocks of the command lines run on hosts. Nothing here runs anything.
 
-Every user-derived value is quoted once, here, with shlex (`q`). Multi-part reads are built
-as one "sectioned" script, so a status needs one round trip per host; `split_sections`
-parses what it prints.
+Every user-derived value is quoted once, here, with shlex (`q`). The host's remote folder (its
+paths and the names of the files in it), and `ComposeProject`, a host's compose invocation.
+Multi-part reads are built as one "sectioned" script, so a status needs one round trip per host;
+`split_sections` parses what it prints. What a host says is read by `facts`; what changes a host
+is built by `actions`.
 """
 from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Sequence
 
 ENV_FILE = ".env"
 AUDIT_LOG = "audit.log"
@@ -40,7 +42,8 @@ def in_workdir(workdir: str, argv: Sequence[str]) -> str:
 @dataclass(frozen=True)
 class ComposeProject:
     """A host's compose context: where its files are, the project name and the files in -f order.
-    Its methods build the command lines; they run nothing."""
+    Its methods build the command lines; they run nothing (`actions.compose` builds `up` and `stop`
+    on it)."""
     workdir: str
     project: str
     files: tuple[str, ...]
@@ -52,28 +55,8 @@ class ComposeProject:
         """`docker compose ARGS...` in the workdir."""
         return in_workdir(self.workdir, self.argv(*args))
 
-    def up(self, services: Iterable[str], no_deps: bool = False) -> str:
-        # `up -d` (never `docker restart`): a changed .env or image recreates the container.
-        # `no_deps`: touch exactly these services (a rolling batch), not what they depend on.
-        return self.run("up", "-d", "--no-color", "--quiet-pull", "--remove-orphans",
-                        *(("--no-deps",) if no_deps else ()), *services)
-
-    def stop(self, services: Iterable[str] = (), remove: bool = False) -> str:
-        if remove:
-            # `rm -s -f` / `down` never ask a question and never delete volumes (Redis data stays).
-            return self.run(*(("rm", "-s", "-f", *services) if services else ("down", "--remove-orphans")))
-        return self.run("stop", *services)
-
     def logs(self, service: str, tail: int = 15) -> str:
         return self.run("logs", "--no-color", "--tail", str(tail), service)
-
-
-def published_port(project: str, service: str, port: int) -> str:
-    """Where the running container of a compose service publishes `port`: the same answer as
-    `docker compose port`, from the engine alone (no compose files to load: ~0.1 s less CPU)."""
-    ps = shlex.join(["docker", "ps", "-q", "--filter", f"label=com.docker.compose.project={project}",
-                     "--filter", f"label=com.docker.compose.service={service}"])
-    return f"set -- $({ps}) && [ $# -gt 0 ] && docker port \"$1\" {int(port)}/tcp"
 
 
 def sections(parts: Sequence[tuple[str, str]], parallel: bool = True) -> str:

@@ -15,6 +15,7 @@ from ..checks.probe import run_probe
 from ..checks.result import CheckResult
 from ..errors import UnhealthyError
 from ..host import commands as cmd
+from ..host.actions import compose as composeact
 from ..host.actions import containers as ctract
 from ..host.actions import stopped as stopact
 from ..host.actions import workdir as wdact
@@ -240,7 +241,7 @@ def _deploy_worker(inv: Inventory, s: Session, hp: HostPlan, state, outcome: Hos
 
 def _up(inv: Inventory, remote, hp: HostPlan, services, no_deps: bool, say) -> None:
     say(f"{hp.name}: docker compose up -d {' '.join(services)}")
-    res = remote.run(hp.compose.up(services, no_deps=no_deps), timeout=inv.timeouts.command, step="compose up")
+    res = remote.run(composeact.up(hp.compose, services, no_deps=no_deps), timeout=inv.timeouts.command, step="compose up")
     if not res.ok:
         up_failed(remote, hp.compose, services, res.stderr or res.stdout)
     wait_healthy(remote, hp.compose, services, inv.timeouts.health, say)
@@ -255,7 +256,7 @@ def _roll(inv: Inventory, remote, hp: HostPlan, rolling: list[str], say) -> None
         span = batch[0] if len(batch) == 1 else f"{batch[0]}..{batch[-1]}"
         say(f"{hp.name}: rolling batch {number}/{len(batches)}: recreating {span}")
         try:
-            res = remote.run(hp.compose.up(batch, no_deps=True), timeout=inv.timeouts.command,
+            res = remote.run(composeact.up(hp.compose, batch, no_deps=True), timeout=inv.timeouts.command,
                              step="rolling update")
             if not res.ok:
                 up_failed(remote, hp.compose, batch, res.stderr or res.stdout)

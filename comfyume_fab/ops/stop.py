@@ -8,6 +8,7 @@ from typing import Callable
 from ..checks.links import read_queue
 from ..errors import ConfigError, UnhealthyError, UnreachableError
 from ..host import commands as cmd
+from ..host.actions import compose as composeact
 from ..host.actions import stopped as stopact
 from ..host.actions import workdir as wdact
 from ..host import state as hoststate
@@ -99,7 +100,7 @@ def _app_snapshot(s: Session, inv: Inventory, app: HostPlan) -> dict[str, str]:
 def _stop_worker(inv: Inventory, s: Session, hp: HostPlan, down: bool, say, task: str = "stop-verda") -> None:
     remote = s[hp.name]
     say(f"{hp.name}: {'removing' if down else 'stopping'} {', '.join(hp.worker_services)}")
-    res = remote.run(hp.compose.stop(hp.worker_services, remove=down), timeout=inv.timeouts.command,
+    res = remote.run(composeact.stop(hp.compose, hp.worker_services, remove=down), timeout=inv.timeouts.command,
                      step="stop worker")
     if not res.ok and "no such file" not in res.tail().lower():
         raise UnhealthyError(f"stopping the worker failed: {res.tail()}", host=hp.name, step="stop worker")
@@ -149,7 +150,7 @@ def stop_all(inv: Inventory, say: Callable[[str], None], down: bool = False, wai
             workers = [hp for hp in plan.hosts if hp.worker_services and hp.name != app.name]
             gather(lambda hp: _stop_worker(inv, s, hp, down, say, "stop-all"), workers)
             say(f"{app.name}: {'removing' if down else 'stopping'} {', '.join(app.services)}")
-            res = s[app.name].run(app.compose.stop((), remove=down), timeout=inv.timeouts.command,
+            res = s[app.name].run(composeact.stop(app.compose, (), remove=down), timeout=inv.timeouts.command,
                                   step="stop app host")
             if not res.ok:
                 raise UnhealthyError(f"stopping the app host failed: {res.tail()}", host=app.name, step="stop app host")

@@ -7,6 +7,7 @@ import shlex
 
 from ..errors import ConfigError, clean
 from ..host import commands as cmd
+from ..host.actions import compose as composeact
 from ..host.actions import git as gitact
 from ..host.actions import images as imgact
 from ..host.actions import lock as lockact
@@ -39,7 +40,7 @@ def steps(plan: Plan, task: str, only: str | None = None, down: bool = False) ->
             out.append((app.name, wdact.mkdir(wd)))
             out.append((app.name, UPLOAD.format(files=", ".join(app.files), wd=wd)))
             out.append((app.name, "(diff) print per service: create / recreate (which setting) / start / remove"))
-            out.append((app.name, app.compose.up(app.app_services)
+            out.append((app.name, composeact.up(app.compose, app.app_services)
                         + f"   # only what changed; changed frontends {inv.rollout.batch} at a time, each "
                           "batch healthy before the next"))
             out.append((app.name, f"(wait) until {', '.join(app.app_services)} are healthy "
@@ -51,7 +52,7 @@ def steps(plan: Plan, task: str, only: str | None = None, down: bool = False) ->
             if hp.name != app.name:
                 out.append((hp.name, wdact.mkdir(hp.host.workdir)))
                 out.append((hp.name, UPLOAD.format(files=", ".join(hp.files), wd=hp.host.workdir)))
-            out.append((hp.name, hp.compose.up(hp.worker_services)
+            out.append((hp.name, composeact.up(hp.compose, hp.worker_services)
                         + "   # + worker-gpu.yml when nvidia-smi finds a GPU"))
             out.append((hp.name, f"(wait) until {', '.join(hp.worker_services)} is healthy"))
             out.append((hp.name, stopact.clear_command(hp.host.workdir) + "   # the stopped-on-purpose record, if there is one"))
@@ -61,10 +62,10 @@ def steps(plan: Plan, task: str, only: str | None = None, down: bool = False) ->
             out.append((hp.name, "(sftp) write deployed.json; " + wdact.audit(hp.host.workdir, "<audit line>")))
     elif task in ("stop-verda", "stop-all"):
         for hp in workers:
-            out.append((hp.name, hp.compose.stop(hp.worker_services, remove=down)))
+            out.append((hp.name, composeact.stop(hp.compose, hp.worker_services, remove=down)))
             out.append((hp.name, f"(sftp) write {stopped.STOPPED_FILE} (who stopped it, when) into {hp.host.workdir}"))
         if task == "stop-all":
-            out.append((app.name, app.compose.stop((), remove=down)))
+            out.append((app.name, composeact.stop(app.compose, (), remove=down)))
         out.append((app.name, "(check) app-host container ids unchanged" if task == "stop-verda" else
                     "(check) nothing left running"))
     out.append((app.name, lockact.lock_release(wd, TOKEN)))

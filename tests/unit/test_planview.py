@@ -7,6 +7,7 @@ import shlex
 import pytest
 
 from comfyume_fab.host import commands as cmd
+from comfyume_fab.host.actions import compose as composeact
 from comfyume_fab.host.actions import lock as lockact
 from comfyume_fab.host.actions import stopped as stopact
 from comfyume_fab.host.actions import workdir as wdact
@@ -42,7 +43,7 @@ def test_dual_server_start_all_steps_are_in_order(tmp_path):
 
 def test_every_user_value_is_quoted_once(tmp_path):
     assert cmd.workdir_path("~/deploy dir") == "deploy dir"
-    line = cmd.ComposeProject("deploy dir", "comfyume", ("app.yml",)).up(["redis"])
+    line = composeact.up(cmd.ComposeProject("deploy dir", "comfyume", ("app.yml",)), ["redis"])
     assert shlex.split(line)[:2] == ["cd", "deploy dir"]
     audit = wdact.audit("comfyume", "by=a;rm -rf ~ task=$(touch x)")
     assert "'by=a;rm -rf ~ task=$(touch x)'" in audit

@@ -3,6 +3,7 @@ read it (`host.facts`). Pure builders of command lines, like the facts: nothing 
 
 - `workdir`: make the host's remote folder private (`mkdir`), clear partial uploads
   (`clean_partials`), append to its audit log (`audit`).
+- `compose`: start (`up`) and stop or remove (`stop`) a host's compose services.
 - `lock`: take, release and break the deploy lock (`facts.lock` reads it).
 - `containers`: stop and remove containers by id (`remove_containers`).
 - `git`: clone or fetch a branch into the host's bare checkout (`fetch_command`).

@@ -101,6 +101,14 @@ def containers_command(project: str) -> str:
     return f"ids=$({ids}) && {{ [ -z \"$ids\" ] || {insp} $ids; }}"
 
 
+def published_port(project: str, service: str, port: int) -> str:
+    """Where the running container of a compose service publishes `port`: the same answer as
+    `docker compose port`, from the engine alone (no compose files to load: ~0.1 s less CPU)."""
+    ps = shlex.join(["docker", "ps", "-q", "--filter", f"label=com.docker.compose.project={project}",
+                     "--filter", f"label=com.docker.compose.service={service}"])
+    return f"set -- $({ps}) && [ $# -gt 0 ] && docker port \"$1\" {int(port)}/tcp"
+
+
 def _int_field(value: str, what: str, line: str) -> int:
     try:
         return int(value)

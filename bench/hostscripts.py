@@ -142,7 +142,7 @@ def _status_extras(h: HostInfo, spec: LabSpec) -> str:
            f"echo '== compose'; {compose.VERSION_COMMAND}\n"
            "echo '== envhash'; grep '^CFAB_' .env\n")
     if h.role == "app":
-        out += f"echo '== redis_port'; {cmd.published_port(spec.project, 'redis', spec.redis_port)}\n"
+        out += f"echo '== redis_port'; {docker.published_port(spec.project, 'redis', spec.redis_port)}\n"
     return out
 
 
@@ -168,9 +168,9 @@ def status_script(h: HostInfo, spec: LabSpec, full: bool = True) -> str:
 # --- no-op start-all, by hand (three phases over one multiplexed connection per host) ----------
 
 def _preflight() -> str:
-    """The tool's own preflight command lines (comfyume_fab.host.facts.preflight), one after
+    """The tool's own preflight command lines (comfyume_fab.host.state.preflight_parts), one after
     the other, failing on a missing engine or Compose."""
-    from comfyume_fab.host.facts.preflight import preflight_parts
+    from comfyume_fab.host.state import preflight_parts
     out = "echo '== preflight'\n"
     for name, snippet in preflight_parts():
         out += f"{{ {snippet} ; }}" + (" || exit 30\n" if name in ("engine", "compose") else " 2>&1; true\n")

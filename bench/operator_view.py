@@ -71,7 +71,7 @@ def floor_scripts(inv_path: Path) -> dict[str, str]:
     """Per host: the watcher's own host-state command line, plus on the app host the Redis commands
     it sends (TIME, ZCARD x2, TTL per worker, ZCOUNT of the last minute) through redis-cli."""
     from comfyume_fab.host import state as hoststate
-    from comfyume_fab.host.ssh import Result
+    from comfyume_fab.host.ssh.remote import Result
     from comfyume_fab.inventory.read import load_inventory
     from comfyume_fab.plan.planner import make_plan
     inv = load_inventory(str(inv_path))

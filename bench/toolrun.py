@@ -3,7 +3,7 @@ timeline of every SSH operation (connect, remote command, upload, tunnel) with s
 
     python bench/toolrun.py --trace OUT.json [--profile OUT.prof] -- start-all --hosts INV
 
-The instrumentation wraps comfyume_fab.host.ssh.Remote's methods from the outside (no change to
+The instrumentation wraps comfyume_fab.host.ssh.remote.Remote's methods from the outside (no change to
 the tool); it costs a list append per operation. Times are seconds since interpreter start.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ REPO = __file__.rsplit("/bench/", 1)[0]
 
 
 def instrument(events: list) -> None:
-    from comfyume_fab.host import ssh as R
+    from comfyume_fab.host.ssh import remote as R
     orig_run, orig_open, orig_put, orig_tunnel = R.Remote.run, R.Remote.open, R.Remote.put, R.Remote.tunnel
 
     def rec(host, kind, t, detail="", step=""):

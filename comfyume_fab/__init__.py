@@ -1,12 +1,19 @@
 """comfyume-fab: start, stop and watch a multi-host ComfyuME deployment over SSH.
 
-The sub-packages are the layers, top to bottom (imports only go down):
+The sub-packages are the layers, bottom to top (imports only go down; tests/unit/test_layers.py):
 
-- `ops`: the operations behind the tasks (start, stop, status, lock), one entry point each.
-- `plan` and `checks`: the pure planner; the checks that report what they find.
-- `host`: the SSH edge (`host.ssh` is the only module that opens SSH), command builders, facts.
-- `inventory`: hosts.yaml read into a validated, frozen model.
 - `errors`: FabError and the exit code each kind of failure carries.
+- `progress`: progress lines for long steps, on stderr.
+- `inventory`: hosts.yaml read into a validated, frozen model.
+- `host`: the SSH edge (`host.ssh` is the only package that opens SSH), the facts a host is read
+  for, the actions that change it.
+- `plan` and `checks`: the pure planner; the checks that report what they find.
+- `ops`: the operations behind the tasks (start, stop, status, ...), one entry point each.
+- `report`: human-readable renderings of a status report and a start-all summary.
+- `taskrun`: how every task runs (inventory loaded, errors printed, exit codes picked).
+- `tasks`: the Invoke tasks, thin wrappers over one operation each.
+- `cli`: `comfyume-fab`, the installed command over the same tasks.
+- `lab`: the built-in lab (simulated hosts on this machine) the tests and the demo run against.
 """
 
 __version__ = "0.1.0"

@@ -68,11 +68,11 @@ def remainder_argv() -> list[str]:
 def reported(verbose: bool = False, task: str = ""):
     """FabError -> one sentence on stderr + its exit code; Ctrl-C -> 130; a bug -> exit 1 with a hint."""
     if verbose:
-        from .host import ssh
+        from .host.ssh import remote
 
         def trace(host: str, command: str, seconds: float, code: int) -> None:
             print(f"  [{host}] {seconds * 1000:7.1f} ms exit {code}: {command[:160]}", file=sys.stderr)
-        ssh.TRACE = trace
+        remote.TRACE = trace
     try:
         yield
     except FabError as exc:

@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from comfyume_fab.host import commands  # noqa: E402  (pure modules: stdlib only)
 from comfyume_fab.host.facts import ParseError, comfyui, nvidia  # noqa: E402
-from comfyume_fab.host.facts.preflight import preflight_parts  # noqa: E402
+from comfyume_fab.host.state import preflight_parts  # noqa: E402
 
 results: list[dict] = []
 raw: dict[str, str] = {}

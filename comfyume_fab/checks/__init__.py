@@ -1,8 +1,11 @@
 """The checks layer: what is found, never raised for (every failure reported in one pass).
 
 - `result`: `CheckResult`, one named finding with its detail and its --json data.
+- `preflight`: host facts judged against the inventory, each problem with its fix.
+- `images`: the images each host needs judged against where they come from, before anything is touched.
 - `links`: cross-host links from the right vantage point (Redis and HTTP through a connection the
   far host opens) and the one read of the job queue.
+- `queue`: the job queue and the workers' heartbeats, read from Redis on the app host.
+- `worker`: what the worker's own ComfyUI says about its device (GPU or CPU).
 - `probe`: the inference probe (a tiny graph really executed by the worker's ComfyUI).
-- `preflight`: host facts judged against the inventory, each problem with its fix.
 """

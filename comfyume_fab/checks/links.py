@@ -16,7 +16,7 @@ import time
 from typing import Any, Iterable
 
 from ..errors import TunnelError
-from ..host.ssh import Remote
+from ..host.ssh.remote import Remote
 from .result import CheckResult
 
 # redis-py is imported on first use (~60 ms: it loads its asyncio and cluster clients too), so

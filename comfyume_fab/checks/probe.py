@@ -18,7 +18,7 @@ from ..host.facts import ParseError
 from ..host.facts.comfyui import (LAST_HISTORY, PROMPT, QUEUE, Completed, PromptRejected, QueueState, history_path,
                                   parse_history, parse_last_completed, parse_prompt_response, parse_queue,
                                   queue_delete_body)
-from ..host.ssh import Remote
+from ..host.ssh.remote import Remote
 from .links import http_via
 from .result import CheckResult
 

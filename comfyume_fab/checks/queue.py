@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 from typing import Any, Sequence
 
-from ..host.ssh import Remote
+from ..host.ssh.remote import Remote
 from .links import read_queue
 from .result import CheckResult
 

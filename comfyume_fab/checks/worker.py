@@ -7,7 +7,7 @@ import time
 from ..errors import TunnelError
 from ..host.facts import ParseError
 from ..host.facts.comfyui import SYSTEM_STATS, parse_system_stats
-from ..host.ssh import Remote
+from ..host.ssh.remote import Remote
 from ..inventory.model import GPU_MODES
 from .links import http_via
 from .result import CheckResult

@@ -9,7 +9,8 @@ from typing import Callable, Generic, Iterable, TypeVar
 
 from ..errors import FabError
 from ..inventory.model import Host, Inventory
-from .ssh import Remote, Target
+from .ssh.connect import Target
+from .ssh.remote import Remote
 
 T = TypeVar("T")
 R = TypeVar("R")

@@ -49,6 +49,7 @@ IMAGE_SERVICES = {
     "worker": ("worker", "WORKER_IMAGE", "comfyui-worker"),
 }
 DEFAULT_BRANCHES = {"app": "mello-track", "worker": "verda-track"}
+KNOWN_HOSTS = "~/.ssh/known_hosts"  # ssh.known_hosts when hosts.yaml names none
 
 
 @dataclass(frozen=True)
@@ -171,7 +172,7 @@ class Serverless:
 @dataclass(frozen=True)
 class SshSettings:
     """Host-key policy and ssh_config: a changed host key is always refused."""
-    known_hosts: str = os.path.expanduser("~/.ssh/known_hosts")
+    known_hosts: str = os.path.expanduser(KNOWN_HOSTS)
     accept_new_host_keys: bool = False
     config_file: str | None = None
 

@@ -177,7 +177,7 @@ def _serverless(c: Checker, top: dict) -> model.Serverless:
 def _ssh(c: Checker, top: dict, base: str) -> model.SshSettings:
     sec = c.mapping(("ssh",), top.get("ssh"), ("known_hosts", "accept_new_host_keys", "config_file"),
                     "accept_new_host_keys: false")
-    known = c.get(sec, ("ssh",), "known_hosts", "str", "~/.ssh/known_hosts")
+    known = c.get(sec, ("ssh",), "known_hosts", "str", model.KNOWN_HOSTS)
     accept = c.get(sec, ("ssh",), "accept_new_host_keys", "bool", False)
     config_given = c.get(sec, ("ssh",), "config_file", "str", None, example="~/.ssh/config")
     config = None

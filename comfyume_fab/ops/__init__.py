@@ -4,7 +4,12 @@ below (checks, plan, host, inventory). An operation never imports another operat
 - `start`: `start_all` (invoke start-all)
 - `stop`: `stop_workers` (invoke stop-verda) and `stop_all` (invoke stop-all)
 - `status`: `status` (invoke status)
+- `watch`: the live screen of `invoke status --watch`
+- `diff`: what start-all would change (invoke diff)
+- `logs`: the services' logs of every host, streamed (invoke logs)
+- `exec`: a command in a service's container (invoke exec)
 - `lock`: the deploy lock, and `break_lock` (invoke lock-break)
-
-Their helpers: `health` (bounded waits until services are healthy) and `audit` (who did what).
+- `images`: the images from their sources (start-all's image step, rollback, copy-image)
+- `health`: bounded waits until services are healthy
+- `audit`: who did what (the audit line and the deployed record)
 """

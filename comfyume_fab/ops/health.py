@@ -8,7 +8,7 @@ from typing import Callable, Sequence
 from ..errors import UnhealthyError
 from ..host.commands import ComposeProject
 from ..host.facts.docker import ContainerInfo, by_service, describe, service_ok
-from ..host.ssh import Remote
+from ..host.ssh.remote import Remote
 from ..host.state import read_containers
 
 

@@ -22,6 +22,8 @@ from typing import Callable, Mapping
 from ..checks.images import host_images, image_problems, raise_image_problems
 from ..errors import UnhealthyError
 from ..host import commands as cmd
+from ..host.actions import git as gitact
+from ..host.actions import images as imgact
 from ..host.facts import ParseError
 from ..host.facts import git as gitfacts
 from ..host.facts import images as imgfacts
@@ -147,7 +149,7 @@ def _prepare_host(inv: Inventory, remote, host: Host, say: Callable[[str], None]
         reg = inv.sources.registry
         if reg is not None and not logged_in and reg.serves(ref):
             say(f"{host.name}: docker login {reg.server} as {reg.user} (password on stdin)")
-            res = remote.run(imgfacts.login_command(reg.server, reg.user), step="registry login",
+            res = remote.run(imgact.login_command(reg.server, reg.user), step="registry login",
                              input=(reg.password.reveal() + "\n").encode() if reg.password else b"\n",
                              timeout=inv.timeouts.pull)
             if not res.ok:
@@ -171,7 +173,7 @@ def _build_host(inv: Inventory, remote, host: Host, keys: list[str], out: HostIm
     branch = src.branch_for(host)
     contexts = [src.build_spec(k).context for k in keys]
     script = cmd.sections([
-        ("commit", gitfacts.fetch_command(checkout, src.repository or "", branch)),
+        ("commit", gitact.fetch_command(checkout, src.repository or "", branch)),
         ("trees", gitfacts.trees_command(checkout, f"refs/heads/{branch}", contexts)),
         ("images", imgfacts.LIST_COMMAND)], parallel=False)
     res = remote.run(script, timeout=inv.timeouts.pull, step="fetch")
@@ -214,7 +216,7 @@ def _build_one(inv, remote, host, key, ref, tag, spec, commit, branch, tree, che
                deadline: float) -> None:
     labels = {imgfacts.COMMIT_LABEL: commit, imgfacts.BRANCH_LABEL: branch, imgfacts.TREE_LABEL: tree,
               imgfacts.SERVICE_LABEL: key}
-    command = imgfacts.build_command(checkout, commit, spec.context, spec.dockerfile, [tag, ref], labels)
+    command = imgact.build_command(checkout, commit, spec.context, spec.dockerfile, [tag, ref], labels)
     say(f"{host.name}/{key}: building {tag} from {branch} at {commit[:12]} ({spec.context}/{spec.dockerfile})")
     lines: list[str] = []
     t0 = time.monotonic()
@@ -341,7 +343,7 @@ def status_parts(inv: Inventory, host: Host, fetch: bool = False) -> list[tuple[
         return []
     src = inv.sources
     checkout, branch = cmd.workdir_path(src.checkout), src.branch_for(host)
-    command = (gitfacts.fetch_command(checkout, src.repository or "", branch) if fetch
+    command = (gitact.fetch_command(checkout, src.repository or "", branch) if fetch
                else gitfacts.rev_parse_command(checkout, branch))
     return [("git_head", command)]
 

@@ -21,16 +21,17 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from ..errors import LockedError, UnhealthyError, clean
-from ..host import commands as cmd
+from ..host.actions import lock as lockact
+from ..host.facts import lock as lockfacts
 from ..host.session import Session
-from ..host.ssh import Remote
+from ..host.ssh.remote import Remote
 from ..inventory.model import Inventory
 from .audit import now_iso, who
 
 RELEASE_BOUND_S = 15.0
 
 
-def describe(seen: cmd.LockSeen, stale_after: float | None = None) -> str:
+def describe(seen: lockfacts.LockSeen, stale_after: float | None = None) -> str:
     """The holder as shown to the user: its info line (control characters removed) and its age;
     `stale` when older than `stale_after`."""
     holder = clean(seen.holder) or "an unknown holder (the lock has no info file: the run that took it died)"
@@ -75,7 +76,7 @@ class DeployLock:
         announced = False
         while True:
             try:
-                res = self.remote.run(cmd.lock_acquire(self.workdir, self.info, self.token), step="lock")
+                res = self.remote.run(lockact.lock_acquire(self.workdir, self.info, self.token), step="lock")
                 if res.ok:
                     self.held = True
                     return
@@ -91,7 +92,7 @@ class DeployLock:
             if res.exited != 3:
                 raise LockedError(f"could not take the deploy lock: {clean(res.tail())}", host=self.remote.name,
                                   step="lock")
-            seen = cmd.parse_lock(res.stdout)
+            seen = lockfacts.parse_lock(res.stdout)
             holder = describe(seen, self.stale_after)
             stale = seen.age is not None and seen.age > self.stale_after
             if stale or time.monotonic() >= deadline:
@@ -108,7 +109,7 @@ class DeployLock:
     def _release_if_ours(self, fresh: bool = False) -> None:
         try:
             with sigint_deferred(), self._connection(fresh) as remote:
-                remote.run(cmd.lock_release(self.workdir, self.token), step="unlock", timeout=self._release_bound())
+                remote.run(lockact.lock_release(self.workdir, self.token), step="unlock", timeout=self._release_bound())
         except BaseException:  # noqa: BLE001 - the first failure is the one to report
             pass
 
@@ -137,7 +138,7 @@ class DeployLock:
             return
         with sigint_deferred():  # a Ctrl-C meanwhile is raised once the outcome is known and said
             with self._connection(fresh) as remote:
-                res = remote.run(cmd.lock_release(self.workdir, self.token), step="unlock",
+                res = remote.run(lockact.lock_release(self.workdir, self.token), step="unlock",
                                  timeout=self._release_bound())
             self.held = False
             self._said(res)
@@ -151,7 +152,7 @@ class DeployLock:
             self.warn(f"{name}: the deploy lock was already gone when this run ended "
                       "(someone ran `lock-break` while it was held)")
         elif res.exited == 5:
-            other = describe(cmd.parse_lock(res.stdout), self.stale_after)
+            other = describe(lockfacts.parse_lock(res.stdout), self.stale_after)
             self.warn(f"{name}: the deploy lock is no longer this run's (its token does not match: it was broken "
                       f"and taken again by {other}); left it in place for its holder")
         else:
@@ -202,15 +203,15 @@ def break_lock(inv: Inventory) -> str:
         s.connect()
         s.require_all()
         remote = s[app.name]
-        res = remote.run(cmd.lock_read(app.workdir), step="lock-break")
+        res = remote.run(lockfacts.lock_read(app.workdir), step="lock-break")
         if res.stdout.strip().splitlines()[:1] != ["present"]:
             if res.stdout.strip().splitlines()[:1] == ["absent"]:
                 return f"{app.name}: no deploy lock held"
             raise UnhealthyError(f"could not read the deploy lock: {clean(res.tail())}", host=app.name,
                                  step="lock-break")
-        holder = describe(cmd.parse_lock(res.stdout), inv.timeouts.lock_wait)
+        holder = describe(lockfacts.parse_lock(res.stdout), inv.timeouts.lock_wait)
         with sigint_deferred():
-            res = remote.run(cmd.lock_break(app.workdir), step="lock-break")
+            res = remote.run(lockact.lock_break(app.workdir), step="lock-break")
         if not (res.ok and res.stdout.strip() == "removed"):
             raise UnhealthyError(f"could not remove the deploy lock: {clean(res.tail())}", host=app.name,
                                  step="lock-break", hint="remove the .deploy-lock folder in the remote folder by hand")

@@ -15,6 +15,10 @@ from ..checks.probe import run_probe
 from ..checks.result import CheckResult
 from ..errors import UnhealthyError
 from ..host import commands as cmd
+from ..host.actions import compose as composeact
+from ..host.actions import containers as ctract
+from ..host.actions import stopped as stopact
+from ..host.actions import workdir as wdact
 from ..host import state as hoststate
 from ..host.facts import stopped
 from ..host.facts.docker import by_service, service_ok
@@ -165,7 +169,7 @@ def _deploy_stage(inv: Inventory, s: Session, hp: HostPlan, services, state, out
         return
     if not up_to_date:
         say(f"{hp.name}: uploading {len(hp.files)} compose file(s) and the env file (0600) to {wd}")
-        made = remote.run(cmd.mkdir(wd), step="upload")
+        made = remote.run(wdact.mkdir(wd), step="upload")
         if not made.ok:  # never upload into a folder that is not there or not private
             raise UnhealthyError(f"could not create the folder {wd} (mode 700) under the login home: "
                                  f"{made.tail() or f'exit {made.exited}'}", host=hp.name, step="upload",
@@ -180,7 +184,7 @@ def _deploy_stage(inv: Inventory, s: Session, hp: HostPlan, services, state, out
     if orphans:
         names = sorted({c.service for c in orphans})
         say(f"{hp.name}: removing {', '.join(names)} (no longer planned; data/user_data/ folders are kept)")
-        res = remote.run(cmd.remove_containers([c.id for c in orphans]), timeout=inv.timeouts.command,
+        res = remote.run(ctract.remove_containers([c.id for c in orphans]), timeout=inv.timeouts.command,
                          step="remove services")
         if not res.ok:
             raise UnhealthyError(f"removing {', '.join(names)} failed: {res.tail()}", host=hp.name,
@@ -232,12 +236,12 @@ def _deploy_worker(inv: Inventory, s: Session, hp: HostPlan, state, outcome: Hos
     _deploy_stage(inv, s, hp, hp.worker_services, state, outcome, say)
     code, text = state.extra.get("stopped", (0, "?"))
     if code != 0 or text.strip():
-        s[hp.name].run(stopped.clear_command(hp.host.workdir), step="clear stop record")
+        s[hp.name].run(stopact.clear_command(hp.host.workdir), step="clear stop record")
 
 
 def _up(inv: Inventory, remote, hp: HostPlan, services, no_deps: bool, say) -> None:
     say(f"{hp.name}: docker compose up -d {' '.join(services)}")
-    res = remote.run(hp.compose.up(services, no_deps=no_deps), timeout=inv.timeouts.command, step="compose up")
+    res = remote.run(composeact.up(hp.compose, services, no_deps=no_deps), timeout=inv.timeouts.command, step="compose up")
     if not res.ok:
         up_failed(remote, hp.compose, services, res.stderr or res.stdout)
     wait_healthy(remote, hp.compose, services, inv.timeouts.health, say)
@@ -252,7 +256,7 @@ def _roll(inv: Inventory, remote, hp: HostPlan, rolling: list[str], say) -> None
         span = batch[0] if len(batch) == 1 else f"{batch[0]}..{batch[-1]}"
         say(f"{hp.name}: rolling batch {number}/{len(batches)}: recreating {span}")
         try:
-            res = remote.run(hp.compose.up(batch, no_deps=True), timeout=inv.timeouts.command,
+            res = remote.run(composeact.up(hp.compose, batch, no_deps=True), timeout=inv.timeouts.command,
                              step="rolling update")
             if not res.ok:
                 up_failed(remote, hp.compose, batch, res.stderr or res.stdout)
@@ -270,7 +274,7 @@ def _roll(inv: Inventory, remote, hp: HostPlan, rolling: list[str], say) -> None
 def _uploaded_command(wd: str, hp: HostPlan) -> str:
     names = [cmd.ENV_FILE, *sorted(hp.files)]
     # Also removes what an upload cut off mid-transfer left beside the real files.
-    return (f"{cmd.clean_partials(wd)} 2>/dev/null; {cmd.read_file(wd, UPLOADED)}; echo {NOW_MARK}; "
+    return (f"{wdact.clean_partials(wd)} 2>/dev/null; {cmd.read_file(wd, UPLOADED)}; echo {NOW_MARK}; "
             f"{cmd.in_workdir(wd, ['sha256sum', '--', *names])} 2>/dev/null")
 
 
@@ -315,7 +319,7 @@ def _record(s: Session, hp: HostPlan, plan: Plan, revision: str, task: str, resu
     imgs = images.deployed_images(hp, got)  # images: commit, branch and image per service
     remote.put(cmd.workdir_path(wd, cmd.DEPLOYED),
                deployed_record(revision, plan.config_hash, hp.host_hash, plan.mode, imgs), mode=0o600)
-    res = remote.run(cmd.audit(wd, audit_line(task, revision, plan.config_hash, plan.mode, result,
+    res = remote.run(wdact.audit(wd, audit_line(task, revision, plan.config_hash, plan.mode, result,
                                               images.audit_detail(imgs))), step="audit")
     if not res.ok:
         raise UnhealthyError(f"writing the audit line failed: {res.tail()}", host=hp.name, step="audit")

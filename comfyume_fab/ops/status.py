@@ -15,10 +15,9 @@ from ..checks.result import CheckResult
 from ..checks.worker import device_check
 from ..errors import ExitCode, FabError
 from ..host import state as hoststate
-from ..host.commands import published_port
 from ..host.facts import stopped
 from ..host.facts.stopped import StoppedRecord
-from ..host.facts.docker import by_service, describe, service_ok
+from ..host.facts.docker import by_service, describe, published_port, service_ok
 from ..host.session import Background, Session, each
 from ..inventory.model import GPU_MODES, Inventory
 from ..plan.planner import HostPlan, Plan, make_plan, service_hash_var

@@ -8,6 +8,9 @@ from typing import Callable
 from ..checks.links import read_queue
 from ..errors import ConfigError, UnhealthyError, UnreachableError
 from ..host import commands as cmd
+from ..host.actions import compose as composeact
+from ..host.actions import stopped as stopact
+from ..host.actions import workdir as wdact
 from ..host import state as hoststate
 from ..host.facts import stopped
 from ..host.session import Session, gather
@@ -85,7 +88,7 @@ def _stop_all_workers(inv: Inventory, s: Session, plan, workers, down: bool, say
     """Stop every worker in parallel, record the deliberate stop on each, and append the audit line."""
     gather(lambda hp: _stop_worker(inv, s, hp, down, say, task), workers)
     for hp in workers:
-        s[hp.name].run(cmd.audit(hp.host.workdir, audit_line(
+        s[hp.name].run(wdact.audit(hp.host.workdir, audit_line(
             task, revision, plan.config_hash, plan.mode, "down" if down else "stopped")), step="audit")
 
 
@@ -97,7 +100,7 @@ def _app_snapshot(s: Session, inv: Inventory, app: HostPlan) -> dict[str, str]:
 def _stop_worker(inv: Inventory, s: Session, hp: HostPlan, down: bool, say, task: str = "stop-verda") -> None:
     remote = s[hp.name]
     say(f"{hp.name}: {'removing' if down else 'stopping'} {', '.join(hp.worker_services)}")
-    res = remote.run(hp.compose.stop(hp.worker_services, remove=down), timeout=inv.timeouts.command,
+    res = remote.run(composeact.stop(hp.compose, hp.worker_services, remove=down), timeout=inv.timeouts.command,
                      step="stop worker")
     if not res.ok and "no such file" not in res.tail().lower():
         raise UnhealthyError(f"stopping the worker failed: {res.tail()}", host=hp.name, step="stop worker")
@@ -107,8 +110,8 @@ def _stop_worker(inv: Inventory, s: Session, hp: HostPlan, down: bool, say, task
         raise UnhealthyError(f"worker container(s) still running after stop: {', '.join(running)}",
                              host=hp.name, step="read host state")
     # On the worker host itself: who stopped it, and when (status: "stopped on purpose").
-    remote.run(cmd.mkdir(hp.host.workdir), step="record stop")
-    remote.put(cmd.workdir_path(hp.host.workdir, stopped.STOPPED_FILE), stopped.record_text(task, who(), now_iso()),
+    remote.run(wdact.mkdir(hp.host.workdir), step="record stop")
+    remote.put(cmd.workdir_path(hp.host.workdir, stopped.STOPPED_FILE), stopact.record_text(task, who(), now_iso()),
                mode=0o600)
     say(f"{hp.name}: no worker container runs (recorded: {task} by {who()})")
 
@@ -147,11 +150,11 @@ def stop_all(inv: Inventory, say: Callable[[str], None], down: bool = False, wai
             workers = [hp for hp in plan.hosts if hp.worker_services and hp.name != app.name]
             gather(lambda hp: _stop_worker(inv, s, hp, down, say, "stop-all"), workers)
             say(f"{app.name}: {'removing' if down else 'stopping'} {', '.join(app.services)}")
-            res = s[app.name].run(app.compose.stop((), remove=down), timeout=inv.timeouts.command,
+            res = s[app.name].run(composeact.stop(app.compose, (), remove=down), timeout=inv.timeouts.command,
                                   step="stop app host")
             if not res.ok:
                 raise UnhealthyError(f"stopping the app host failed: {res.tail()}", host=app.name, step="stop app host")
             for hp in plan.hosts:
-                s[hp.name].run(cmd.audit(hp.host.workdir, audit_line(
+                s[hp.name].run(wdact.audit(hp.host.workdir, audit_line(
                     "stop-all", revision, plan.config_hash, plan.mode, "down" if down else "stopped")), step="audit")
     return {"stopped": [hp.name for hp in plan.hosts]}

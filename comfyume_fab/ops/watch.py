@@ -22,7 +22,8 @@ from ..errors import ExitCode, FabError
 from ..host import state as hoststate
 from ..host.facts.docker import by_service
 from ..host.session import target
-from ..host.ssh import HeldShell, Remote, open_shell
+from ..host.ssh.heldshell import HeldShell, open_shell
+from ..host.ssh.remote import Remote
 from ..inventory.model import Host, Inventory
 from ..plan.planner import HostPlan, make_plan
 

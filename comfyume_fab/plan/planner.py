@@ -24,6 +24,8 @@ from typing import Mapping
 
 from ..errors import ConfigError
 from ..host.commands import ComposeProject
+from ..host.facts.envfile import ENV_HASH_KEY as HASH_KEY
+from ..host.facts.envfile import SERVICE_HASH_PREFIX
 from ..inventory.fingerprint import fingerprint
 from ..inventory.model import GPU_MODES, Host, Inventory
 from ..inventory.secrets import REDACTED, Secret, Unset
@@ -33,8 +35,6 @@ APP_CORE = ("redis", "queue-manager", "admin")
 WORKER_SERVICES = ("worker",)
 INFERENCE_MODE = {"frontend-testing": "local", "dual-server": "redis", "single-server-gpu": "local",
                   "single-server-cpu": "local", "serverless": "serverless"}
-HASH_KEY = "CFAB_ENV_HASH"
-SERVICE_HASH_PREFIX = "CFAB_HASH_"  # + the service's name: its own fingerprint, the label's value
 _VAR_RE = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)")
 
 

@@ -7,8 +7,13 @@ import shlex
 
 from ..errors import ConfigError, clean
 from ..host import commands as cmd
+from ..host.actions import compose as composeact
+from ..host.actions import git as gitact
+from ..host.actions import images as imgact
+from ..host.actions import lock as lockact
+from ..host.actions import stopped as stopact
+from ..host.actions import workdir as wdact
 from ..inventory.secrets import Unset
-from ..host.facts import git as gitfacts
 from ..host.facts import images as imgfacts
 from ..host.facts import stopped
 from .planner import Plan
@@ -24,7 +29,7 @@ def steps(plan: Plan, task: str, only: str | None = None, down: bool = False) ->
     app = plan.app
     wd = app.host.workdir
     out: list[tuple[str, str]] = [(h.name, "(ssh) connect; read engine, Compose, GPU, containers") for h in plan.hosts]
-    out.append((app.name, cmd.lock_acquire(wd, "<who> task=" + task, TOKEN)))
+    out.append((app.name, lockact.lock_acquire(wd, "<who> task=" + task, TOKEN)))
     workers = [hp for hp in plan.hosts if hp.worker_services and (not only or hp.name == only)]
     if only and not workers:  # the same refusal as the real stop-verda's, before anything is shown
         names = ", ".join(hp.name for hp in plan.hosts if hp.worker_services) or "none"
@@ -32,10 +37,10 @@ def steps(plan: Plan, task: str, only: str | None = None, down: bool = False) ->
     if task == "start-all":
         out += image_steps(plan)
         if app.app_services:
-            out.append((app.name, cmd.mkdir(wd)))
+            out.append((app.name, wdact.mkdir(wd)))
             out.append((app.name, UPLOAD.format(files=", ".join(app.files), wd=wd)))
             out.append((app.name, "(diff) print per service: create / recreate (which setting) / start / remove"))
-            out.append((app.name, app.compose.up(app.app_services)
+            out.append((app.name, composeact.up(app.compose, app.app_services)
                         + f"   # only what changed; changed frontends {inv.rollout.batch} at a time, each "
                           "batch healthy before the next"))
             out.append((app.name, f"(wait) until {', '.join(app.app_services)} are healthy "
@@ -45,25 +50,25 @@ def steps(plan: Plan, task: str, only: str | None = None, down: bool = False) ->
             out.append((hp.name, f"(check) Redis at {host}:{port} reachable FROM {hp.name}, AUTH + PING"))
         for hp in workers:
             if hp.name != app.name:
-                out.append((hp.name, cmd.mkdir(hp.host.workdir)))
+                out.append((hp.name, wdact.mkdir(hp.host.workdir)))
                 out.append((hp.name, UPLOAD.format(files=", ".join(hp.files), wd=hp.host.workdir)))
-            out.append((hp.name, hp.compose.up(hp.worker_services)
+            out.append((hp.name, composeact.up(hp.compose, hp.worker_services)
                         + "   # + worker-gpu.yml when nvidia-smi finds a GPU"))
             out.append((hp.name, f"(wait) until {', '.join(hp.worker_services)} is healthy"))
-            out.append((hp.name, stopped.clear_command(hp.host.workdir) + "   # the stopped-on-purpose record, if there is one"))
+            out.append((hp.name, stopact.clear_command(hp.host.workdir) + "   # the stopped-on-purpose record, if there is one"))
             out.append((hp.name, f"(probe) POST /prompt to 127.0.0.1:{inv.ports.worker_comfyui} from {hp.name}, "
                                  "poll /history until executed"))
         for hp in plan.hosts:
-            out.append((hp.name, "(sftp) write deployed.json; " + cmd.audit(hp.host.workdir, "<audit line>")))
+            out.append((hp.name, "(sftp) write deployed.json; " + wdact.audit(hp.host.workdir, "<audit line>")))
     elif task in ("stop-verda", "stop-all"):
         for hp in workers:
-            out.append((hp.name, hp.compose.stop(hp.worker_services, remove=down)))
+            out.append((hp.name, composeact.stop(hp.compose, hp.worker_services, remove=down)))
             out.append((hp.name, f"(sftp) write {stopped.STOPPED_FILE} (who stopped it, when) into {hp.host.workdir}"))
         if task == "stop-all":
-            out.append((app.name, app.compose.stop((), remove=down)))
+            out.append((app.name, composeact.stop(app.compose, (), remove=down)))
         out.append((app.name, "(check) app-host container ids unchanged" if task == "stop-verda" else
                     "(check) nothing left running"))
-    out.append((app.name, cmd.lock_release(wd, TOKEN)))
+    out.append((app.name, lockact.lock_release(wd, TOKEN)))
     return out
 
 
@@ -78,20 +83,20 @@ def image_steps(plan: Plan) -> list[tuple[str, str]]:
         if builds:
             checkout = cmd.workdir_path(src.checkout)
             branch = src.branch_for(hp.host)
-            out.append((hp.name, gitfacts.fetch_command(checkout, src.repository or "", branch)
+            out.append((hp.name, gitact.fetch_command(checkout, src.repository or "", branch)
                         + f"   # fetch {branch}: its commit <C> is what gets built and deployed"))
             for key in builds:
                 spec = src.build_spec(key)
                 ref = getattr(inv.images, key)
                 tag = imgfacts.commit_ref(ref, COMMIT)
-                out.append((hp.name, imgfacts.build_command(checkout, COMMIT, spec.context, spec.dockerfile,
+                out.append((hp.name, imgact.build_command(checkout, COMMIT, spec.context, spec.dockerfile,
                                                             [tag, ref], {})
                             + f"   # only if no image of {spec.context} at this tree exists (else: tag it); "
                               f"at most {inv.timeouts.build:g} s"))
         pulls = inv.image_keys_from(hp.host, "pull")
         reg = src.registry
         if reg is not None and any(reg.serves(getattr(inv.images, k)) for k in pulls):
-            out.append((hp.name, imgfacts.login_command(reg.server, reg.user)
+            out.append((hp.name, imgact.login_command(reg.server, reg.user)
                         + f"   # password from {reg.password_name}, on stdin"))
         for key in pulls:
             out.append((hp.name, shlex.join(["docker", "pull", "-q", getattr(inv.images, key)])

@@ -17,7 +17,7 @@ from comfyume_fab.checks.links import redis_client
 from comfyume_fab.errors import ExitCode
 from comfyume_fab.inventory import load_inventory
 from comfyume_fab.lab import hostsvc
-from comfyume_fab.host.ssh import Remote
+from comfyume_fab.host.ssh.remote import Remote
 from comfyume_fab.host.session import target
 from tests.conftest import INVOKE, REPO, invoke
 

@@ -10,7 +10,8 @@ import pytest
 from comfyume_fab.checks.links import redis_ping
 from comfyume_fab.lab import faults, hostsvc
 from comfyume_fab.checks.probe import run_probe
-from comfyume_fab.host.ssh import Remote, Target
+from comfyume_fab.host.ssh.connect import Target
+from comfyume_fab.host.ssh.remote import Remote
 from tests.conftest import invoke
 
 pytestmark = pytest.mark.lab

@@ -25,7 +25,7 @@ from comfyume_fab.errors import ExitCode, UnreachableError
 from comfyume_fab.inventory import load_inventory
 from comfyume_fab.lab import faults, hostsvc
 from comfyume_fab.ops.lock import DeployLock
-from comfyume_fab.host.ssh import CHUNK, Remote
+from comfyume_fab.host.ssh.remote import CHUNK, Remote
 from comfyume_fab.host.session import target
 from tests.conftest import INVOKE, REPO, invoke
 

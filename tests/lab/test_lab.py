@@ -9,7 +9,8 @@ import pytest
 
 from comfyume_fab.errors import UnreachableError
 from comfyume_fab.lab import faults, hostsvc, manager, network, procs
-from comfyume_fab.host.ssh import Remote, Target
+from comfyume_fab.host.ssh.connect import Target
+from comfyume_fab.host.ssh.remote import Remote
 
 pytestmark = pytest.mark.lab
 

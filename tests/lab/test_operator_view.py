@@ -23,7 +23,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from comfyume_fab.host.ssh import Remote, Target
+from comfyume_fab.host.ssh.connect import Target
+from comfyume_fab.host.ssh.remote import Remote
 from comfyume_fab.inventory.read import load_inventory
 from comfyume_fab.lab import faults, hostsvc
 from comfyume_fab.ops.logs import Masker

@@ -20,7 +20,7 @@ from comfyume_fab.errors import ExitCode
 from comfyume_fab.inventory import load_inventory
 from comfyume_fab.lab import faults, hostsvc
 from comfyume_fab.ops.audit import who
-from comfyume_fab.host.ssh import Remote
+from comfyume_fab.host.ssh.remote import Remote
 from comfyume_fab.host.session import target
 from tests.conftest import REPO, invoke
 

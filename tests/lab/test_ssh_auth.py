@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from comfyume_fab.errors import ExitCode, UnreachableError
-from comfyume_fab.host.ssh import Remote, Target
+from comfyume_fab.host.ssh.connect import Target
+from comfyume_fab.host.ssh.remote import Remote
 
 pytestmark = pytest.mark.lab
 

@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from comfyume_fab.errors import UnreachableError
-from comfyume_fab.host.ssh import Remote, Target
+from comfyume_fab.host.ssh.connect import Target
+from comfyume_fab.host.ssh.remote import Remote
 from tests.conftest import invoke
 
 pytestmark = pytest.mark.lab

@@ -11,7 +11,7 @@ import pytest
 
 from comfyume_fab.host import commands as cmd
 from comfyume_fab.host.facts import comfyui, compose, docker, nvidia, tailscale
-from comfyume_fab.host.facts.preflight import preflight_parts
+from comfyume_fab.host.state import preflight_parts
 from comfyume_fab.host.state import parse_state
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"

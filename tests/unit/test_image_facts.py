@@ -10,6 +10,7 @@ import pytest
 from comfyume_fab.checks.images import image_problems, raise_image_problems
 from comfyume_fab.errors import ConfigError, ExitCode, FabError
 from comfyume_fab.host.facts import ParseError
+from comfyume_fab.host.actions import images as imgact
 from comfyume_fab.host.facts import git as gitfacts
 from comfyume_fab.host.facts import images as imgfacts
 from comfyume_fab.host.state import HostState
@@ -21,15 +22,12 @@ GIT = FIX / "git-2.39"
 IMAGE_LS = (FIX / "docker-20.10" / "image-ls.tsv").read_text()
 
 
-def test_git_version_and_branches_from_recordings():
-    assert gitfacts.parse_git_version((GIT / "git-version.txt").read_text()) == "2.39.5"
+def test_branches_from_recordings():
     heads = gitfacts.parse_ls_remote((GIT / "ls-remote.txt").read_text())
     assert heads == {"mello-track": "e748cc4893352bac4859f62dfeaee5cbfbf0253a",
                      "verda-track": "9156cf97de34f512daa70fe3f348bf0583fc6a97"}
     with pytest.raises(ParseError):
         gitfacts.parse_ls_remote((GIT / "ls-remote-denied.txt").read_text())
-    with pytest.raises(ParseError):
-        gitfacts.parse_git_version("bash: git: command not found")
 
 
 @pytest.mark.parametrize("name, words", [
@@ -56,8 +54,6 @@ def test_image_list_from_recording():
     assert images["redis:7-alpine"].startswith("sha256:e611b3b0") and len(images) == 5
     assert imgfacts.normalize("docker.io/library/redis:7-alpine") == "redis:7-alpine"
     assert imgfacts.normalize("registry:5000/team/worker") == "registry:5000/team/worker:latest"
-    tagged = dict(images, **{"comfyume-worker:0123456789ab": images["comfyume-worker:v0.11.0"]})
-    assert imgfacts.commit_tags(tagged, "comfyume-worker:v0.11.0") == ["0123456789ab"]
     assert imgfacts.commit_ref("comfyume-worker:v0.11.0", "0123456789abcdef" * 2) == "comfyume-worker:0123456789ab"
     with pytest.raises(ParseError):
         imgfacts.parse_image_list("Cannot connect to the Docker daemon at unix:///x. Is the docker daemon running?")
@@ -128,7 +124,7 @@ def test_present_image_missing_is_an_inventory_problem(tmp_path):
 
 
 def test_registry_login_reads_the_password_from_stdin_only():
-    command = imgfacts.login_command("100.64.0.1:5000", "team")
+    command = imgact.login_command("100.64.0.1:5000", "team")
     assert shlex.split(command) == ["docker", "login", "--username", "team", "--password-stdin", "100.64.0.1:5000"]
 
 

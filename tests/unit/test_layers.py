@@ -125,5 +125,17 @@ def test_no_import_cycles():
 def test_only_the_ssh_edge_opens_ssh():
     for name, path in MODULES.items():
         source = path.read_text()
-        if name != "comfyume_fab.host.ssh":
+        if name != "comfyume_fab.host.ssh" and not name.startswith("comfyume_fab.host.ssh."):
             assert "import paramiko" not in source and "from fabric" not in source, name
+
+
+def test_facts_and_actions_are_pure_and_reads_never_import_writes():
+    """host.facts (reads) and host.actions (writes) build command lines and parse output: they
+    never reach the SSH edge, a session or the state read; a fact never imports an action."""
+    edge = ("comfyume_fab.host.ssh", "comfyume_fab.host.session", "comfyume_fab.host.state")
+    for name in MODULES:
+        if name.startswith(("comfyume_fab.host.facts", "comfyume_fab.host.actions")):
+            bad = {m for m in GRAPH[name] if m.startswith(edge)}
+            assert not bad, f"{name} imports {bad}"
+        if name.startswith("comfyume_fab.host.facts"):
+            assert not {m for m in GRAPH[name] if m.startswith("comfyume_fab.host.actions")}, name

@@ -13,7 +13,8 @@ import pytest
 
 from comfyume_fab.checks.result import CheckResult
 from comfyume_fab.errors import ConfigError, UnhealthyError, clean
-from comfyume_fab.host import commands as cmd
+from comfyume_fab.host.actions import lock as lockact
+from comfyume_fab.host.facts import lock as lockfacts
 from comfyume_fab.inventory import load_inventory
 from comfyume_fab.ops.lock import describe
 
@@ -28,18 +29,18 @@ def sh(command: str, cwd: Path) -> tuple[int, str]:
 
 def test_only_the_holder_of_the_token_releases_the_lock(tmp_path):
     lock = tmp_path / "comfyume" / ".deploy-lock"
-    assert sh(cmd.lock_acquire("comfyume", "me task=start-all", "token-a"), tmp_path) == (0, "acquired\n")
+    assert sh(lockact.lock_acquire("comfyume", "me task=start-all", "token-a"), tmp_path) == (0, "acquired\n")
     assert (lock / "token").read_text() == "token-a\n" and (lock / "info").read_text() == "me task=start-all\n"
     assert oct(lock.stat().st_mode & 0o777) == "0o700"
-    code, out = sh(cmd.lock_acquire("comfyume", "you task=stop-all", "token-b"), tmp_path)
-    assert code == 3 and cmd.parse_lock(out) == cmd.LockSeen(0, "me task=start-all")
-    code, out = sh(cmd.lock_release("comfyume", "token-b"), tmp_path)  # not its lock: left in place
-    assert code == 5 and out.startswith("other\n") and cmd.parse_lock(out).holder == "me task=start-all"
+    code, out = sh(lockact.lock_acquire("comfyume", "you task=stop-all", "token-b"), tmp_path)
+    assert code == 3 and lockfacts.parse_lock(out) == lockfacts.LockSeen(0, "me task=start-all")
+    code, out = sh(lockact.lock_release("comfyume", "token-b"), tmp_path)  # not its lock: left in place
+    assert code == 5 and out.startswith("other\n") and lockfacts.parse_lock(out).holder == "me task=start-all"
     assert lock.is_dir()
-    assert sh(cmd.lock_release("comfyume", "token-a"), tmp_path) == (0, "released\n")
+    assert sh(lockact.lock_release("comfyume", "token-a"), tmp_path) == (0, "released\n")
     assert not lock.exists()
-    assert sh(cmd.lock_release("comfyume", "token-a"), tmp_path) == (4, "gone\n")
-    assert sh(cmd.lock_read("comfyume"), tmp_path) == (0, "absent\n")
+    assert sh(lockact.lock_release("comfyume", "token-a"), tmp_path) == (4, "gone\n")
+    assert sh(lockfacts.lock_read("comfyume"), tmp_path) == (0, "absent\n")
 
 
 def test_a_lock_without_info_has_an_age_and_can_be_broken(tmp_path):
@@ -47,24 +48,24 @@ def test_a_lock_without_info_has_an_age_and_can_be_broken(tmp_path):
     lock.mkdir(parents=True)
     old = time.time() - 900
     os.utime(lock, (old, old))
-    code, out = sh(cmd.lock_read("comfyume"), tmp_path)
-    seen = cmd.parse_lock(out)
+    code, out = sh(lockfacts.lock_read("comfyume"), tmp_path)
+    seen = lockfacts.parse_lock(out)
     assert code == 0 and out.startswith("present\n") and seen.holder == "" and 899 <= seen.age <= 905
     assert describe(seen, 600).startswith("an unknown holder (the lock has no info file")
     assert "STALE (older than timeouts.lock_wait 600 s" in describe(seen, 600)
     assert "STALE" not in describe(seen, 1000)
-    code, out = sh(cmd.lock_acquire("comfyume", "me", "t"), tmp_path)
-    assert code == 3 and cmd.parse_lock(out).holder == ""
-    assert sh(cmd.lock_break("comfyume"), tmp_path) == (0, "removed\n")
+    code, out = sh(lockact.lock_acquire("comfyume", "me", "t"), tmp_path)
+    assert code == 3 and lockfacts.parse_lock(out).holder == ""
+    assert sh(lockact.lock_break("comfyume"), tmp_path) == (0, "removed\n")
     assert not lock.exists()
 
 
 def test_hostile_values_are_quoted_in_the_lock_commands(tmp_path):
     info = "x'; touch pwned; echo '"
-    assert sh(cmd.lock_acquire("comfyume", info, "$(touch pwned2)"), tmp_path)[0] == 0
+    assert sh(lockact.lock_acquire("comfyume", info, "$(touch pwned2)"), tmp_path)[0] == 0
     assert not (tmp_path / "pwned").exists() and not (tmp_path / "pwned2").exists()
     assert (tmp_path / "comfyume" / ".deploy-lock" / "info").read_text() == info + "\n"
-    assert sh(cmd.lock_release("comfyume", "$(touch pwned2)"), tmp_path) == (0, "released\n")
+    assert sh(lockact.lock_release("comfyume", "$(touch pwned2)"), tmp_path) == (0, "released\n")
 
 
 def test_clean_escapes_every_control_character_and_keeps_text():

@@ -7,6 +7,10 @@ import shlex
 import pytest
 
 from comfyume_fab.host import commands as cmd
+from comfyume_fab.host.actions import compose as composeact
+from comfyume_fab.host.actions import lock as lockact
+from comfyume_fab.host.actions import stopped as stopact
+from comfyume_fab.host.actions import workdir as wdact
 from comfyume_fab.plan.steps import render_json, render_text, steps
 from comfyume_fab.plan.planner import make_plan
 from tests.unit.test_topology import ENV, MODES, load, inventory_text
@@ -32,16 +36,16 @@ def test_dual_server_start_all_steps_are_in_order(tmp_path):
     first_worker_up = next(i for i, (h, s) in enumerate(steps(plan, "start-all")) if h != "mello" and "up -d" in s)
     redis_checks = [i for i, (h, s) in enumerate(steps(plan, "start-all")) if s.startswith("(check) Redis")]
     assert app_up < min(redis_checks) < max(redis_checks) < first_worker_up
-    assert order[-1] == "mello" and steps(plan, "start-all")[-1][1] == cmd.lock_release("comfyume", "<random token>")
+    assert order[-1] == "mello" and steps(plan, "start-all")[-1][1] == lockact.lock_release("comfyume", "<random token>")
     data = json.loads(render_json(plan, "start-all"))
     assert [h["name"] for h in data["hosts"]] == ["mello", "verda", "verda2"]
 
 
 def test_every_user_value_is_quoted_once(tmp_path):
     assert cmd.workdir_path("~/deploy dir") == "deploy dir"
-    line = cmd.ComposeProject("deploy dir", "comfyume", ("app.yml",)).up(["redis"])
+    line = composeact.up(cmd.ComposeProject("deploy dir", "comfyume", ("app.yml",)), ["redis"])
     assert shlex.split(line)[:2] == ["cd", "deploy dir"]
-    audit = cmd.audit("comfyume", "by=a;rm -rf ~ task=$(touch x)")
+    audit = wdact.audit("comfyume", "by=a;rm -rf ~ task=$(touch x)")
     assert "'by=a;rm -rf ~ task=$(touch x)'" in audit
 
 
@@ -115,14 +119,14 @@ def test_diff_starts_a_stopped_service_without_recreating_it(tmp_path):
 def test_stopped_record_round_trip_and_rejects_what_is_not_one():
     from datetime import datetime, timezone
     from comfyume_fab.host.facts import stopped
-    text = stopped.record_text("stop-verda", "ops@laptop", "2026-11-30T22:00:00Z").decode()
+    text = stopact.record_text("stop-verda", "ops@laptop", "2026-11-30T22:00:00Z").decode()
     rec = stopped.parse_record(text)
     assert (rec.task, rec.by, rec.at) == ("stop-verda", "ops@laptop", "2026-11-30T22:00:00Z")
     assert rec.seconds_since(datetime(2026, 11, 30, 23, 30, tzinfo=timezone.utc)) == 5400
     assert stopped.for_how_long(5400) == "1 h 30 min" and stopped.for_how_long(42) == "42 s"
     assert stopped.parse_record("") is None and stopped.parse_record("not json") is None
     assert stopped.parse_record('{"task": "stop-verda"}') is None
-    assert stopped.clear_command("~/comfy dir") == "rm -f -- 'comfy dir/stopped.json'"
+    assert stopact.clear_command("~/comfy dir") == "rm -f -- 'comfy dir/stopped.json'"
 
 
 def test_stop_verda_dry_run_records_the_stop_and_start_all_clears_it(tmp_path):

@@ -7,7 +7,8 @@ import socket
 import pytest
 
 from comfyume_fab.errors import ExitCode, UnreachableError
-from comfyume_fab.host.ssh import Remote, Target
+from comfyume_fab.host.ssh.connect import Target
+from comfyume_fab.host.ssh.remote import Remote
 
 
 def closed_port() -> int:

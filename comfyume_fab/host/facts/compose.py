@@ -4,6 +4,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from . import Fact, field, fixed
+
 # Where the Docker CLI looks for the Compose v2 plugin, in its order (docker/cli's plugin manager).
 CLI_PLUGIN_DIRS = ('"${DOCKER_CONFIG:-$HOME/.docker}/cli-plugins"', "/usr/local/lib/docker/cli-plugins",
                    "/usr/local/libexec/docker/cli-plugins", "/usr/lib/docker/cli-plugins",
@@ -16,6 +18,7 @@ VERSION_COMMAND = (f"cfab_c=; for d in {' '.join(CLI_PLUGIN_DIRS)}; do if [ -x \
                    f"cfab_c=\"$d/docker-compose\"; break; fi; done; "
                    f"if [ -n \"$cfab_c\" ]; then \"$cfab_c\" version; else docker compose version; fi")
 LEGACY_COMMAND = "command -v docker-compose >/dev/null && docker-compose version --short"
+
 
 @dataclass(frozen=True)
 class ComposeVersion:
@@ -38,3 +41,15 @@ def parse_compose_version(text: str) -> ComposeVersion:
     return ComposeVersion(kind="legacy" if major < 2 else "v2", version=version)
 
 
+def _fill_version(st, code: int, out: str) -> None:
+    st.compose = parse_compose_version(out) if code == 0 else None
+
+
+def _fill_legacy(st, code: int, out: str) -> None:
+    st.legacy_compose = out.strip() if code == 0 and out.strip() else None
+
+
+VERSION = Fact("compose", fixed(VERSION_COMMAND), _fill_version, preflight=True,
+               fields=(field("compose", "ComposeVersion | None"),))
+LEGACY = Fact("legacy_compose", fixed(LEGACY_COMMAND), _fill_legacy, preflight=True,
+              fields=(field("legacy_compose", "str | None"),))

@@ -6,11 +6,12 @@ container (`ok`, `crash_looping`, `describe`) live on `ContainerInfo`, so every 
 """
 from __future__ import annotations
 
+import json
 import shlex
 from dataclasses import dataclass
 from typing import Sequence
 
-from . import ParseError
+from . import Fact, ParseError, field, fixed
 
 ENGINE_COMMAND = "docker version --format '{{.Server.Version}}'"
 # Only a GPU host's runtimes matter (checks.preflight); `docker info` costs ~0.1-0.2 s of CPU.
@@ -100,6 +101,14 @@ def containers_command(project: str) -> str:
     return f"ids=$({ids}) && {{ [ -z \"$ids\" ] || {insp} $ids; }}"
 
 
+def published_port(project: str, service: str, port: int) -> str:
+    """Where the running container of a compose service publishes `port`: the same answer as
+    `docker compose port`, from the engine alone (no compose files to load: ~0.1 s less CPU)."""
+    ps = shlex.join(["docker", "ps", "-q", "--filter", f"label=com.docker.compose.project={project}",
+                     "--filter", f"label=com.docker.compose.service={service}"])
+    return f"set -- $({ps}) && [ $# -gt 0 ] && docker port \"$1\" {int(port)}/tcp"
+
+
 def _int_field(value: str, what: str, line: str) -> int:
     try:
         return int(value)
@@ -130,3 +139,38 @@ def parse_inspect(text: str) -> tuple[ContainerInfo, ...]:
     return tuple(containers)
 
 
+# --- what the host-state read learns from the engine ------------------------------------------
+
+def _fill_engine(st, code: int, out: str) -> None:
+    if code == 0 and out.strip():
+        st.engine = out.strip()
+    else:
+        st.engine_error = out.strip().splitlines()[-1] if out.strip() else f"exit {code}"
+
+
+def _fill_runtimes(st, code: int, out: str) -> None:
+    if code == 0:
+        try:
+            st.runtimes = tuple(sorted(json.loads(out or "{}")))
+        except ValueError:
+            pass
+
+
+def _fill_nvidia_toolkit(st, code: int, out: str) -> None:
+    st.nvidia_toolkit = code == 0
+
+
+def _fill_containers(st, code: int, out: str) -> None:
+    if code == 0 and st.engine:
+        st.containers = parse_inspect(out)
+
+
+ENGINE = Fact("engine", fixed(ENGINE_COMMAND), _fill_engine, absent=(1, "no answer"), preflight=True,
+              fields=(field("engine", "str | None"), field("engine_error", str, "")))
+RUNTIMES = Fact("runtimes", fixed(RUNTIMES_COMMAND), _fill_runtimes, preflight=True,
+                fields=(field("runtimes", "tuple[str, ...]", ()),))
+NVIDIA_TOOLKIT = Fact("nvidia_toolkit", fixed(NVIDIA_TOOLKIT_COMMAND), _fill_nvidia_toolkit, preflight=True,
+                      fields=(field("nvidia_toolkit", bool, False),))
+# After ENGINE: the containers are read only from an engine that answered.
+CONTAINERS = Fact("containers", lambda place: containers_command(place.project), _fill_containers,
+                  fields=(field("containers", "tuple[ContainerInfo, ...]", ()),))

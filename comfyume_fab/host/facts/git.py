@@ -1,5 +1,6 @@
 """git on a host: is it installed, which branches does the team's repository have (as the host
-itself can read it), and the commands that fetch a branch and resolve it to a commit.
+itself can read it), and what the host's checkout holds (a branch's commit, a path's tree);
+`actions.git` fetches into that checkout.
 
 Every git command runs with GIT_TERMINAL_PROMPT=0 and ssh in BatchMode, so a missing credential
 or an unknown host key fails at once with git's own message instead of waiting for a prompt;
@@ -12,19 +13,10 @@ import shlex
 
 from . import ParseError, excerpt
 
-VERSION_COMMAND = "git --version"
+VERSION_COMMAND = "git --version"  # its exit status says whether git is installed
 # No prompt: a missing credential or an unknown host key is an error, never a question.
 GIT_ENV = "GIT_TERMINAL_PROMPT=0 GIT_SSH_COMMAND='ssh -o BatchMode=yes'"
-_VERSION_RE = re.compile(r"^git version (\d+\.\d+(?:\.\d+)?)")
 _SHA_RE = re.compile(r"^[0-9a-f]{40}$")
-
-
-def parse_git_version(text: str) -> str:
-    """'git version 2.39.5' -> '2.39.5'."""
-    m = _VERSION_RE.match(text.strip())
-    if not m:
-        raise ParseError("'git version X.Y.Z' from git --version", text)
-    return m.group(1)
 
 
 def ls_remote_command(repository: str) -> str:
@@ -69,18 +61,6 @@ def remote_problem(text: str, repository: str) -> tuple[str, str]:
             "run the same `git ls-remote` on the host to see why")
 
 
-def fetch_command(checkout: str, repository: str, branch: str) -> str:
-    """Clone (bare, once) or fetch `branch` into the host's checkout and print its commit.
-
-    The checkout is a bare repository owned by this tool: builds read trees from it with
-    `git archive`, so no working tree is ever switched under anyone's feet."""
-    c = shlex.quote(checkout)
-    ref = f"+refs/heads/{branch}:refs/heads/{branch}"
-    init = f"{{ [ -d {c}/objects ] || git init -q --bare {c}; }}"
-    fetch = f"{GIT_ENV} git -C {c} fetch -q --no-tags -- {shlex.quote(repository)} {shlex.quote(ref)}"
-    return f"{init} && {fetch} && {rev_parse_command(checkout, branch)}"
-
-
 def rev_parse_command(checkout: str, branch: str) -> str:
     """The commit of `branch` as last fetched, then the tree of every path asked for."""
     return shlex.join(["git", "-C", checkout, "rev-parse", "--verify", "-q", f"refs/heads/{branch}^{{commit}}"])
@@ -103,8 +83,3 @@ def parse_trees(text: str, paths: list[str]) -> dict[str, str]:
     if len(lines) != len(paths) or not all(_SHA_RE.match(ln) for ln in lines):
         raise ParseError(f"{len(paths)} tree ids from git rev-parse COMMIT:PATH", text)
     return dict(zip(paths, lines))
-
-
-def count_command(checkout: str, base: str, branch: str) -> str:
-    """How many commits `branch` (as last fetched) has beyond `base`."""
-    return shlex.join(["git", "-C", checkout, "rev-list", "--count", f"{base}..refs/heads/{branch}"])

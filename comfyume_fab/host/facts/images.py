@@ -1,7 +1,7 @@
 """Images on a host's engine: which references are there, with which image id, and the commit a
 built image came from (its `name:<12-hex sha>` tag, plus labels the build sets).
 
-`LIST_COMMAND` prints one `repository:tag<TAB>id` line per tagged image (one docker call, whatever
+`actions.images` builds and logs in. `LIST_COMMAND` prints one `repository:tag<TAB>id` line per tagged image (one docker call, whatever
 the number of images); `parse_image_list` reads it.
 """
 from __future__ import annotations
@@ -18,7 +18,6 @@ TREE_LABEL = "org.comfyume.tree"
 SERVICE_LABEL = "org.comfyume.service"
 SHORT = 12  # the commit tag's length: name:<first 12 hex digits>
 _ID_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
-_COMMIT_TAG_RE = re.compile(r"^[0-9a-f]{12}$")
 
 
 def normalize(ref: str) -> str:
@@ -45,39 +44,12 @@ def parse_image_list(text: str) -> dict[str, str]:
     return out
 
 
-def commit_tags(images: dict[str, str], ref: str) -> list[str]:
-    """The commit tags (12 hex digits) of the image `ref` points at, e.g. ['3f2a9c1d0b7e']."""
-    want = images.get(normalize(ref))
-    name = normalize(ref).rpartition(":")[0]
-    return sorted(tag for r, i in images.items() if i == want
-                  for n, _, tag in [r.rpartition(":")] if n == name and _COMMIT_TAG_RE.match(tag))
-
-
 def commit_ref(ref: str, commit: str) -> str:
     """'comfyume-worker:v0.11.0', '3f2a9c…' -> 'comfyume-worker:3f2a9c1d0b7e'."""
     return f"{normalize(ref).rpartition(':')[0]}:{commit[:SHORT]}"
-
-
-def build_command(checkout: str, commit: str, context: str, dockerfile: str, tags: list[str],
-                  labels: dict[str, str]) -> str:
-    """Build from the tree `commit:context` of the host's checkout, streamed as a tar to
-    `docker build -` (no working tree is switched), tagged with every name in `tags`."""
-    archive = shlex.join(["git", "-C", checkout, "archive", "--format=tar", f"{commit}:{context}"])
-    # --force-rm: a failed step's container is removed too (the classic builder keeps it otherwise)
-    argv = ["docker", "build", "--force-rm", "-f", dockerfile]
-    for tag in tags:
-        argv += ["-t", tag]
-    for key, value in sorted(labels.items()):
-        argv += ["--label", f"{key}={value}"]
-    return f"set -o pipefail; {archive} | {shlex.join(argv + ['-'])}"
 
 
 def find_tree_command(service: str, tree: str) -> str:
     """An image this host built earlier from the same tree of the same service (ids, newest first)."""
     return shlex.join(["docker", "image", "ls", "-q", "--no-trunc", "--filter", f"label={SERVICE_LABEL}={service}",
                        "--filter", f"label={TREE_LABEL}={tree}"])
-
-
-def login_command(server: str, user: str) -> str:
-    """`docker login` reading the password from stdin (never argv, never a file on the host)."""
-    return shlex.join(["docker", "login", "--username", user, "--password-stdin", server])

@@ -6,7 +6,7 @@ import shlex
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from . import ParseError
+from . import Fact, ParseError, field, fixed
 
 # The exact command (argv) whose stdout `parse_nvidia_smi_query` reads.
 QUERY = ("nvidia-smi", "--query-gpu=name,memory.used,memory.total,utilization.gpu", "--format=csv,noheader,nounits")
@@ -97,3 +97,17 @@ def parse_nvidia_smi_list(text: str) -> tuple[ListedGpu, ...]:
     return tuple(gpus)
 
 
+def _fill_query(st, code: int, out: str) -> None:
+    if code == 0:
+        try:
+            st.gpus = parse_nvidia_smi_query(out)
+        except ParseError as exc:
+            st.gpu_error = str(exc)
+    elif code != 127:
+        st.gpu_error = out.strip()[-200:]
+
+
+# exit 127 (no nvidia-smi): no GPU, and no error either
+GPUS = Fact("nvidia", fixed(QUERY_COMMAND), _fill_query, absent=(127, ""), preflight=True,
+            fields=(field("gpus", "tuple[Gpu, ...] | None"),  # None: no usable nvidia-smi on the host
+                    field("gpu_error", str, "")))

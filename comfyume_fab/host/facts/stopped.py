@@ -3,7 +3,7 @@ which task and when (`stop-verda`, `stop-all` write it; `start-all` removes it).
 to tell a deliberate stop from a failure.
 
 `read_command(workdir)` prints the file (nothing when absent); `parse_record` reads it;
-`record_text` writes it; `clear_command(workdir)` removes it.
+`actions.stopped` writes and clears it.
 """
 from __future__ import annotations
 
@@ -32,14 +32,6 @@ class StoppedRecord:
 
 def read_command(workdir: str) -> str:
     return cmd.read_file(workdir, STOPPED_FILE) + " || true"
-
-
-def clear_command(workdir: str) -> str:
-    return f"rm -f -- {cmd.q(cmd.workdir_path(workdir, STOPPED_FILE))}"
-
-
-def record_text(task: str, by: str, at: str) -> bytes:
-    return (json.dumps({"task": task, "by": by, "at": at}) + "\n").encode()
 
 
 def parse_record(text: str) -> StoppedRecord | None:

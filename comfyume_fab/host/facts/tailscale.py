@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import ipaddress
 
+from . import Fact, field, fixed
+
 COMMAND = "command -v tailscale >/dev/null && tailscale ip -4"
 
 
@@ -15,3 +17,10 @@ def parse_tailscale_ip(text: str) -> str | None:
         except ValueError:
             continue
     return None
+
+
+def _fill(st, code: int, out: str) -> None:
+    st.tailscale_ip = parse_tailscale_ip(out) if code == 0 else None
+
+
+IP = Fact("tailscale", fixed(COMMAND), _fill, preflight=True, fields=(field("tailscale_ip", "str | None"),))

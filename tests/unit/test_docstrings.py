@@ -16,7 +16,6 @@ import pytest
 
 PKG = Path(__file__).resolve().parents[2] / "comfyume_fab"
 # Being retired by issue 18 (the warm helper): not documented anew, not required to be.
-RETIRING = {PKG / "handoff.py", PKG / "helper.py"}
 BULLET = re.compile(r"^- ((?:`[A-Za-z_][A-Za-z0-9_]*`(?:, | and )?)+):", re.MULTILINE)
 
 
@@ -28,8 +27,6 @@ def members(package: Path) -> set[str]:
     """The modules and sub-packages of `package` (a folder with an __init__.py)."""
     out = set()
     for child in package.iterdir():
-        if child in RETIRING:
-            continue
         if child.suffix == ".py" and child.name != "__init__.py":
             out.add(child.stem)
         elif child.is_dir() and (child / "__init__.py").exists():

@@ -38,11 +38,11 @@ class FabTask(Task):
         return opts
 
 
-def _dry_run_plan(hosts):
+def _dry_run_plan(hosts, host_option=False):
     """The plan for --dry-run: the inventory validated like the real run's, secrets may be unset."""
     from comfyume_fab import taskrun
     from comfyume_fab.plan.planner import make_plan
-    return make_plan(taskrun.load(hosts, need_secrets=False))
+    return make_plan(taskrun.load(hosts, need_secrets=False, host_option=host_option))
 
 
 def _ui(quiet=False):
@@ -85,9 +85,9 @@ def stop_verda(c, hosts=None, host=None, down=False, when_idle=False, force=Fals
     with taskrun.reported(verbose, "stop-verda"):
         if dry_run:
             from comfyume_fab.plan.steps import render_text
-            print(render_text(_dry_run_plan(hosts), "stop-verda", only=host, down=down))
+            print(render_text(_dry_run_plan(hosts, host_option=True), "stop-verda", only=host, down=down))
             return
-        inv = taskrun.load(hosts)
+        inv = taskrun.load(hosts, host_option=True)
         from comfyume_fab.ops.stop import stop_workers
         ui = _ui()
         out = stop_workers(inv, ui, only=host, down=down, when_idle=when_idle, idle_timeout=inv.timeouts.lock_wait,
@@ -165,7 +165,7 @@ def logs(c, hosts=None, host=None, service=None, follow=False, since=None, tail=
     from comfyume_fab import taskrun
     with taskrun.reported(verbose, "logs"):
         from comfyume_fab.ops.logs import logs as run
-        code = run(taskrun.load(hosts), hosts=host or (), services=service or (), follow=follow, since=since,
+        code = run(taskrun.load(hosts, host_option=True), hosts=host or (), services=service or (), follow=follow, since=since,
                    tail=None if tail is None else taskrun.int_option("--tail", tail), grep=grep)
         if code:
             from invoke.exceptions import Exit

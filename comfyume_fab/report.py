@@ -237,3 +237,26 @@ def _probe_text(probe, Text):
     if probe["ok"]:
         return Text(f"ok {probe['ms']} ms", "green")
     return Text(f"FAIL {probe['detail'][:60]}", "red")
+
+
+def lock_text(host: str, seen, stale_after: float, prog: str = "comfyume-fab") -> str:
+    """The `lock` task: who holds the deploy lock on `host` (which command, since when), and
+    whether it is live or stale; `seen` is None when no lock is held."""
+    if seen is None:
+        return f"{host}: no deploy lock held"
+    age_s = "" if seen.age is None else f", {seen.age} s ago"
+    if not seen.holder:
+        return (f"{host}: the deploy lock has no info file (the run that took it died before writing it){age_s}; "
+                f"`{prog} lock-break` removes it")
+    fields = dict(re.findall(r"(\w+)=(\S+)", seen.holder))
+    who = clean(seen.holder.split()[0])
+    what = ", ".join(x for x in (f"task {fields['task']}" if "task" in fields else "",
+                                 f"pid {fields['pid']}" if "pid" in fields else "",
+                                 f"rev {fields['rev']}" if "rev" in fields else "") if x)
+    since = f" since {fields['since']}" if "since" in fields else ""
+    head = clean(f"{host}: the deploy lock is held by {who}" + (f" ({what})" if what else "") + since + age_s)
+    if seen.age is not None and seen.age > stale_after:
+        return (f"{head}: STALE (older than timeouts.lock_wait {stale_after:g} s; that run probably died: "
+                f"`{prog} lock-break` removes it)")
+    return (f"{head}: live (younger than timeouts.lock_wait {stale_after:g} s; `{prog} start-all --wait-lock` "
+            "waits for it)")

@@ -98,6 +98,9 @@ def remainder_argv() -> list[str]:
 @contextmanager
 def reported(verbose: bool = False, task: str = ""):
     """FabError -> one sentence on stderr + its exit code; Ctrl-C -> 130; a bug -> exit 1 with a hint."""
+    lock_mod = sys.modules.get("comfyume_fab.ops.lock")
+    if lock_mod is not None:  # this task's lock, not an earlier one's (tests run many in one process)
+        lock_mod._LAST = None
     if verbose:
         from .host import ssh
 
@@ -151,8 +154,20 @@ def _interrupt_behind(exc: BaseException) -> KeyboardInterrupt | None:
     return None
 
 
+LOCKING_TASKS = ("start-all", "stop-verda", "stop-all", "rollback")  # the tasks that take the deploy lock
+
+
 def _say_interrupted(task: str, exc: KeyboardInterrupt, also: str = "") -> None:
+    """`TASK: interrupted; <what became of the deploy lock>; rerun to converge` (the lock part only
+    for the tasks that take it, and definitive: never taken, or held and released)."""
     left = getattr(exc, "cfab_lock_left", None)  # set by DeployLock when its release failed
-    lock = f"WARNING: {left}" if left else "the deploy lock (if held) was released"
     extra = f" ({also})" if also else ""
-    print(f"\n{task}: interrupted{extra}; {lock}; rerun to converge", file=sys.stderr)
+    if left:
+        lock = f"; WARNING: {left}"
+    elif task in LOCKING_TASKS:
+        lock_mod = sys.modules.get("comfyume_fab.ops.lock")
+        lock = "; " + (lock_mod.interrupted_note() if lock_mod else "the deploy lock was not taken by this run")
+    else:
+        lock = ""
+    rerun = "; rerun to converge" if task in LOCKING_TASKS else ""
+    print(f"\n{task}: interrupted{extra}{lock}{rerun}", file=sys.stderr)

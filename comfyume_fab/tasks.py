@@ -253,6 +253,19 @@ def lock_break(c, hosts=None, verbose=False):
         print(break_lock(taskrun.load(hosts, need_secrets=False)))
 
 
+@task(klass=FabTask, help={"hosts": HOSTS_HELP, "verbose": VERBOSE_HELP})
+def lock(c, hosts=None, verbose=False):
+    """Show who holds the deploy lock (which command, since when, live or stale) without trying to take it."""
+    from comfyume_fab import taskrun
+    with taskrun.reported(verbose, "lock"):
+        from comfyume_fab.ops.lock import read_lock
+        from comfyume_fab.report import lock_text
+        from comfyume_fab.usage import program
+        inv = taskrun.load(hosts, need_secrets=False)
+        host, seen = read_lock(inv)
+        print(lock_text(host, seen, inv.timeouts.lock_wait, program()))
+
+
 TAKEOVER_HELP = ("remove a lab that another checkout made (default: refuse, naming that checkout; "
                  "$COMFYUME_LAB_TAKEOVER=1 does the same)")
 
@@ -276,5 +289,6 @@ def lab_down(c, takeover=False):
 lab = Collection("lab")
 lab.add_task(lab_up, name="up")
 lab.add_task(lab_down, name="down")
-ns = Collection(start_all, stop_verda, stop_all, status, logs, exec_, plan_, diff, lock_break, rollback, copy_image,
+ns = Collection(start_all, stop_verda, stop_all, status, logs, exec_, plan_, diff, lock, lock_break, rollback,
+                copy_image,
                 lab)

@@ -113,17 +113,23 @@ def stop_all(c, hosts=None, down=False, dry_run=False, wait_lock=False, verbose=
         print(f"stop-all: stopped {', '.join(out['stopped'])}")
 
 
-@task(klass=FabTask, help={"hosts": HOSTS_HELP, "json": "machine-readable output for scripts (docs/status.schema.json)",
+@task(klass=FabTask, help={"hosts": HOSTS_HELP, "json": "machine-readable output for scripts (its JSON schema: "
+                                                          "status --schema)",
+            "schema": "print the JSON schema of --json's output (shipped in the package) and exit",
             "no_probe": "skip the inference probe",
             "watch": "a live screen refreshed in place over held SSH connections (q or Ctrl-C quits)",
             "interval": "--watch: seconds between refreshes (default 2)",
             "probe_every": "--watch: seconds between inference probes (default 30)",
             "fetch": "fetch each building host's branch first (else: as of the last fetch)", "verbose": VERBOSE_HELP})
 def status(c, hosts=None, json=False, no_probe=False, watch=False, interval="2", probe_every="30", fetch=False,
-           verbose=False):
+           schema=False, verbose=False):
     """Every host, service, cross-host link, queue and GPU; exit 0 only when all is healthy."""
     from comfyume_fab import taskrun
     with taskrun.reported(verbose, "status"):
+        if schema:
+            from comfyume_fab.statusschema import schema_text
+            print(schema_text(), end="")
+            return
         inv = taskrun.load(hosts)
         if watch:
             from comfyume_fab.ops.watch import watch as run_watch

@@ -39,13 +39,22 @@ def age(started_at: str | None, now: datetime | None = None) -> str:
     return f"{secs}s"
 
 
+def revision_text(revision: str) -> str:
+    """This tool's revision as shown: a git revision, or (`installed-VERSION`, ops.audit) the
+    installed package's version, marked as not a git checkout."""
+    if revision.startswith("installed-"):
+        return f"{revision[len('installed-'):]} (installed package, not a git checkout)"
+    return revision
+
+
 def status_text(rep: StatusReport, colour: bool = False) -> str:
     """The status at a glance: one line per host, one per service, every frontend collapsed into
     one `users N/N healthy` line (only the failing ones expanded), then the checks, failures first."""
     d = rep.data
     head = (_paint("HEALTHY", "ok", colour) if d["ok"] else
             _paint("STOPPED ON PURPOSE", "warn", colour) if int(rep.code) == 6 else _paint("NOT HEALTHY", "FAIL", colour))
-    lines = [f"comfyume status: {head}   mode {d['mode']}   local config {d['config_hash']} rev {d['revision']}"]
+    lines = [f"comfyume status: {head}   mode {d['mode']}   local config {d['config_hash']} "
+             f"rev {revision_text(d['revision'])}"]
     for name, h in d["hosts"].items():
         lines.append("")
         if not h.get("reachable"):

@@ -280,14 +280,14 @@ TAKEOVER_HELP = ("remove a lab that another checkout made (default: refuse, nami
                            "sshd_only": "extra hosts with sshd but no Docker engine (scale benchmarks)",
                            "users": "num_users in the lab inventory", "takeover": TAKEOVER_HELP})
 def lab_up(c, workers=1, sshd_only=0, users=3, takeover=False):
-    """Create the lab: hosts as network namespaces with their own sshd and Docker engine."""
+    """Rehearsal lab (this tool's own tests and demos; root): hosts as network namespaces on this machine."""
     from comfyume_fab.lab.cli import up
     up(int(workers), int(sshd_only), int(users), takeover=takeover)
 
 
 @task(klass=FabTask, help={"takeover": TAKEOVER_HELP})
 def lab_down(c, takeover=False):
-    """Remove everything the lab made (processes, namespaces, bridge, users, folders)."""
+    """Rehearsal lab (this tool's own tests and demos; root): remove everything lab.up made."""
     from comfyume_fab.lab.cli import down
     down(takeover=takeover)
 

@@ -194,10 +194,18 @@ def watch_screen(snap) -> object:
     for col in ("HOST", "READ", "SERVICES", "GPU", "PROBE"):
         hosts.add_column(col, no_wrap=col != "SERVICES")
     for h in snap.hosts:
-        if not h.reachable:
-            what = "connecting…" if h.connecting and not h.error else "UNREACHABLE"
-            note = f"{what} {h.error}".strip()
-            hosts.add_row(Text(h.name, "bold"), Text("-", "red"), Text(note, "red"), "", "")
+        if not h.reachable and not h.read_at and not h.error:  # the first connection: nothing is wrong yet
+            hosts.add_row(Text(h.name, "bold"), Text("-", "dim"), Text("connecting…", "dim"), "", "")
+            continue
+        if not h.reachable and not h.read_at:
+            hosts.add_row(Text(h.name, "bold"), Text("-", "red"), Text(f"UNREACHABLE {h.error}".strip(), "red"), "", "")
+            continue
+        if not h.reachable:  # reconnecting: the last known state, marked stale
+            stale = Text.assemble(_services_text(h.services, Text, dim=True),
+                                  (f"  (last known, read {max(0.0, snap.at - h.read_at):.0f} s ago; "
+                                   f"{h.error or 'reconnecting…'})", "yellow"))
+            hosts.add_row(Text(h.name, "bold"), Text("UNREACHABLE", "red"), stale, Text(_gpu_text(h, Text).plain, "dim"),
+                          Text(_probe_text(h.probe, Text).plain, "dim"))
             continue
         hosts.add_row(Text(h.name, "bold"), f"{h.rtt_ms:.0f} ms" if h.rtt_ms is not None else "-",
                       _services_text(h.services, Text), _gpu_text(h, Text), _probe_text(h.probe, Text))
@@ -212,24 +220,27 @@ def watch_screen(snap) -> object:
     elif snap.queue_error:
         queue = Text.assemble(("queue ", "bold"), (f"unavailable: {snap.queue_error}", "red"))
     else:
-        queue = Text.assemble(("queue ", "bold"), "reading…")
+        queue = Text.assemble(("queue ", "bold"), ("reading…", "dim"))
     return Group(head, Text(""), hosts, Text(""), queue)
 
 
-def _services_text(services, Text):
+def _services_text(services, Text, dim: bool = False):
     users = [s for s in services if _FRONTEND.fullmatch(s["service"])]
     out = Text()
+
+    def style(ok: bool) -> str:
+        return "dim" if dim else ("green" if ok else "red")
     for s in services:
         if s in users:
             continue
-        out.append(f"{s['service']} ", "green" if s["ok"] else "red")
+        out.append(f"{s['service']} ", style(s["ok"]))
         if not s["ok"]:
-            out.append(f"({s['state']}, {s['health']}) ", "red")
+            out.append(f"({s['state']}, {s['health']}) ", style(False))
     if users:
         bad = [s for s in users if not s["ok"]]
-        out.append(f"users {len(users) - len(bad)}/{len(users)} healthy", "green" if not bad else "red")
+        out.append(f"users {len(users) - len(bad)}/{len(users)} healthy", style(not bad))
         for s in bad:
-            out.append(f" {s['service']} ({s['state']}, {s['health']})", "red")
+            out.append(f" {s['service']} ({s['state']}, {s['health']})", style(False))
     return out
 
 

@@ -99,7 +99,12 @@ def option_tuples(ctx) -> list[tuple[str, str]]:
     for names, text in ctx.help_tuples():
         m = re.search(r"--([\w-]+)", names)
         value = PLACEHOLDERS.get(m.group(1)) if m else None
-        if value:
+        arg = ctx.flags.get(f"--{m.group(1)}") if m else None
+        if arg is not None and arg.kind is list:  # repeatable: Invoke shows it as if it took no value
+            value = value or "VALUE"
+            names = re.sub(r"(--[\w-]+)", rf"\1={value}", re.sub(r"(?<![\w-])(-\w)\b", rf"\1 {value}", names))
+            text = text if "repeatable" in text else f"{text} (repeatable)"
+        elif value:
             names = re.sub(r"\b(STRING|INT)\b", value, names)
         out.append((names, text))
     return out
@@ -111,7 +116,8 @@ def print_task_help(prog_obj, name: str) -> None:
     ctx = prog_obj.parser.contexts[name]
     tuples = option_tuples(ctx)
     doc = inspect.getdoc(prog_obj.collection[name]) or ""
-    print(f"Usage: {program()} {name} {'[options]' if tuples else ''}".rstrip())
+    positional = " ".join(a.name.upper() for a in ctx.positional_args)
+    print(f"Usage: {program()} {name} {'[options]' if tuples else ''} {positional}".rstrip().replace("  ", " "))
     print("")
     for line in doc.splitlines():
         print(f"  {line}" if line.strip() else "")

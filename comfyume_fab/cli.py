@@ -3,10 +3,10 @@
 An Invoke `Program` over the same tasks as `invoke` in the checkout (comfyume_fab.tasks.ns), so it
 runs from any folder: `comfyume-fab --list`, `comfyume-fab --help start-all`,
 `comfyume-fab plan --hosts ~/comfyume/hosts.yaml`. Before the task name it takes only its own
-options (`--help`, `--list`, `--version` and shell completion): Invoke's other core options
-(`--dry`, `--debug`, `--warn-only`, `--config`, ...) do not apply to tasks that run their commands
-over their own SSH connections, and some shared letters with the tasks' options (`-d`, `-w`, `-f`),
-so they are not offered and a command that names one is refused before anything runs (exit 2).
+options (`--help`, `--list`, `--version` and shell completion): Invoke's other core options (dry,
+debug, warn-only, config, ...: usage.FOREIGN_CORE) do not apply to tasks that run their commands
+over their own SSH connections, and some shared letters with the tasks' options (-d, -w, -f), so
+they are not offered and a command that names one is refused before anything runs (exit 2).
 """
 from __future__ import annotations
 

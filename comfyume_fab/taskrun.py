@@ -49,7 +49,7 @@ def _refuse_host_name(option: str, host_option: bool) -> None:
     if option not in _default_host_names():
         return
     from .errors import ConfigError
-    from .usage import program
+    from .invocation import program
     if host_option:
         raise ConfigError(f"--hosts {option}: {option} is a host name, not an inventory file: did you mean "
                           f"`--host {option}`? (-H/--hosts names the inventory file)")

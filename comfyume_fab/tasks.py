@@ -266,7 +266,7 @@ def lock(c, hosts=None, verbose=False):
     with taskrun.reported(verbose, "lock"):
         from comfyume_fab.ops.lock import read_lock
         from comfyume_fab.report import lock_text
-        from comfyume_fab.usage import program
+        from comfyume_fab.invocation import program
         inv = taskrun.load(hosts, need_secrets=False)
         host, seen = read_lock(inv)
         print(lock_text(host, seen, inv.timeouts.lock_wait, program()))

@@ -10,11 +10,10 @@ apply are refused once parsed instead of being absent from the help).
 from __future__ import annotations
 
 import difflib
-import os
 import re
-import sys
 
 from .errors import EXIT_MEANINGS, ExitCode
+from .invocation import program
 
 # Invoke's core options that do not apply to this tool's tasks (they run their commands over their
 # own SSH connections, never through Invoke's `c.run`): long name -> (short flag, what to use instead).
@@ -49,19 +48,6 @@ EXAMPLES = (
     ("{prog} stop-verda --down", "stop and remove the GPU worker(s)"),
     ("{prog} lock", "who holds the deploy lock, without taking it"),
 )
-
-
-def program() -> str:
-    """The command the user ran with: `comfyume-fab` (installed) or `invoke` (in the checkout)."""
-    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
-    if name in ("invoke", "inv", "fab"):
-        return name
-    return "comfyume-fab"
-
-
-def command(task: str) -> str:
-    """`task` as the user would type it with the command they ran with, e.g. `comfyume-fab lock-break`."""
-    return f"{program()} {task}"
 
 
 # ---- the main help of comfyume-fab -------------------------------------------------------------
@@ -217,7 +203,7 @@ def given_foreign(args, argv: list[str]) -> tuple[str, str] | None:
 def adopt_invoke_program() -> None:
     """Give `invoke` in the checkout what comfyume-fab has, as far as Invoke lets a tasks module:
     a wrong option or task is one sentence with "did you mean", exit 2; an Invoke core option that
-    does not apply (`--dry`, `-d`, `-w`, ...) is refused before any task runs; per-task help names
+    does not apply (dry, debug, warn-only, ...) is refused before any task runs; per-task help names
     each value (`--interval=SECONDS`) and has no `Docstring:` heading. Invoke's own `--help` (printed
     before this module is loaded) still lists Invoke's options."""
     from invoke.exceptions import Exit, ParseError

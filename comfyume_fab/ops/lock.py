@@ -36,7 +36,7 @@ _LAST: "DeployLock | None" = None
 
 
 def _cmd(task: str) -> str:
-    from ..usage import command
+    from ..invocation import command
     return f"`{command(task)}`"
 
 RELEASE_BOUND_S = 15.0

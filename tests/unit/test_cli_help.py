@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from comfyume_fab.errors import EXIT_MEANINGS
 from comfyume_fab.tasks import SHORT_FLAGS
 from tests.unit.test_first_contact import SECRETS, place  # noqa: F401 - `place` is a fixture
 
@@ -53,6 +52,8 @@ def test_the_installed_help_shows_its_own_options_examples_and_exit_codes(tmp_pa
     for own in ("--help", "--list", "--version"):
         assert own in out
     assert "Examples:" in out and "comfyume-fab start-all --dry-run" in out and "comfyume-fab lock" in out
+    from comfyume_fab.errors import EXIT_MEANINGS
+    assert "Exit codes:" in out, out
     codes = out.split("Exit codes:", 1)[1]
     for code in EXIT_MEANINGS:
         assert re.search(rf"^\s+{int(code)}\s+\S", codes, re.M), (code, codes)
@@ -61,6 +62,7 @@ def test_the_installed_help_shows_its_own_options_examples_and_exit_codes(tmp_pa
 
 def test_the_readme_shows_the_exit_code_table_that_help_prints():
     """One source: errors.EXIT_MEANINGS; the README's table must say the same, code for code."""
+    from comfyume_fab.errors import EXIT_MEANINGS
     readme = (REPO / "README.md").read_text()
     table = readme.split("### Exit codes", 1)[1].split("\n\n", 2)[1]
     rows = {int(m.group(1)): m.group(2) for m in re.finditer(r"^\| (\d+) \| (.*) \|$", table, re.M)}

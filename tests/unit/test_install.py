@@ -109,3 +109,18 @@ def test_the_installed_command_prints_the_status_schema_it_ships(installed, tmp_
                             "print(schema_path())"], cwd=tmp_path, capture_output=True, text=True,
                            env={**os.environ, "PYTHONPATH": str(installed)})
     assert Path(where.stdout.strip()) == installed / "comfyume_fab" / "docs" / "status.schema.json", where.stderr
+
+
+def test_the_installed_status_names_its_version_not_rev_unknown(installed, tmp_path):
+    """Outside a git checkout of this tool, status shows the installed package's version (issue 23,
+    item 9: it showed `rev unknown`, read from the current folder)."""
+    import yaml
+    data = yaml.safe_load((REPO / "hosts.yaml").read_text())
+    for i, host in enumerate(data["hosts"].values()):  # closed local ports: the hosts are only reported down
+        host["address"], host["port"] = "127.0.0.1", 9 + i
+    (tmp_path / "hosts.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    res = run_installed(installed, tmp_path, "status", env={"REDIS_PASSWORD": "r", "ADMIN_PASSWORD": "a"})
+    assert res.returncode == 3, res.stderr
+    from comfyume_fab import __version__
+    head = res.stdout.splitlines()[0]
+    assert head.endswith(f"rev {__version__} (installed package, not a git checkout)"), head

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from comfyume_fab.ops.watch import HostView, Snapshot, next_wait
+from comfyume_fab.ops.watch import HostView, Snapshot
 from comfyume_fab.report import watch_screen
 
 SERVICES = [{"service": "redis", "state": "running", "health": "healthy", "restarts": 0, "ok": True, "image": "r"},
@@ -49,6 +49,7 @@ def test_a_host_that_dropped_shows_its_last_known_state_marked_stale():
 
 
 def test_a_refresh_starts_one_interval_after_the_start_of_the_previous_one():
+    from comfyume_fab.ops.watch import next_wait
     assert abs(next_wait(started=10.0, interval=2.0, now=10.7) - 1.3) < 1e-9
     assert abs(next_wait(10.0, 2.0, 11.9) - 0.1) < 1e-9  # a slow read does not push the next one back
     assert next_wait(10.0, 2.0, 12.5) == 0.05  # overran: the next one at once

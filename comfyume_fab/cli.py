@@ -54,6 +54,8 @@ def _program():
                                                                   self.collection if hasattr(self, "collection")
                                                                   else self.namespace),
                            code=int(ExitCode.CONFIG)) from None
+            except ValueError as exc:  # a whole-number option given something else
+                raise Exit("error: " + usage.value_error_sentence(self.binary, exc), code=int(ExitCode.CONFIG)) from None
 
         def parse_core(self, argv) -> None:
             self.normalize_argv(argv)

@@ -190,6 +190,14 @@ def parse_error_sentence(prog: str, exc, argv: list[str], contexts, collection) 
     return f"{text} ({hint})"
 
 
+def value_error_sentence(prog: str, exc: ValueError) -> str:
+    """Invoke casting a whole-number option's value (`lab.up --workers x`) raises a bare ValueError."""
+    m = re.search(r"invalid literal for int\(\) with base 10: (.*)$", str(exc))
+    got = m.group(1) if m else repr(str(exc))
+    return (f"an option's value must be a whole number (got {got}) (`{prog} --help TASK` lists each option "
+            "and its value)")
+
+
 def given_foreign(args, argv: list[str]) -> tuple[str, str] | None:
     """`invoke`: the first Invoke core option given that does not apply (name, as typed), if any."""
     for name, (short, _instead) in FOREIGN_CORE.items():
@@ -221,6 +229,8 @@ def adopt_invoke_program() -> None:
             raise Exit("error: " + parse_error_sentence(prog, exc, list(self.argv[1:]), self.parser.contexts,
                                                          self.collection),
                        code=int(ExitCode.CONFIG)) from None
+        except ValueError as exc:
+            raise Exit("error: " + value_error_sentence(prog, exc), code=int(ExitCode.CONFIG)) from None
         foreign = given_foreign(self.args, list(self.argv[1:]))
         if foreign:
             name, typed = foreign

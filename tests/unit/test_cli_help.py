@@ -193,3 +193,9 @@ def test_status_shows_this_tools_revision_not_the_current_folders(tmp_path):
     assert res.returncode == 3, res.stderr
     head = res.stdout.splitlines()[0]
     assert re.search(rf"rev {ours}(-dirty)?$", head) and theirs not in head, head
+
+
+@pytest.mark.parametrize("prog", PROGRAMS)
+def test_a_whole_number_option_given_a_word_is_one_sentence(tmp_path, prog):
+    line = one_sentence(run(prog, tmp_path, "lab.up", "--workers", "x"))  # Invoke itself: a traceback
+    assert "must be a whole number (got 'x')" in line, line

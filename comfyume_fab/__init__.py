@@ -4,6 +4,8 @@ The sub-packages are the layers, bottom to top (imports only go down; tests/unit
 
 - `errors`: FabError and the exit code each kind of failure carries.
 - `progress`: progress lines for long steps, on stderr.
+- `invocation`: the command the user ran with (`comfyume-fab` or `invoke`), for messages that name it.
+- `statusschema`: the shape of `status --json`, shipped in the package.
 - `inventory`: hosts.yaml read into a validated, frozen model.
 - `host`: the SSH edge (`host.ssh` is the only package that opens SSH), the facts a host is read
   for, the actions that change it.
@@ -12,6 +14,7 @@ The sub-packages are the layers, bottom to top (imports only go down; tests/unit
 - `report`: human-readable renderings of a status report and a start-all summary.
 - `taskrun`: how every task runs (inventory loaded, errors printed, exit codes picked).
 - `tasks`: the Invoke tasks, thin wrappers over one operation each.
+- `usage`: help, option errors and "did you mean", for both commands.
 - `cli`: `comfyume-fab`, the installed command over the same tasks.
 - `lab`: the built-in lab (simulated hosts on this machine) the tests and the demo run against.
 """

@@ -37,6 +37,23 @@ class ExitCode(enum.IntEnum):
     INTERRUPTED = 130  # Ctrl-C
 
 
+# What each exit code means: the one source of the table that `comfyume-fab --help` prints and the
+# README shows (tests/unit/test_cli_help.py checks that the README's table is this one).
+EXIT_MEANINGS = {
+    ExitCode.OK: "done / everything healthy",
+    ExitCode.FAILURE: "unexpected error (a bug; rerun with `--verbose`)",
+    ExitCode.CONFIG: "the inventory, a secret or an option is wrong (nothing was touched), or the inventory no longer "
+                     "matches a host (a moved tailnet address)",
+    ExitCode.UNREACHABLE: "a host is unreachable or refused the SSH login or host key",
+    ExitCode.UNHEALTHY: "a service, cross-host link, GPU or inference check failed",
+    ExitCode.LOCKED: "another deploy holds the lock",
+    ExitCode.STOPPED: "`status` only: a worker was stopped on purpose (`stop-verda`/`stop-all` recorded who and when) "
+                      "and nothing else is wrong; `start-all` clears it",
+    ExitCode.INTERRUPTED: "interrupted (Ctrl-C) at any step; the message says whether the deploy lock was held and "
+                          "released (a warning says so when the host could not be reached to release it)",
+}
+
+
 class FabError(Exception):
     """An expected failure: one sentence for the user, an exit code for scripts."""
 

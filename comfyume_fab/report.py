@@ -39,13 +39,22 @@ def age(started_at: str | None, now: datetime | None = None) -> str:
     return f"{secs}s"
 
 
+def revision_text(revision: str) -> str:
+    """This tool's revision as shown: a git revision, or (`installed-VERSION`, ops.audit) the
+    installed package's version, marked as not a git checkout."""
+    if revision.startswith("installed-"):
+        return f"{revision[len('installed-'):]} (installed package, not a git checkout)"
+    return revision
+
+
 def status_text(rep: StatusReport, colour: bool = False) -> str:
     """The status at a glance: one line per host, one per service, every frontend collapsed into
     one `users N/N healthy` line (only the failing ones expanded), then the checks, failures first."""
     d = rep.data
     head = (_paint("HEALTHY", "ok", colour) if d["ok"] else
             _paint("STOPPED ON PURPOSE", "warn", colour) if int(rep.code) == 6 else _paint("NOT HEALTHY", "FAIL", colour))
-    lines = [f"comfyume status: {head}   mode {d['mode']}   local config {d['config_hash']} rev {d['revision']}"]
+    lines = [f"comfyume status: {head}   mode {d['mode']}   local config {d['config_hash']} "
+             f"rev {revision_text(d['revision'])}"]
     for name, h in d["hosts"].items():
         lines.append("")
         if not h.get("reachable"):
@@ -185,10 +194,18 @@ def watch_screen(snap) -> object:
     for col in ("HOST", "READ", "SERVICES", "GPU", "PROBE"):
         hosts.add_column(col, no_wrap=col != "SERVICES")
     for h in snap.hosts:
-        if not h.reachable:
-            what = "connecting…" if h.connecting and not h.error else "UNREACHABLE"
-            note = f"{what} {h.error}".strip()
-            hosts.add_row(Text(h.name, "bold"), Text("-", "red"), Text(note, "red"), "", "")
+        if not h.reachable and not h.read_at and not h.error:  # the first connection: nothing is wrong yet
+            hosts.add_row(Text(h.name, "bold"), Text("-", "dim"), Text("connecting…", "dim"), "", "")
+            continue
+        if not h.reachable and not h.read_at:
+            hosts.add_row(Text(h.name, "bold"), Text("-", "red"), Text(f"UNREACHABLE {h.error}".strip(), "red"), "", "")
+            continue
+        if not h.reachable:  # reconnecting: the last known state, marked stale
+            stale = Text.assemble(_services_text(h.services, Text, dim=True),
+                                  (f"  (last known, read {max(0.0, snap.at - h.read_at):.0f} s ago; "
+                                   f"{h.error or 'reconnecting…'})", "yellow"))
+            hosts.add_row(Text(h.name, "bold"), Text("UNREACHABLE", "red"), stale, Text(_gpu_text(h, Text).plain, "dim"),
+                          Text(_probe_text(h.probe, Text).plain, "dim"))
             continue
         hosts.add_row(Text(h.name, "bold"), f"{h.rtt_ms:.0f} ms" if h.rtt_ms is not None else "-",
                       _services_text(h.services, Text), _gpu_text(h, Text), _probe_text(h.probe, Text))
@@ -203,24 +220,27 @@ def watch_screen(snap) -> object:
     elif snap.queue_error:
         queue = Text.assemble(("queue ", "bold"), (f"unavailable: {snap.queue_error}", "red"))
     else:
-        queue = Text.assemble(("queue ", "bold"), "reading…")
+        queue = Text.assemble(("queue ", "bold"), ("reading…", "dim"))
     return Group(head, Text(""), hosts, Text(""), queue)
 
 
-def _services_text(services, Text):
+def _services_text(services, Text, dim: bool = False):
     users = [s for s in services if _FRONTEND.fullmatch(s["service"])]
     out = Text()
+
+    def style(ok: bool) -> str:
+        return "dim" if dim else ("green" if ok else "red")
     for s in services:
         if s in users:
             continue
-        out.append(f"{s['service']} ", "green" if s["ok"] else "red")
+        out.append(f"{s['service']} ", style(s["ok"]))
         if not s["ok"]:
-            out.append(f"({s['state']}, {s['health']}) ", "red")
+            out.append(f"({s['state']}, {s['health']}) ", style(False))
     if users:
         bad = [s for s in users if not s["ok"]]
-        out.append(f"users {len(users) - len(bad)}/{len(users)} healthy", "green" if not bad else "red")
+        out.append(f"users {len(users) - len(bad)}/{len(users)} healthy", style(not bad))
         for s in bad:
-            out.append(f" {s['service']} ({s['state']}, {s['health']})", "red")
+            out.append(f" {s['service']} ({s['state']}, {s['health']})", style(False))
     return out
 
 
@@ -237,3 +257,26 @@ def _probe_text(probe, Text):
     if probe["ok"]:
         return Text(f"ok {probe['ms']} ms", "green")
     return Text(f"FAIL {probe['detail'][:60]}", "red")
+
+
+def lock_text(host: str, seen, stale_after: float, prog: str = "comfyume-fab") -> str:
+    """The `lock` task: who holds the deploy lock on `host` (which command, since when), and
+    whether it is live or stale; `seen` is None when no lock is held."""
+    if seen is None:
+        return f"{host}: no deploy lock held"
+    age_s = "" if seen.age is None else f", {seen.age} s ago"
+    if not seen.holder:
+        return (f"{host}: the deploy lock has no info file (the run that took it died before writing it){age_s}; "
+                f"`{prog} lock-break` removes it")
+    fields = dict(re.findall(r"(\w+)=(\S+)", seen.holder))
+    who = clean(seen.holder.split()[0])
+    what = ", ".join(x for x in (f"task {fields['task']}" if "task" in fields else "",
+                                 f"pid {fields['pid']}" if "pid" in fields else "",
+                                 f"rev {fields['rev']}" if "rev" in fields else "") if x)
+    since = f" since {fields['since']}" if "since" in fields else ""
+    head = clean(f"{host}: the deploy lock is held by {who}" + (f" ({what})" if what else "") + since + age_s)
+    if seen.age is not None and seen.age > stale_after:
+        return (f"{head}: STALE (older than timeouts.lock_wait {stale_after:g} s; that run probably died: "
+                f"`{prog} lock-break` removes it)")
+    return (f"{head}: live (younger than timeouts.lock_wait {stale_after:g} s; `{prog} start-all --wait-lock` "
+            "waits for it)")

@@ -19,11 +19,42 @@ def inventory_path(option: str | None) -> str:
     return option or os.environ.get("COMFYUME_HOSTS") or DEFAULT_INVENTORY
 
 
-def load(option: str | None, need_secrets: bool = True):
+def load(option: str | None, need_secrets: bool = True, host_option: bool = False):
     """The validated inventory named by --hosts (or $COMFYUME_HOSTS, or ./hosts.yaml). Without
-    `need_secrets` (plan, --dry-run, lock-break) a secret that is not set is shown as `unset`."""
+    `need_secrets` (plan, --dry-run, lock-break) a secret that is not set is shown as `unset`.
+    `host_option`: the task also has `--host` (a value of --hosts that names a host says so)."""
     from .inventory.read import load_inventory
+    if option and not os.path.lexists(option):
+        _refuse_host_name(option, host_option)
     return load_inventory(inventory_path(option), need_secrets=need_secrets)
+
+
+def _default_host_names() -> list[str]:
+    """The host names in the default inventory ($COMFYUME_HOSTS or ./hosts.yaml), if it reads as
+    YAML; [] otherwise (it is only looked at to explain a wrong --hosts)."""
+    import yaml
+    path = os.environ.get("COMFYUME_HOSTS") or DEFAULT_INVENTORY
+    try:
+        if not os.path.isfile(path) or os.path.getsize(path) > 1 << 20:
+            return []
+        with open(path, encoding="utf-8") as f:
+            hosts = (yaml.safe_load(f) or {}).get("hosts")
+        return [str(name) for name in hosts] if isinstance(hosts, dict) else []
+    except (OSError, ValueError, AttributeError, yaml.YAMLError):
+        return []
+
+
+def _refuse_host_name(option: str, host_option: bool) -> None:
+    """`--hosts verda` where verda is no file but a host of the default inventory: say so."""
+    if option not in _default_host_names():
+        return
+    from .errors import ConfigError
+    from .invocation import program
+    if host_option:
+        raise ConfigError(f"--hosts {option}: {option} is a host name, not an inventory file: did you mean "
+                          f"`--host {option}`? (-H/--hosts names the inventory file)")
+    raise ConfigError(f"--hosts {option}: {option} is a host name, not an inventory file (-H/--hosts names the "
+                      f"inventory file; `{program()} --help TASK` lists the task's options)")
 
 
 class CleanStream:
@@ -67,6 +98,9 @@ def remainder_argv() -> list[str]:
 @contextmanager
 def reported(verbose: bool = False, task: str = ""):
     """FabError -> one sentence on stderr + its exit code; Ctrl-C -> 130; a bug -> exit 1 with a hint."""
+    lock_mod = sys.modules.get("comfyume_fab.ops.lock")
+    if lock_mod is not None:  # this task's lock, not an earlier one's (tests run many in one process)
+        lock_mod._LAST = None
     if verbose:
         from .host.ssh import remote
 
@@ -120,8 +154,20 @@ def _interrupt_behind(exc: BaseException) -> KeyboardInterrupt | None:
     return None
 
 
+LOCKING_TASKS = ("start-all", "stop-verda", "stop-all", "rollback")  # the tasks that take the deploy lock
+
+
 def _say_interrupted(task: str, exc: KeyboardInterrupt, also: str = "") -> None:
+    """`TASK: interrupted; <what became of the deploy lock>; rerun to converge` (the lock part only
+    for the tasks that take it, and definitive: never taken, or held and released)."""
     left = getattr(exc, "cfab_lock_left", None)  # set by DeployLock when its release failed
-    lock = f"WARNING: {left}" if left else "the deploy lock (if held) was released"
     extra = f" ({also})" if also else ""
-    print(f"\n{task}: interrupted{extra}; {lock}; rerun to converge", file=sys.stderr)
+    if left:
+        lock = f"; WARNING: {left}"
+    elif task in LOCKING_TASKS:
+        lock_mod = sys.modules.get("comfyume_fab.ops.lock")
+        lock = "; " + (lock_mod.interrupted_note() if lock_mod else "the deploy lock was not taken by this run")
+    else:
+        lock = ""
+    rerun = "; rerun to converge" if task in LOCKING_TASKS else ""
+    print(f"\n{task}: interrupted{extra}{lock}{rerun}", file=sys.stderr)

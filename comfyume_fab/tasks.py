@@ -38,11 +38,11 @@ class FabTask(Task):
         return opts
 
 
-def _dry_run_plan(hosts):
+def _dry_run_plan(hosts, host_option=False):
     """The plan for --dry-run: the inventory validated like the real run's, secrets may be unset."""
     from comfyume_fab import taskrun
     from comfyume_fab.plan.planner import make_plan
-    return make_plan(taskrun.load(hosts, need_secrets=False))
+    return make_plan(taskrun.load(hosts, need_secrets=False, host_option=host_option))
 
 
 def _ui(quiet=False):
@@ -85,9 +85,9 @@ def stop_verda(c, hosts=None, host=None, down=False, when_idle=False, force=Fals
     with taskrun.reported(verbose, "stop-verda"):
         if dry_run:
             from comfyume_fab.plan.steps import render_text
-            print(render_text(_dry_run_plan(hosts), "stop-verda", only=host, down=down))
+            print(render_text(_dry_run_plan(hosts, host_option=True), "stop-verda", only=host, down=down))
             return
-        inv = taskrun.load(hosts)
+        inv = taskrun.load(hosts, host_option=True)
         from comfyume_fab.ops.stop import stop_workers
         ui = _ui()
         out = stop_workers(inv, ui, only=host, down=down, when_idle=when_idle, idle_timeout=inv.timeouts.lock_wait,
@@ -113,17 +113,23 @@ def stop_all(c, hosts=None, down=False, dry_run=False, wait_lock=False, verbose=
         print(f"stop-all: stopped {', '.join(out['stopped'])}")
 
 
-@task(klass=FabTask, help={"hosts": HOSTS_HELP, "json": "machine-readable output for scripts (docs/status.schema.json)",
+@task(klass=FabTask, help={"hosts": HOSTS_HELP, "json": "machine-readable output for scripts (its JSON schema: "
+                                                          "status --schema)",
+            "schema": "print the JSON schema of --json's output (shipped in the package) and exit",
             "no_probe": "skip the inference probe",
             "watch": "a live screen refreshed in place over held SSH connections (q or Ctrl-C quits)",
             "interval": "--watch: seconds between refreshes (default 2)",
             "probe_every": "--watch: seconds between inference probes (default 30)",
             "fetch": "fetch each building host's branch first (else: as of the last fetch)", "verbose": VERBOSE_HELP})
 def status(c, hosts=None, json=False, no_probe=False, watch=False, interval="2", probe_every="30", fetch=False,
-           verbose=False):
+           schema=False, verbose=False):
     """Every host, service, cross-host link, queue and GPU; exit 0 only when all is healthy."""
     from comfyume_fab import taskrun
     with taskrun.reported(verbose, "status"):
+        if schema:
+            from comfyume_fab.statusschema import schema_text
+            print(schema_text(), end="")
+            return
         inv = taskrun.load(hosts)
         if watch:
             from comfyume_fab.ops.watch import watch as run_watch
@@ -165,7 +171,7 @@ def logs(c, hosts=None, host=None, service=None, follow=False, since=None, tail=
     from comfyume_fab import taskrun
     with taskrun.reported(verbose, "logs"):
         from comfyume_fab.ops.logs import logs as run
-        code = run(taskrun.load(hosts), hosts=host or (), services=service or (), follow=follow, since=since,
+        code = run(taskrun.load(hosts, host_option=True), hosts=host or (), services=service or (), follow=follow, since=since,
                    tail=None if tail is None else taskrun.int_option("--tail", tail), grep=grep)
         if code:
             from invoke.exceptions import Exit
@@ -253,6 +259,19 @@ def lock_break(c, hosts=None, verbose=False):
         print(break_lock(taskrun.load(hosts, need_secrets=False)))
 
 
+@task(klass=FabTask, help={"hosts": HOSTS_HELP, "verbose": VERBOSE_HELP})
+def lock(c, hosts=None, verbose=False):
+    """Show who holds the deploy lock (which command, since when, live or stale) without trying to take it."""
+    from comfyume_fab import taskrun
+    with taskrun.reported(verbose, "lock"):
+        from comfyume_fab.ops.lock import read_lock
+        from comfyume_fab.report import lock_text
+        from comfyume_fab.invocation import program
+        inv = taskrun.load(hosts, need_secrets=False)
+        host, seen = read_lock(inv)
+        print(lock_text(host, seen, inv.timeouts.lock_wait, program()))
+
+
 TAKEOVER_HELP = ("remove a lab that another checkout made (default: refuse, naming that checkout; "
                  "$COMFYUME_LAB_TAKEOVER=1 does the same)")
 
@@ -261,14 +280,14 @@ TAKEOVER_HELP = ("remove a lab that another checkout made (default: refuse, nami
                            "sshd_only": "extra hosts with sshd but no Docker engine (scale benchmarks)",
                            "users": "num_users in the lab inventory", "takeover": TAKEOVER_HELP})
 def lab_up(c, workers=1, sshd_only=0, users=3, takeover=False):
-    """Create the lab: hosts as network namespaces with their own sshd and Docker engine."""
+    """Rehearsal lab (this tool's own tests and demos; root): hosts as network namespaces on this machine."""
     from comfyume_fab.lab.cli import up
     up(int(workers), int(sshd_only), int(users), takeover=takeover)
 
 
 @task(klass=FabTask, help={"takeover": TAKEOVER_HELP})
 def lab_down(c, takeover=False):
-    """Remove everything the lab made (processes, namespaces, bridge, users, folders)."""
+    """Rehearsal lab (this tool's own tests and demos; root): remove everything lab.up made."""
     from comfyume_fab.lab.cli import down
     down(takeover=takeover)
 
@@ -276,5 +295,6 @@ def lab_down(c, takeover=False):
 lab = Collection("lab")
 lab.add_task(lab_up, name="up")
 lab.add_task(lab_down, name="down")
-ns = Collection(start_all, stop_verda, stop_all, status, logs, exec_, plan_, diff, lock_break, rollback, copy_image,
+ns = Collection(start_all, stop_verda, stop_all, status, logs, exec_, plan_, diff, lock, lock_break, rollback,
+                copy_image,
                 lab)

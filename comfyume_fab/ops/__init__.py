@@ -8,7 +8,7 @@ below (checks, plan, host, inventory). An operation never imports another operat
 - `diff`: what start-all would change (invoke diff)
 - `logs`: the services' logs of every host, streamed (invoke logs)
 - `exec`: a command in a service's container (invoke exec)
-- `lock`: the deploy lock, and `break_lock` (invoke lock-break)
+- `lock`: the deploy lock, `read_lock` (invoke lock) and `break_lock` (invoke lock-break)
 - `images`: the images from their sources (start-all's image step, rollback, copy-image)
 - `health`: bounded waits until services are healthy
 - `audit`: who did what (the audit line and the deployed record)

@@ -23,18 +23,35 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def local_revision(where: str | Path = ".") -> str:
-    """The local git revision (short), '-dirty' when the work tree has changes; 'unknown' outside git."""
+# This tool's own folder: the checkout in a clone (or an editable install), site-packages once installed.
+_TOOL_ROOT = Path(__file__).resolve().parents[2]
+
+
+def local_revision(where: str | Path | None = None) -> str:
+    """This tool's git revision (short), '-dirty' when its work tree has changes; read from the
+    tool's own checkout, never from the current folder (which may be any other repository).
+    Installed (not a git checkout of this tool): `installed-VERSION`, one word for audit lines."""
+    root = Path(where) if where is not None else _TOOL_ROOT
     try:
-        rev = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=where, capture_output=True,
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=root, capture_output=True, text=True,
+                             timeout=5)
+        if top.returncode != 0 or Path(top.stdout.strip()).resolve() != root.resolve():
+            return _installed()
+        rev = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True,
                              text=True, timeout=5)
         if rev.returncode != 0:
-            return "unknown"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where,
+            return _installed()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
                                capture_output=True, text=True, timeout=5)
         return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
+        return _installed()
+
+
+def _installed() -> str:
+    from .. import __version__
+    return f"installed-{__version__}"
+
 
 
 def audit_line(task: str, revision: str, config_hash: str, mode: str, result: str, detail: str = "") -> str:

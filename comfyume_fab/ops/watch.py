@@ -65,6 +65,12 @@ class Snapshot:
     queue_error: str = ""
 
 
+def next_wait(started: float, interval: float, now: float) -> float:
+    """Seconds to wait until the next refresh, `interval` after the start of the previous one (a
+    refresh that overran its interval is followed at once)."""
+    return max(0.05, started + interval - now)
+
+
 class HostWatcher(threading.Thread):
     """Holds one host's connection and refreshes its view every interval; reconnects when it drops."""
 
@@ -81,6 +87,8 @@ class HostWatcher(threading.Thread):
         self.lock = threading.Lock()
         self._tunnel: ExitStack | None = None
         self._redis = None
+        self._reader: threading.Thread | None = None  # the queue read in flight, if any
+        self._queue_result: tuple[dict | None, str] | None = None  # its answer, not yet shown
         self.busy_since: float | None = None
 
     # -- connection ---------------------------------------------------------------------------
@@ -127,6 +135,8 @@ class HostWatcher(threading.Thread):
 
     # -- loop -----------------------------------------------------------------------------------
     def run(self) -> None:
+        """Read every `interval`, measured from the start of the previous read (a read that took
+        longer than the interval is followed at once by the next)."""
         while not self.stop.is_set():
             t0 = time.monotonic()
             try:
@@ -140,7 +150,7 @@ class HostWatcher(threading.Thread):
                 self._drop(f"{type(exc).__name__}: {exc}")
             finally:
                 self.busy_since = None
-            self.stop.wait(max(0.05, self.interval - (time.monotonic() - t0)))
+            self.stop.wait(next_wait(t0, self.interval, time.monotonic()))
         self._close_redis()
         if self.remote is not None:
             self.remote.close()
@@ -148,11 +158,17 @@ class HostWatcher(threading.Thread):
     def _read(self) -> None:
         remote = self.remote
         timeout = max(1.0, self.interval)
-        queue_box: list = []
         reader = None
-        if self.queue_reader is not None:  # the Redis read runs beside the host read, not after it
-            reader = threading.Thread(target=lambda: queue_box.append(self._queue_or_error(remote, timeout)),
-                                      daemon=True)
+        started = time.monotonic()
+        # the Redis read runs beside the host read, not after it; one at a time (a slow one is
+        # left to finish while the host keeps its interval; its answer is used by the next refresh)
+        if self.queue_reader is not None and (self._reader is None or not self._reader.is_alive()):
+            def read_queue() -> None:
+                result = self._queue_or_error(remote, timeout)
+                with self.lock:
+                    self._queue_result = result
+            reader = threading.Thread(target=read_queue, daemon=True, name=f"watch-queue-{self.hp.name}")
+            self._reader = reader
             reader.start()
         st = hoststate.read(self.shell, self.inv.project, self.hp.host.workdir, timeout=timeout,
                             preflight=("engine", "nvidia"))
@@ -166,10 +182,14 @@ class HostWatcher(threading.Thread):
                              "image": c.image if c else None})
         queue, queue_error = self.queue, self.queue_error
         if reader is not None:
-            reader.join(timeout + 1)
-            if queue_box:
-                queue, queue_error = queue_box[0]
-                queue = queue if queue is not None else self.queue
+            reader.join(next_wait(started, self.interval, time.monotonic()))
+        with self.lock:
+            result, self._queue_result = self._queue_result, None
+        if result is not None:
+            queue, queue_error = result
+            queue = queue if queue is not None else self.queue
+        elif self.queue is not None and self._reader is not None and self._reader.is_alive():
+            queue_error = queue_error or f"the queue read has not answered within {self.interval:g} s"
         with self.lock:
             v = self.view
             v.reachable, v.error, v.rtt_ms, v.read_at = True, "", round(st.rtt_s * 1000, 1), time.monotonic()
@@ -281,7 +301,7 @@ class Watch:
             views.append(view)
             if w.queue_reader is not None:
                 queue, queue_error = q, qe
-                if not view.reachable:
+                if not view.reachable and (view.read_at or view.error):  # not while first connecting
                     queue_error = queue_error or f"{view.name} unreachable"
         return Snapshot(now, self.interval, views, queue, queue_error)
 

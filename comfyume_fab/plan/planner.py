@@ -271,7 +271,7 @@ def make_plan(inv: Inventory, gpu_present: Mapping[str, bool] | None = None) -> 
     ordered = (app,) + tuple(h for h in inv.worker_hosts if h is not app)
     users = cg.frontend_services(inv.num_users)
     core = () if inv.mode == "frontend-testing" else APP_CORE
-    warnings: list[str] = []
+    warnings: list[str] = placeholder_warnings(inv)
     errors: list[str] = []
     plans = []
     for host in ordered:
@@ -307,3 +307,34 @@ def make_plan(inv: Inventory, gpu_present: Mapping[str, bool] | None = None) -> 
     return Plan(mode=inv.mode, inventory=inv, hosts=tuple(plans), app=plans[0],
                 workers=tuple(p for p in plans if p.worker_services), config_hash=short_hash(digest),
                 warnings=tuple(warnings), errors=tuple(errors))
+
+
+# The tailscale_ip values of the documented example hosts.yaml (tests/unit/test_cli_help.py keeps
+# this in step with the file): copied unchanged, they point at someone else's tailnet address.
+EXAMPLE_TAILSCALE_IPS = ("100.99.216.71", "100.88.0.2")
+_DOC_RANGES = ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32")
+
+
+def placeholder_warnings(inv: Inventory) -> list[str]:
+    """A warning per host whose tailscale_ip is the example's value or a documentation-range
+    address: a placeholder to replace with what `tailscale ip -4` says on that host."""
+    import ipaddress
+    out = []
+    for host in inv.hosts:
+        ip = host.tailscale_ip
+        if not ip:
+            continue
+        try:
+            addr = ipaddress.ip_address(ip)
+        except ValueError:
+            continue
+        if ip in EXAMPLE_TAILSCALE_IPS:
+            what = "the example hosts.yaml's placeholder value"
+        elif any(addr in ipaddress.ip_network(net) for net in _DOC_RANGES if ipaddress.ip_network(net).version
+                 == addr.version):
+            what = "a documentation-range address (a placeholder)"
+        else:
+            continue
+        out.append(f"hosts.{host.name}.tailscale_ip {ip} is {what}: replace it with what `tailscale ip -4` "
+                   f"prints on {host.name}")
+    return out

@@ -599,7 +599,8 @@ def test_10_ctrl_c_in_the_middle_of_start_all_releases_the_lock_and_the_rerun_co
     assert run.fired_at is not None and run.action_error is None, run.stderr
     assert rc == ExitCode.INTERRUPTED, run.stderr
     assert "Traceback" not in run.stderr + run.stdout
-    assert "start-all: interrupted; the deploy lock (if held) was released; rerun to converge" in run.stderr
+    assert ("start-all: interrupted; the deploy lock on mello was held by this run and has been released; "
+            "rerun to converge") in run.stderr
     print(f"GIVE-UP start-all, SIGINT: exit {rc} {ended - run.fired_at:.1f} s after the signal")
     assert ended - run.fired_at < SLACK
     assert not lock_dir(lab).exists()

@@ -94,7 +94,7 @@ def test_an_error_raised_while_a_ctrl_c_is_handled_is_still_the_ctrl_c(capsys):
     err = capsys.readouterr().err
     assert info.value.code == 130
     assert "start-all: interrupted (AttributeError while stopping: 'NoneType' object has no attribute " \
-           "'_unlink_channel'); the deploy lock (if held) was released; rerun to converge" in err
+           "'_unlink_channel'); the deploy lock was not taken by this run; rerun to converge" in err
     with pytest.raises(Exit) as info:  # a bug with no Ctrl-C behind it stays a bug
         with taskrun.reported(task="start-all"):
             try:

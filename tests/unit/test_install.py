@@ -24,7 +24,7 @@ def wheel(tmp_path_factory) -> Path:
     src = tmp_path_factory.mktemp("src")
     for name in ("pyproject.toml", "setup.py", "README.md"):
         shutil.copy2(REPO / name, src / name)
-    for name in ("comfyume_fab", "compose"):
+    for name in ("comfyume_fab", "compose", "docs"):
         shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     out = tmp_path_factory.mktemp("wheel")
     res = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
@@ -49,6 +49,9 @@ def test_the_wheel_ships_the_compose_files_and_the_command(wheel):
     with zipfile.ZipFile(wheel) as z:
         for name in COMPOSE:
             assert z.read(f"comfyume_fab/compose/{name}") == (REPO / "compose" / name).read_bytes(), name
+        # the status schema ships too (issue 23): only that file of docs/
+        assert z.read("comfyume_fab/docs/status.schema.json") == (REPO / "docs" / "status.schema.json").read_bytes()
+        assert not [n for n in z.namelist() if n.startswith("comfyume_fab/docs/") and not n.endswith(".json")]
         entry = next(n for n in z.namelist() if n.endswith(".dist-info/entry_points.txt"))
         assert "comfyume-fab = comfyume_fab.cli:main" in z.read(entry).decode()
 
@@ -93,3 +96,31 @@ def test_the_installed_command_lists_the_same_tasks_and_its_version(installed, t
     missing = run_installed(installed, tmp_path, "plan")  # no hosts.yaml here: one clear sentence, exit 2
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
     assert "hosts.yaml" in missing.stderr and "--hosts" in missing.stderr
+
+
+def test_the_installed_command_prints_the_status_schema_it_ships(installed, tmp_path):
+    """`-j` help names `status --schema`, which prints the installed package's copy, from any folder
+    (issue 23, item 9: the help pointed to docs/status.schema.json, which an install does not have)."""
+    res = run_installed(installed, tmp_path, "status", "--schema")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == (REPO / "docs" / "status.schema.json").read_text()
+    assert "status --schema" in run_installed(installed, tmp_path, "--help", "status").stdout
+    where = subprocess.run([sys.executable, "-c", "from comfyume_fab.statusschema import schema_path; "
+                            "print(schema_path())"], cwd=tmp_path, capture_output=True, text=True,
+                           env={**os.environ, "PYTHONPATH": str(installed)})
+    assert Path(where.stdout.strip()) == installed / "comfyume_fab" / "docs" / "status.schema.json", where.stderr
+
+
+def test_the_installed_status_names_its_version_not_rev_unknown(installed, tmp_path):
+    """Outside a git checkout of this tool, status shows the installed package's version (issue 23,
+    item 9: it showed `rev unknown`, read from the current folder)."""
+    import yaml
+    data = yaml.safe_load((REPO / "hosts.yaml").read_text())
+    for i, host in enumerate(data["hosts"].values()):  # closed local ports: the hosts are only reported down
+        host["address"], host["port"] = "127.0.0.1", 9 + i
+    (tmp_path / "hosts.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    res = run_installed(installed, tmp_path, "status", env={"REDIS_PASSWORD": "r", "ADMIN_PASSWORD": "a"})
+    assert res.returncode == 3, res.stderr
+    from comfyume_fab import __version__
+    head = res.stdout.splitlines()[0]
+    assert head.endswith(f"rev {__version__} (installed package, not a git checkout)"), head

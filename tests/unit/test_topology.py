@@ -14,7 +14,7 @@ from comfyume_fab.plan.planner import make_plan
 ENV = {"REDIS_PASSWORD": "s3cret-redis-pw", "ADMIN_PASSWORD": "s3cret-admin-pw"}
 MODES = ("frontend-testing", "dual-server", "single-server-gpu", "single-server-cpu", "serverless")
 TOPOLOGIES = ("one", "two", "three")
-APP_IP = "100.99.216.71"
+APP_IP = "100.101.216.71"  # not the example hosts.yaml's value, which plan warns about
 CORE = ("redis", "queue-manager", "admin")
 USERS = tuple(f"user{i:03d}" for i in range(1, 21))
 

@@ -2,12 +2,16 @@
 run for real on loopback: the gateway in front of the stand-in worker's ComfyUI API."""
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import time
 
 import pytest
 
-from test_standins import (call, finished, free_port, get_json, post_json, probe, redis_server, start,  # noqa: F401
+from comfyume_fab.checks.serverless import probe_endpoint
+
+from tests.unit.test_standins import (call, finished, free_port, get_json, post_json, probe, redis_server, start,  # noqa: F401
                            wait_for, worker)
 
 KEY = "lab-inference-key"
@@ -156,3 +160,46 @@ def test_queue_manager_errors_carry_the_real_detail_texts(start, redis_server, g
     assert get_json(none.url + "/health")[1]["active_gpu"] == "serverless"  # still starts, still "healthy"
     assert post_json(none.url + "/api/jobs", {"user_id": "u", "workflow": probe()}) == (
         503, {"detail": "Serverless client not initialized. Check SERVERLESS_ENDPOINT."})
+
+
+# ----------------------------------------------------------------------------- the endpoint probe
+class Local:
+    """The probe's `via`, connecting from this machine (not an SSH tunnel; the lab tests use SSH)."""
+    name = "local"
+
+    @contextlib.contextmanager
+    def tunnel(self, host, port, timeout):
+        sock = socket.create_connection((host, port), timeout=timeout)
+        try:
+            yield sock
+        finally:
+            sock.close()
+
+
+def test_probe_proves_inference_with_a_cold_start_figure(gateway):
+    gw = gateway(cold=0.6)
+    key_check, inference = probe_endpoint(Local(), "h200-spot", gw.a, KEY, 20)
+    assert key_check.ok and key_check.data == {"without_key_status": 404, "open": False}
+    assert inference.ok, inference.detail
+    assert inference.data["mode"] == "async" and inference.data["waiting_ms"] >= 500
+    assert inference.data["executed_nodes"] == 2 and "cold start" in inference.detail
+    again = probe_endpoint(Local(), "h200-spot", gw.a, KEY, 20)[1]
+    assert again.ok and again.data["waiting_ms"] < 300 and again.data["prompt_id"] != inference.data["prompt_id"]
+
+
+def test_probe_diagnoses_the_wrong_key_open_endpoint_dead_tier_and_zero_replicas(gateway):
+    gw = gateway(GATEWAY_QUEUE_TIMEOUT=0.2)
+    key_check, inference = probe_endpoint(Local(), "h200-spot", gw.a, "wrong-key", 10)
+    assert key_check.ok and not inference.ok and inference.data["diagnosis"] == "key"
+    assert "means unauthorised" in inference.detail and "SERVERLESS_API_KEY is wrong" in inference.detail
+    no_key = probe_endpoint(Local(), "h200-spot", gw.a, None, 10)[1]
+    assert no_key.data["diagnosis"] == "key" and "no SERVERLESS_API_KEY is set" in no_key.detail
+    open_gw = gateway(key="")
+    key_check, inference = probe_endpoint(Local(), "b300-spot", open_gw.a, KEY, 10)
+    assert not key_check.ok and key_check.detail.startswith("SECURITY:") and inference.ok
+    dead = probe_endpoint(Local(), "b300-spot", f"http://127.0.0.1:{free_port()}", KEY, 5)
+    assert not dead[1].ok and dead[0].data["diagnosis"] == "unreachable"
+    auth = token(gw.a)
+    call("PATCH", gw.a + "/v1/container-deployments/lab-b/scaling", {"max_replica_count": 0}, headers=auth)
+    zero = probe_endpoint(Local(), "b300-spot", gw.b, KEY, 10)[1]
+    assert not zero.ok and zero.data["diagnosis"] == "no-replicas" and "scaled to zero" in zero.detail

@@ -17,11 +17,10 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from ..errors import FabError
+from ..errors import UnhealthyError
 
-
-class DeploymentError(FabError):
-    """The deployment API refused or failed; the message is one sentence."""
+# The deployment API refused or failed: one sentence (an UnhealthyError, exit code 4).
+DeploymentError = UnhealthyError
 
 
 class DeploymentAPI:

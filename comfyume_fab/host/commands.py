@@ -198,3 +198,12 @@ def audit(workdir: str, line: str) -> str:
 
 def read_file(workdir: str, name: str) -> str:
     return f"cat {q(workdir_path(workdir, name))} 2>/dev/null"
+
+
+def run_job(workdir: str, name: str, label: str, env_file: str, image: str, argv: Sequence[str]) -> str:
+    """Replace the detached container `name` with a new one of `image` running `argv`, its
+    environment from `env_file` (in the workdir, never in argv), on the host's network, restarted
+    after a reboot (`invoke warm`'s job that lowers replicas later)."""
+    return (f"docker rm -f {q(name)} >/dev/null 2>&1; cd {q(workdir_path(workdir))} && "
+            + shlex.join(["docker", "run", "-d", "--name", name, "--restart", "unless-stopped", "--network", "host",
+                          "--label", label, "--env-file", env_file, image, *argv]))

@@ -55,6 +55,22 @@ def status_text(rep: StatusReport, colour: bool = False) -> str:
             _paint("STOPPED ON PURPOSE", "warn", colour) if int(rep.code) == 6 else _paint("NOT HEALTHY", "FAIL", colour))
     lines = [f"comfyume status: {head}   mode {d['mode']}   local config {d['config_hash']} "
              f"rev {revision_text(d['revision'])}"]
+    sv = d.get("serverless")
+    if sv:
+        price = (f"{sv['price_per_hour']:.2f} {sv['currency']}/h" if sv.get("price_per_hour") is not None
+                 else "price unknown")
+        lines.append(f"serverless tier {sv['active']}  GPU {sv.get('gpu') or sv['active_gpu_expected']}  {price}  "
+                     f"queue manager reports {sv.get('active_gpu_reported') or '?'}")
+        probe = sv.get("probe") or {}
+        if probe.get("latency_ms") is not None:
+            wait = probe.get("waiting_ms")
+            lines.append(f"  inference ({probe.get('mode')}): {probe['latency_ms'] / 1000:.2f} s"
+                         + (f", of which {wait / 1000:.2f} s waiting for a replica (cold start)"
+                            if wait is not None else ""))
+        sc = sv.get("scaling")
+        if sc:
+            lines.append(f"  deployment {sc['deployment']}: {sc['replicas']} replica(s), {sc['running']} running; "
+                         f"min {sc['min_replicas']} max {sc['max_replicas']}")
     for name, h in d["hosts"].items():
         lines.append("")
         if not h.get("reachable"):

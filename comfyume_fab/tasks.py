@@ -227,6 +227,43 @@ def copy_image(c, source, target, image=None, hosts=None, verbose=False):
               + (f": {', '.join(copied)}" if copied else " (the target already had them)"))
 
 
+@task(klass=FabTask, name="switch-gpu", positional=["tier"],
+      help={"hosts": HOSTS_HELP, "tier": "the serverless tier to make active (a name in serverless.endpoints)",
+            "force": "switch even when the new tier's endpoint does not answer the probe",
+            "wait_lock": "wait for another deploy's lock instead of failing", "verbose": VERBOSE_HELP})
+def switch_gpu(c, tier, hosts=None, force=False, wait_lock=False, verbose=False):
+    """Make another serverless GPU tier active: probe it from the app host, recreate only the queue manager, verify."""
+    from comfyume_fab import taskrun
+    with taskrun.reported(verbose, "switch-gpu"):
+        inv = taskrun.load(hosts)
+        from comfyume_fab.ops.switch import switch_gpu as run
+        ui = _ui()
+        out = run(inv, tier, ui, ui.warn, force=force, wait_lock=inv.timeouts.lock_wait if wait_lock else 0.0)
+        print(f"switch-gpu: {out['old']} ({out['old_gpu'] or '?'}, {out['old_price']}) -> {out['new']} "
+              f"({out['new_gpu'] or '?'}, {out['new_price']}); the queue manager reports {out['reported']}; "
+              f"recreated {', '.join(out['recreated'])}, kept {len(out['kept'])} other container(s); {out['saved']}")
+
+
+@task(klass=FabTask, positional=["tier"],
+      help={"hosts": HOSTS_HELP, "tier": "the serverless tier whose deployment to keep warm",
+            "replicas": "minimum replicas to keep running until --until",
+            "until": "local time of day (HH:MM or HH:MM:SS) when a job on the app host lowers them again",
+            "verbose": VERBOSE_HELP})
+def warm(c, tier, replicas="1", until=None, hosts=None, verbose=False):
+    """Keep a serverless tier warm (min replicas) until a time; a job on the app host lowers them, laptop closed or not."""
+    from comfyume_fab import taskrun
+    with taskrun.reported(verbose, "warm"):
+        if not until:
+            from comfyume_fab.errors import ConfigError
+            raise ConfigError("warm needs --until HH:MM: when the replicas go back down (the GPUs bill until then)")
+        inv = taskrun.load(hosts)
+        from comfyume_fab.ops.warm import warm as run
+        out = run(inv, tier, taskrun.int_option("--replicas", replicas), until, _ui())
+        print(f"warm: {out['deployment']} ({out['tier']}) min replicas {out['min_before']} -> {out['min_now']} "
+              f"(max {out['max_now']}); the job {out['job']} on {out['host']} sets it back to {out['min_before']} "
+              f"at {out['lower_at']}")
+
+
 @task(klass=FabTask, name="plan", help={"hosts": HOSTS_HELP, "json": "machine-readable output", "verbose": VERBOSE_HELP})
 def plan_(c, hosts=None, json=False, verbose=False):
     """Show per host the services, the environment (secrets masked) and the commands start-all would run."""
@@ -296,5 +333,4 @@ lab = Collection("lab")
 lab.add_task(lab_up, name="up")
 lab.add_task(lab_down, name="down")
 ns = Collection(start_all, stop_verda, stop_all, status, logs, exec_, plan_, diff, lock, lock_break, rollback,
-                copy_image,
-                lab)
+                copy_image, switch_gpu, warm, lab)

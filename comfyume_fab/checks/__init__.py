@@ -8,4 +8,6 @@
 - `queue`: the job queue and the workers' heartbeats, read from Redis on the app host.
 - `worker`: what the worker's own ComfyUI says about its device (GPU or CPU).
 - `probe`: the inference probe (a tiny graph really executed by the worker's ComfyUI).
+- `serverless`: a serverless tier's endpoint proved from the app host (key refused without it, a graph executed).
+- `deployments`: the provider's container-deployment API (replicas and scaling of one deployment).
 """

@@ -162,11 +162,108 @@ class Probe:
     workflow_graph: dict[str, Any] | None = field(default=None, hash=False)
 
 
+# The tiers the team's queue manager knows (queue-manager/config.py on their newer main): its
+# SERVERLESS_ACTIVE value -> the `active_gpu` its /health reports, and the label and price per
+# hour (+VAT) the team noted. Any other tier name is valid here; that queue manager then uses the
+# fallback SERVERLESS_ENDPOINT and reports active_gpu "serverless".
+KNOWN_TIERS = {"h200-spot": ("H200-141GB-SPOT", "H200 141 GB, spot", 0.97),
+               "h200-on-demand": ("H200-141GB", "H200 141 GB", 2.80),
+               "b300-spot": ("B300-288GB-SPOT", "B300 288 GB, spot", 1.61),
+               "b300-on-demand": ("B300-288GB", "B300 288 GB", 4.63)}
+FALLBACK_GPU = "serverless"  # /health's active_gpu when only the fallback endpoint is in use
+DEFAULT_ACTIVE = "default"  # the team's SERVERLESS_ACTIVE meaning "the fallback endpoint"
+
+
+def tier_env_name(name: str) -> str:
+    """'h200-on-demand' -> 'SERVERLESS_ENDPOINT_H200_ON_DEMAND' (the variable the queue manager reads)."""
+    return "SERVERLESS_ENDPOINT_" + name.upper().replace("-", "_")
+
+
+@dataclass(frozen=True)
+class Tier:
+    """One serverless GPU tier: a deployment's endpoint URL, its GPU label and price per hour."""
+    name: str
+    url: str
+    gpu: str | None = None
+    price_per_hour: float | None = None
+    deployment: str | None = None  # its name in the provider's deployment API (default: from the URL)
+
+    @property
+    def env_name(self) -> str:
+        return tier_env_name(self.name)
+
+    @property
+    def active_gpu(self) -> str:
+        """What the queue manager's /health reports while this tier is active."""
+        known = KNOWN_TIERS.get(self.name)
+        return known[0] if known else FALLBACK_GPU
+
+    @property
+    def gpu_label(self) -> str | None:
+        known = KNOWN_TIERS.get(self.name)
+        return self.gpu or (known[1] if known else None)
+
+    @property
+    def price(self) -> float | None:
+        known = KNOWN_TIERS.get(self.name)
+        return self.price_per_hour if self.price_per_hour is not None else (known[2] if known else None)
+
+    @property
+    def deployment_name(self) -> str:
+        """The deployment behind the URL: https://containers.datacrunch.io/<name>/ or
+        https://<name>.containers.verda.com (or the `deployment` key when given)."""
+        if self.deployment:
+            return self.deployment
+        rest = self.url.split("//", 1)[-1]
+        host, _, path = rest.partition("/")
+        host = host.split("@")[-1].split(":")[0]
+        parts = [p for p in path.split("/") if p]
+        if parts:
+            return parts[0]
+        return host.split(".")[0]
+
+
 @dataclass(frozen=True)
 class Serverless:
-    """Where the queue manager sends jobs in mode serverless."""
+    """Where the queue manager sends jobs in mode serverless: the tiers, the active one, the
+    fallback `endpoint`, and the provider's deployment API (for replicas and scaling)."""
     endpoint: str | None = None
     provider: str | None = None
+    tiers: tuple[Tier, ...] = ()
+    active: str | None = None
+    currency: str = "EUR"
+    api: str | None = None  # the deployment API base URL, e.g. https://api.verda.com/v1
+
+    def tier(self, name: str) -> Tier | None:
+        return next((t for t in self.tiers if t.name == name), None)
+
+    @property
+    def active_tier(self) -> Tier | None:
+        return self.tier(self.active) if self.active else None
+
+    @property
+    def active_url(self) -> str | None:
+        """The endpoint the queue manager really calls: the active tier's (when that queue manager
+        knows the tier), else the fallback."""
+        tier = self.active_tier
+        if tier is not None and tier.name in KNOWN_TIERS:
+            return tier.url
+        return self.fallback_url
+
+    @property
+    def fallback_url(self) -> str | None:
+        """SERVERLESS_ENDPOINT: `endpoint`, else the active tier's URL when the queue manager does
+        not know that tier's name (it would use the fallback for it)."""
+        if self.endpoint:
+            return self.endpoint
+        tier = self.active_tier
+        return tier.url if tier is not None and tier.name not in KNOWN_TIERS else None
+
+    @property
+    def expected_gpu(self) -> str:
+        """The active_gpu the queue manager's /health should report."""
+        tier = self.active_tier
+        return tier.active_gpu if tier is not None else FALLBACK_GPU
 
 
 @dataclass(frozen=True)

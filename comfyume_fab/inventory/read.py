@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from types import MappingProxyType
 from typing import Any, Mapping
 
 from . import model
 from ..errors import ConfigError
-from .checker import (DURATION_RE, URL_RE, Checker, expand, in_range, name_check,
+from .checker import (DURATION_RE, NAME_HINT, URL_RE, Checker, expand, in_range, kind_of, name_check,
                       one_of, pattern, positive, readable_file, seconds)
 from .hosts import assign_worker_ids, read_host
 from .imagesrc import check_hosts as check_image_hosts, read_images
@@ -21,6 +22,8 @@ from .yamlsrc import FileProblem, YamlDoc, load_yaml_file, read_regular
 
 TOP_KEYS = ("mode", "project", "num_users", "images", "ports", "worker", "timeouts", "rollout", "health",
             "probe", "serverless", "ssh", "secrets", "hosts")
+CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
+DEPLOYMENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 MAX_WORKFLOW_BYTES = 4 * 1024 * 1024  # an API-format workflow is KiBs; /dev/zero is refused
 
 
@@ -160,18 +163,90 @@ def _not_api_graph(graph: Any) -> str | None:
     return None
 
 
+SERVERLESS_KEYS = ("endpoint", "provider", "endpoints", "active", "currency", "api")
+TIER_KEYS = ("url", "gpu", "price_per_hour", "deployment")
+URL_HINT = "e.g. https://containers.datacrunch.io/DEPLOYMENT; no spaces or quotes"
+
+
 def _serverless(c: Checker, top: dict) -> model.Serverless:
-    sec = c.mapping(("serverless",), top.get("serverless"), ("endpoint", "provider"),
-                    "endpoint: https://...")
-    endpoint = c.get(sec, ("serverless",), "endpoint", "str", None, example="https://api.example.com/run",
+    sec = c.mapping(("serverless",), top.get("serverless"), SERVERLESS_KEYS, "endpoint: https://...")
+    where = ("serverless",)
+    endpoint = c.get(sec, where, "endpoint", "str", None, example="https://api.example.com/run",
                      check=pattern(URL_RE, "is not an http(s) URL",
                                    "e.g. https://api.example.com/v2/ENDPOINT/run; no spaces or quotes"))
     if endpoint is None and sec.get("endpoint") is not None:
         endpoint = str(sec["endpoint"])  # reported already; kept so the mode rules do not repeat it
+    tiers = _tiers(c, sec.get("endpoints"))
+    names = [t.name for t in tiers]
+    active = c.get(sec, where, "active", "str", None, example=names[0] if names else "h200-spot")
+    if active is not None and active != model.DEFAULT_ACTIVE and active not in names and "endpoints" in sec:
+        close = model.suggest(active, names)
+        c.err(where + ("active",), f"'{active}' is not a tier in serverless.endpoints",
+              (f"did you mean '{close}'? " if close else "") + f"tiers: {', '.join(names) or 'none'}"
+              f"{'' if not endpoint else f', or {model.DEFAULT_ACTIVE} for serverless.endpoint'}")
+    elif active is None and len(tiers) == 1:
+        active = names[0]
+    elif active is None and len(tiers) > 1:
+        c.err(where + ("active",), f"serverless.endpoints lists {len(tiers)} tiers but none is active",
+              f"write serverless.active: one of {', '.join(names)}")
+    currency = c.get(sec, where, "currency", "str", "EUR", check=pattern(CURRENCY_RE, "is not a currency code",
+                                                                         "three capital letters, e.g. EUR"))
+    api = c.get(sec, where, "api", "str", None, example="https://api.verda.com/v1",
+                check=pattern(URL_RE, "is not an http(s) URL", "the deployment API, e.g. https://api.verda.com/v1"))
     return model.Serverless(
         endpoint=endpoint,
-        provider=c.get(sec, ("serverless",), "provider", "str", None, example="runpod",
-                       check=one_of(model.PROVIDERS, "provider")))
+        provider=c.get(sec, where, "provider", "str", None, example="runpod",
+                       check=one_of(model.PROVIDERS, "provider")),
+        tiers=tuple(tiers), active=active, currency=currency, api=api)
+
+
+def _tiers(c: Checker, raw: Any) -> list[model.Tier]:
+    """serverless.endpoints: tier name -> URL, or -> {url, gpu, price_per_hour, deployment}."""
+    where = ("serverless", "endpoints")
+    if raw is None:
+        return []
+    if not isinstance(raw, dict) or not raw:
+        c.err(where, "expected a mapping of tier names to endpoint URLs",
+              "e.g. endpoints: {h200-spot: https://containers.datacrunch.io/my-h200-spot}")
+        return []
+    tiers, seen = [], {}
+    for name, spec in raw.items():
+        path = where + (name,)
+        name_text = str(name)
+        bad = name_check("tier name")(name_text) if isinstance(name, str) else (
+            f"tier name {name!r} is not a word", NAME_HINT)
+        if bad:
+            c.err(path, bad[0], bad[1] + " (it becomes the variable SERVERLESS_ENDPOINT_<NAME>)")
+            continue
+        var = model.tier_env_name(name_text)
+        if var in seen:
+            c.err(path, f"tier '{name_text}' and tier '{seen[var]}' both become {var}",
+                  "rename one: '-' and '_' read the same in the variable name")
+            continue
+        seen[var] = name_text
+        if isinstance(spec, str) or spec is None:
+            spec = {"url": spec}
+        elif not isinstance(spec, dict):
+            c.err(path, f"expected a URL or a mapping, got {kind_of(spec)}",
+                  f"e.g. {name_text}: https://containers.datacrunch.io/DEPLOYMENT")
+            continue
+        else:
+            spec = c.mapping(path, spec, TIER_KEYS, "url: https://...")
+        before = len(c.found)
+        url = c.get(spec, path, "url", "str", None, required=f"the endpoint URL of tier {name_text}, {URL_HINT}",
+                    example="https://containers.datacrunch.io/DEPLOYMENT",
+                    check=pattern(URL_RE, "is not an http(s) URL", URL_HINT))
+        gpu = c.get(spec, path, "gpu", "str", None, example="H200 141 GB, spot")
+        price = c.get(spec, path, "price_per_hour", "number", None, example="0.97",
+                      check=in_range(0, None, "a price"))
+        deployment = c.get(spec, path, "deployment", "str", None, example="my-h200-spot",
+                           check=pattern(DEPLOYMENT_RE, "is not a deployment name",
+                                         "letters, digits, '-' and '_' only"))
+        if url is None and "url" in spec and spec.get("url") is not None:
+            url = "invalid"  # reported; the tier is kept so `active` checks do not repeat it
+        if url is not None or len(c.found) == before:
+            tiers.append(model.Tier(name_text, url or "", gpu, price, deployment))
+    return tiers
 
 
 def _ssh(c: Checker, top: dict, base: str) -> model.SshSettings:

@@ -63,9 +63,13 @@ def check_modes(c: Checker, mode: str, hosts: list[model.Host], serverless: mode
             found = f"{len(apps)}: {_names(apps)}" if apps else "none"
             c.err(("hosts",), f"mode {mode} needs exactly one host with roles [app], found {found}",
                   "keep one host with roles: [app]")
-        if mode == "serverless" and not serverless.endpoint:
-            c.err(("serverless", "endpoint"), "mode serverless needs serverless.endpoint",
-                  "the URL the queue manager sends jobs to, e.g. https://api.runpod.ai/v2/ENDPOINT")
+        if mode == "serverless" and not serverless.endpoint and not serverless.tiers:
+            c.err(("serverless", "endpoint"), "mode serverless needs serverless.endpoints (or serverless.endpoint)",
+                  "the URLs the queue manager sends jobs to, e.g. endpoints: "
+                  "{h200-spot: https://containers.datacrunch.io/DEPLOYMENT}")
+        elif mode == "serverless" and serverless.active == "default" and not serverless.endpoint:
+            c.err(("serverless", "active"), "serverless.active is 'default' (the fallback endpoint) but "
+                  "serverless.endpoint is not set", "set serverless.endpoint or make a tier active")
 
 
 def check_ports(c: Checker, ports: model.Ports, num_users: int) -> None:

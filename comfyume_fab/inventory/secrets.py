@@ -17,7 +17,9 @@ REDACTED = "***"
 
 REQUIRED_ALWAYS = ("REDIS_PASSWORD",)
 REQUIRED_WITH_ADMIN = ("ADMIN_PASSWORD",)
-OPTIONAL = ("SERVERLESS_API_KEY",)
+# SERVERLESS_API_KEY: the serverless endpoints' inference key (Bearer); VERDA_CLIENT_ID and
+# VERDA_CLIENT_SECRET: the provider's deployment API (replicas, scaling: `invoke warm`, status).
+OPTIONAL = ("SERVERLESS_API_KEY", "VERDA_CLIENT_ID", "VERDA_CLIENT_SECRET")
 
 # What a value may not hold: the host's .env is written KEY='value' (no escape inside single
 # quotes) and Redis reads `requirepass "value"` (a quote or backslash there changes the value).

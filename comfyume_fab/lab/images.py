@@ -39,6 +39,10 @@ IMAGES: dict[str, tuple[list[str], str]] = {
                                   STANDIN_NOTE.format(svc="frontend (ComfyUI UI)")),
     "comfyume-worker:v0.11.0": (["python3", "-u", "/opt/standins/worker.py"],
                                 STANDIN_NOTE.format(svc="worker (ComfyUI inference API)")),
+    "comfyume-lab/serverless-gateway:v1": (["python3", "-u", "/opt/standins/gateway.py"],
+                                           "STAND-IN of Verda's serverless container gateway (lab only): "
+                                           "Bearer key (404 without it), cold starts, async requests, the "
+                                           "deployment API for replicas and scaling"),
 }
 
 

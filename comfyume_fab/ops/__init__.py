@@ -10,6 +10,9 @@ below (checks, plan, host, inventory). An operation never imports another operat
 - `exec`: a command in a service's container (invoke exec)
 - `lock`: the deploy lock, `read_lock` (invoke lock) and `break_lock` (invoke lock-break)
 - `images`: the images from their sources (start-all's image step, rollback, copy-image)
+- `switch`: `switch_gpu` (invoke switch-gpu): another serverless tier made the active one, safely
+- `warm`: `warm` (invoke warm): a serverless tier's minimum replicas raised now, lowered later on the app host
+- `serverless`: status's view of mode serverless (tier, GPU, price, the endpoint proved, replicas)
 - `health`: bounded waits until services are healthy
 - `audit`: who did what (the audit line and the deployed record)
 """

@@ -116,6 +116,11 @@ def start_all(inv: Inventory, say: Callable[[str], None], warn: Callable[[str], 
                             worker_plans)
             _require(probes, checks, say, "inference probe", "inference ",
                      "the app host and the worker were left running; see the worker's logs")
+            if inv.mode == "serverless" and app.app_services:  # the queue manager runs the planned tier
+                from .serverless import health_check
+                tier_check, _ = health_check(inv, s[app.name])
+                _require({app.name: tier_check}, checks, say, "serverless tier", "",
+                         "the app host was left running; see `invoke logs --service queue-manager`")
             # 5. record who deployed what on every host
             changed = any(not o.unchanged for o in outcomes.values())
             gather(lambda hp: _record(s, hp, plan, revision, "start-all" if image_tags is None else "rollback",

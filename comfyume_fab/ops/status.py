@@ -66,9 +66,14 @@ def status(inv: Inventory, probe: bool = True, say=None, fetch: bool = False) ->
                                              if hp.worker_services and hp.name in s.remotes]
         if plan.app.name in s.remotes and "redis" in plan.app.services:
             early_jobs.append((QUEUE_JOB, None))
+        if plan.app.name in s.remotes and inv.mode == "serverless":
+            early_jobs.append((SERVERLESS_JOB, None))
 
         def early(item: tuple[str, Any]):
             key, hp = item
+            if key == SERVERLESS_JOB:  # the endpoint, proved from the app host (ops/serverless.py)
+                from .serverless import status_checks
+                return status_checks(inv, s[plan.app.name], probe)
             return _queue(inv, plan, s) if hp is None else _worker_early(inv, s, hp, probe)
         checking = Background(lambda: each(early, early_jobs, key=lambda item: item[0]).raise_first(),
                               name="cfab-checks")
@@ -101,6 +106,9 @@ def status(inv: Inventory, probe: bool = True, say=None, fetch: bool = False) ->
             if not c.ok and c.name.removeprefix("heartbeat-") in stopped_ids:
                 c.data["stopped_on_purpose"] = True
         checks.extend(queue_found)
+        serverless, serverless_found = (found.pop(SERVERLESS_JOB) if plan.app.name in states
+                                        and SERVERLESS_JOB in found else (None, []))
+        checks.extend(serverless_found)
     unreachable = any(not h.get("reachable") for h in hosts_out.values())
     failing = [c for c in checks if not c.ok]
     ok = not unreachable and not failing
@@ -110,10 +118,13 @@ def status(inv: Inventory, probe: bool = True, say=None, fetch: bool = False) ->
     data = {"schema_version": SCHEMA_VERSION, "ok": ok, "mode": inv.mode, "inventory": inv.path, "revision": revision,
             "config_hash": plan.config_hash,
             "hosts": {h.name: hosts_out[h.name] for h in inv.hosts if h.name in hosts_out}, "queue": queue}
+    if inv.mode == "serverless":
+        data["serverless"] = serverless
     return StatusReport(data, checks, code)
 
 
 QUEUE_JOB = " queue"  # a key no host name can be (names cannot start with a space)
+SERVERLESS_JOB = " serverless"
 
 
 def _unreachable(name: str, error: str, hosts_out: dict, checks: list, roles=()) -> None:

@@ -124,10 +124,19 @@ def app_env(inv: Inventory, with_core: bool) -> dict[str, str | Secret]:
         "ADMIN_USERNAME": "admin", "ADMIN_PASSWORD": inv.secrets["ADMIN_PASSWORD"],
         "INFERENCE_PROVIDER": inv.worker.provider})
     if inv.mode == "serverless":
-        env["SERVERLESS_ENDPOINT"] = inv.serverless.endpoint or ""
+        env.update(serverless_env(inv))
         env["INFERENCE_PROVIDER"] = inv.serverless.provider or inv.worker.provider
         if "SERVERLESS_API_KEY" in inv.secrets:
             env["SERVERLESS_API_KEY"] = inv.secrets["SERVERLESS_API_KEY"]
+    return env
+
+
+def serverless_env(inv: Inventory) -> dict[str, str]:
+    """Exactly what the team's queue manager reads to pick its endpoint: SERVERLESS_ACTIVE, every
+    tier's SERVERLESS_ENDPOINT_<TIER> and the fallback SERVERLESS_ENDPOINT."""
+    sv = inv.serverless
+    env = {"SERVERLESS_ACTIVE": sv.active or "default", "SERVERLESS_ENDPOINT": sv.fallback_url or ""}
+    env.update({t.env_name: t.url for t in sv.tiers})
     return env
 
 
@@ -291,8 +300,12 @@ def make_plan(inv: Inventory, gpu_present: Mapping[str, bool] | None = None) -> 
             warnings += [warning] if warning else []
             errors += [error] if error else []
         env[HASH_KEY] = env_hash(env)
+        if host.is_app and core and inv.mode == "serverless":
+            files.append(cg.SERVERLESS_FILE)
         texts = {name: (cg.frontends_yaml(inv.num_users, inv.ports.frontend_base, bool(core))
-                        if name == cg.FRONTENDS_FILE else cg.static_file(name)) for name in files}
+                        if name == cg.FRONTENDS_FILE else
+                        cg.serverless_yaml([t.env_name for t in inv.serverless.tiers])
+                        if name == cg.SERVERLESS_FILE else cg.static_file(name)) for name in files}
         hashes, used = service_fingerprints(texts, tuple(files), env)
         for svc, value in hashes.items():
             env[service_hash_var(svc)] = value

@@ -23,7 +23,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 INVOKE = str(Path(sys.executable).with_name("invoke"))
 TASKS = ["start-all", "stop-verda", "stop-all", "status", "logs", "exec", "plan", "diff", "lock-break", "rollback",
-         "copy-image", "lab.up", "lab.down"]
+         "copy-image", "switch-gpu", "warm", "lab.up", "lab.down"]
 SECRETS = {"REDIS_PASSWORD": "first-contact-redis-pw", "ADMIN_PASSWORD": "first-contact-admin-pw"}
 
 

@@ -336,8 +336,9 @@ CASES = {
                                 "worker role (remove the worker role: the queue manager sends jobs to "
                                 "serverless.endpoint)"]),
     "serverless without endpoint": ("mode: serverless\nhosts:\n  cpu:\n    address: cpu\n    roles: [app]\n",
-                                    ["hosts.yaml:1 serverless.endpoint: mode serverless needs serverless.endpoint "
-                                     "(the URL the queue manager sends jobs to, e.g. https://api.runpod.ai/v2/ENDPOINT)"]),
+                                    ["hosts.yaml:1 serverless.endpoint: mode serverless needs serverless.endpoints "
+                                     "(or serverless.endpoint) (the URLs the queue manager sends jobs to, e.g. "
+                                     "endpoints: {h200-spot: https://containers.datacrunch.io/DEPLOYMENT})"]),
     "frontend-testing with worker": ("mode: frontend-testing\nhosts:\n  box:\n    address: box\n    roles: [app, worker]\n",
                                      ["hosts.yaml:5 hosts.box.roles: mode frontend-testing runs no worker, but box has "
                                       "the worker role (remove the worker role: frontend-testing runs the UI only; "

@@ -93,7 +93,8 @@ TABLE = {
     ("frontend-testing", "three"): [NO_WORKER.format(line=l, host=h, mode="frontend-testing",
                                                      hint=HINT["frontend-testing"]) for l, h in ((5, "verda"),
                                                                                                 (6, "verda2"))],
-    ("serverless", "one"): {"box": app_only("serverless", 0)},
+    ("serverless", "one"): {"box": {**app_only("serverless", 0),
+                                    "files": ("app.yml", "frontends.yml", "serverless.yml")}},
     ("serverless", "two"): [NO_WORKER.format(line=6, host="verda", mode="serverless", hint=HINT["serverless"])],
     ("serverless", "three"): [NO_WORKER.format(line=l, host=h, mode="serverless", hint=HINT["serverless"])
                               for l, h in ((6, "verda"), (7, "verda2"))],

@@ -5,7 +5,7 @@ read it (`host.facts`). Pure builders of command lines, like the facts: nothing 
   (`clean_partials`), append to its audit log (`audit`).
 - `compose`: start (`up`) and stop or remove (`stop`) a host's compose services.
 - `lock`: take, release and break the deploy lock (`facts.lock` reads it).
-- `containers`: stop and remove containers by id (`remove_containers`).
+- `containers`: stop and remove containers by id (`remove_containers`), run a detached job (`run_job`).
 - `git`: clone or fetch a branch into the host's bare checkout (`fetch_command`).
 - `images`: build an image from the checkout (`build_command`), log in to a registry (`login_command`).
 - `stopped`: write and clear the "stopped on purpose" record (`facts.stopped` reads it).

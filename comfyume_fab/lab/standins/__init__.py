@@ -7,4 +7,5 @@ private images.
 - `worker`: the inference worker (ComfyUI's HTTP API; really executes the probe graph).
 - `frontend`: a user frontend (ComfyUI's UI).
 - `admin`: the admin dashboard.
+- `gateway`: Verda's serverless container gateway (Bearer key, cold start, sync/async, deployment API).
 """

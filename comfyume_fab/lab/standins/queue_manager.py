@@ -15,21 +15,32 @@ real or stand-in worker and the orchestrator's checks see what they would see in
                                  real liveness signal), ZPOPMIN queue:pending -> {"job": null} or
                                  {"job": {"id", "user_id", "workflow"}} (moved to queue:running)
   POST /api/jobs                 {"user_id", "workflow"} -> 201 {"job_id", "id", "status", "user_id"}
-                                 (INFERENCE_MODE=serverless with SERVERLESS_ENDPOINT: forwarded to
-                                 {endpoint}/prompt as upstream does, recorded as completed)
+                                 (INFERENCE_MODE=serverless: {"prompt", "client_id"} is posted to
+                                 <endpoint>/prompt with Authorization: Bearer SERVERLESS_API_KEY, and
+                                 answered 201 "completed" with worker_id "serverless" and ComfyUI's
+                                 answer as result as soon as ComfyUI accepted it; the job is never
+                                 stored, as the team's newer queue manager does. The endpoint is the
+                                 active tier's SERVERLESS_ENDPOINT_<TIER> (the four tiers that queue
+                                 manager knows), else SERVERLESS_ENDPOINT; errors: the endpoint's
+                                 4xx/5xx with httpx's "Client error '404 Not Found' for url ..." text,
+                                 502 "Serverless error: All connection attempts failed", 503
+                                 "Serverless client not initialized. Check SERVERLESS_ENDPOINT.")
   GET  /api/jobs/{id}            the job hash job:{id} (fields as stored, strings) plus "id"
   POST /api/workers/complete-job {"job_id", "worker_id", "result"} -> queue:completed
   POST /api/workers/fail-job     {"job_id", "worker_id", "error"}  -> queue:failed
                                  (job_id may also be a query parameter, as upstream takes it)
 
 Env: QUEUE_MANAGER_LISTEN_PORT (3000), REDIS_HOST (redis), REDIS_PORT (6379), REDIS_PASSWORD,
-INFERENCE_MODE (local|redis|serverless), SERVERLESS_ENDPOINT, SERVERLESS_ACTIVE, QUEUE_MODE (fifo),
+INFERENCE_MODE (local|redis|serverless), SERVERLESS_ACTIVE, SERVERLESS_ENDPOINT_H200_SPOT (and the other
+three tiers), SERVERLESS_ENDPOINT, SERVERLESS_API_KEY, QUEUE_MODE (fifo),
 WORKER_HEARTBEAT_TIMEOUT (60), NUM_WORKERS (1). Redis errors answer 503; they never stop the server.
 """
 from __future__ import annotations
 
 import json
 import time
+import urllib.error
+import urllib.request
 import uuid
 
 import redis
@@ -48,7 +59,16 @@ QUEUES = ("pending", "running", "completed", "failed")
 START = time.time()
 MODE = common.env_str("INFERENCE_MODE", "local")
 HEARTBEAT_TIMEOUT = common.env_int("WORKER_HEARTBEAT_TIMEOUT", 60)
-ENDPOINT = common.env_str("SERVERLESS_ENDPOINT")
+ACTIVE = common.env_str("SERVERLESS_ACTIVE", "default")
+# The team's queue manager knows exactly these four tiers; any other SERVERLESS_ACTIVE uses the fallback.
+TIER_ENDPOINTS = {tier: common.env_str("SERVERLESS_ENDPOINT_" + tier.upper().replace("-", "_"))
+                  for tier in GPU_TYPES}
+ENDPOINT = TIER_ENDPOINTS.get(ACTIVE) or common.env_str("SERVERLESS_ENDPOINT")
+ACTIVE_GPU = GPU_TYPES[ACTIVE] if TIER_ENDPOINTS.get(ACTIVE) else "serverless"
+API_KEY = common.env_str("SERVERLESS_API_KEY")
+REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+           408: "Request Timeout", 429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway",
+           503: "Service Unavailable", 504: "Gateway Timeout"}
 
 # No client-side retries (redis-py >= 6 retries with back-off by default; 4.3 does not): a dead
 # Redis must turn /health into a quick 503, not a slow answer.
@@ -125,14 +145,24 @@ def finish_job(job_id: str, worker_id: str, status: str, field: str, value) -> b
 def submit_serverless(user_id: str, workflow) -> dict:
     if not ENDPOINT:
         raise common.HTTPError(503, {"detail": "Serverless client not initialized. Check SERVERLESS_ENDPOINT."})
+    url = ENDPOINT.rstrip("/") + "/prompt"
+    request = urllib.request.Request(url, data=json.dumps({"prompt": workflow, "client_id": user_id}).encode(),
+                                     method="POST", headers={"Content-Type": "application/json",
+                                                             **({"Authorization": f"Bearer {API_KEY}"}
+                                                                if API_KEY else {})})
     try:
-        result = common.http_json("POST", ENDPOINT.rstrip("/") + "/prompt",
-                                  {"prompt": workflow, "client_id": user_id}, timeout=300)
-    except Exception as exc:  # noqa: BLE001 - any endpoint failure is a 502, as upstream
-        raise common.HTTPError(502, {"detail": f"Serverless error: {common.describe_http_error(exc)}"})
-    job_id = create_job(user_id, workflow)
-    REDIS.zrem("queue:pending", job_id)
-    finish_job(job_id, "serverless", "completed", "result", result)
+        with urllib.request.urlopen(request, timeout=300) as response:
+            raw = response.read()
+    except urllib.error.HTTPError as exc:  # httpx's raise_for_status() text, passed on with its status
+        kind = "Client error" if exc.code < 500 else "Server error"
+        reason = REASONS.get(exc.code, exc.reason)
+        raise common.HTTPError(exc.code, {"detail": (
+            f"{kind} '{exc.code} {reason}' for url '{url}'\nFor more information check: "
+            f"https://developer.mozilla.org/en-US/docs/Web/HTTP/Status/{exc.code}")})
+    except Exception:  # noqa: BLE001 - no answer at all: httpx's ConnectError text, as upstream
+        raise common.HTTPError(502, {"detail": "Serverless error: All connection attempts failed"})
+    result = json.loads(raw) if raw.strip() else None
+    job_id = str(uuid.uuid4())  # never stored: GET /api/jobs/{id} answers 404, queue counts stay 0
     return {"job_id": job_id, "id": job_id, "status": "completed", "user_id": user_id,
             "worker_id": "serverless", "result": result}
 
@@ -158,8 +188,7 @@ class Handler(common.StandinHandler):
                 ok = False
         self.send_json(200 if ok else 503, {
             "status": "healthy" if ok else "unhealthy", "version": VERSION, "inference_mode": MODE,
-            "active_gpu": "local" if MODE != "serverless" else GPU_TYPES.get(
-                common.env_str("SERVERLESS_ACTIVE", "default"), "serverless"),
+            "active_gpu": "local" if MODE != "serverless" else ACTIVE_GPU,
             "serverless_endpoint": endpoint_display(), "redis_connected": ok, "workers_active": 0,
             "queue_depth": depth if ok else 0, "uptime_seconds": int(time.time() - START)})
 

@@ -195,7 +195,7 @@ def rollback(c, hosts=None, to=None, wait_lock=False, verbose=False):
     from comfyume_fab import taskrun
     with taskrun.reported(verbose, "rollback"):
         inv = taskrun.load(hosts)
-        from comfyume_fab.ops.images import rollback_targets
+        from comfyume_fab.ops.rollback import rollback_targets
         from comfyume_fab.ops.start import start_all as run
         from comfyume_fab.report import start_text
         ui = _ui()
@@ -215,7 +215,7 @@ def copy_image(c, source, target, image=None, hosts=None, verbose=False):
     from comfyume_fab import taskrun
     with taskrun.reported(verbose, "copy-image"):
         inv = taskrun.load(hosts)
-        from comfyume_fab.ops.images import copy_task
+        from comfyume_fab.ops.copyimage import copy_task
         copied = copy_task(inv, source, target, list(image or []), _ui())
         print(f"copy-image: {len(copied)} image(s) copied from {source} to {target}"
               + (f": {', '.join(copied)}" if copied else " (the target already had them)"))

@@ -5,6 +5,10 @@ below (checks, plan, host, inventory). An operation never imports another operat
 - `stop`: `stop_workers` (invoke stop-verda) and `stop_all` (invoke stop-all)
 - `status`: `status` (invoke status)
 - `lock`: the deploy lock, and `break_lock` (invoke lock-break)
+- `rollback`: `rollback_targets` (invoke rollback: start-all with the images of an earlier deploy)
+- `copyimage`: `copy_task` (invoke copy-image)
 
-Their helpers: `health` (bounded waits until services are healthy) and `audit` (who did what).
+Their helpers: `health` (bounded waits until services are healthy), `audit` (who did what),
+`imagestep` (start-all's image step: fetch, build, pull under the lock) and `transfer` (one
+image host to host).
 """

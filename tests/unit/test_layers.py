@@ -14,7 +14,8 @@ import pytest
 PKG = Path(__file__).resolve().parents[2] / "comfyume_fab"
 RANK = {"errors": 0, "progress": 0, "inventory": 1, "host": 2, "plan": 3, "checks": 3, "ops": 4,
         "report": 5, "taskrun": 5, "tasks": 6, "cli": 7}
-OPERATIONS = {"comfyume_fab.ops.start", "comfyume_fab.ops.stop", "comfyume_fab.ops.status"}
+OPERATIONS = {"comfyume_fab.ops.start", "comfyume_fab.ops.stop", "comfyume_fab.ops.status",
+              "comfyume_fab.ops.rollback", "comfyume_fab.ops.copyimage"}
 
 
 def modules() -> dict[str, Path]:

@@ -26,19 +26,6 @@ def load(option: str | None, need_secrets: bool = True):
     return load_inventory(inventory_path(option), need_secrets=need_secrets)
 
 
-class CleanStream:
-    """A text stream that escapes control characters on the way (progress lines quote hosts)."""
-
-    def __init__(self, stream):
-        self.stream = stream
-
-    def write(self, text: str) -> int:
-        return self.stream.write(clean(text))
-
-    def flush(self) -> None:
-        self.stream.flush()
-
-
 def int_option(name: str, value) -> int:
     """An integer option, or a ConfigError sentence naming it (exit 2)."""
     try:

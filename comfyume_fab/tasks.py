@@ -48,8 +48,7 @@ def _dry_run_plan(hosts):
 def _ui(quiet=False):
     import sys
 
-    from comfyume_fab.progress import Progress
-    from comfyume_fab.taskrun import CleanStream
+    from comfyume_fab.present.progress import CleanStream, Progress
     return Progress(stream=CleanStream(sys.stderr), quiet=quiet)
 
 
@@ -66,7 +65,7 @@ def start_all(c, hosts=None, dry_run=False, wait_lock=False, verbose=False):
             return
         inv = taskrun.load(hosts)
         from comfyume_fab.ops.start import start_all as run
-        from comfyume_fab.report import start_text
+        from comfyume_fab.present.reports import start_text
         ui = _ui()
         summary = run(inv, ui, ui.warn, wait_lock=inv.timeouts.lock_wait if wait_lock else 0.0)
         print(start_text(summary))
@@ -127,7 +126,7 @@ def status(c, hosts=None, json=False, no_probe=False, watch=False, interval="2",
         inv = taskrun.load(hosts)
         if watch:
             from comfyume_fab.ops.watch import watch as run_watch
-            from comfyume_fab.report import watch_screen
+            from comfyume_fab.present.watch import watch_screen
             code = run_watch(inv, watch_screen, interval=taskrun.float_option("--interval", interval),
                              probe_every=0 if no_probe else taskrun.float_option("--probe-every", probe_every))
             if code:
@@ -135,7 +134,7 @@ def status(c, hosts=None, json=False, no_probe=False, watch=False, interval="2",
                 raise Exit(code=int(code))
             return
         from comfyume_fab.ops.status import status as run
-        from comfyume_fab.report import StatusLine
+        from comfyume_fab.present.progress import StatusLine
         line = StatusLine()
         try:
             rep = run(inv, probe=not no_probe, say=line, fetch=fetch)
@@ -145,8 +144,8 @@ def status(c, hosts=None, json=False, no_probe=False, watch=False, interval="2",
             print(rep.to_json())
         else:
             import sys
-            from comfyume_fab.ops.logs import use_colour
-            from comfyume_fab.report import status_text
+            from comfyume_fab.present.reports import status_text
+            from comfyume_fab.present.style import use_colour
             print(status_text(rep, colour=use_colour(sys.stdout)))
         if rep.code:
             from invoke.exceptions import Exit
@@ -164,9 +163,14 @@ def logs(c, hosts=None, host=None, service=None, follow=False, since=None, tail=
     """Logs of every host's services, each line prefixed host/service; secrets shown as ***."""
     from comfyume_fab import taskrun
     with taskrun.reported(verbose, "logs"):
+        import sys
+
         from comfyume_fab.ops.logs import logs as run
+        from comfyume_fab.present.logs import LogLines
+        from comfyume_fab.present.style import use_colour
         code = run(taskrun.load(hosts), hosts=host or (), services=service or (), follow=follow, since=since,
-                   tail=None if tail is None else taskrun.int_option("--tail", tail), grep=grep)
+                   tail=None if tail is None else taskrun.int_option("--tail", tail), grep=grep,
+                   render=LogLines(colour=use_colour(sys.stdout)))
         if code:
             from invoke.exceptions import Exit
             raise Exit(code=int(code))
@@ -197,7 +201,7 @@ def rollback(c, hosts=None, to=None, wait_lock=False, verbose=False):
         inv = taskrun.load(hosts)
         from comfyume_fab.ops.rollback import rollback_targets
         from comfyume_fab.ops.start import start_all as run
-        from comfyume_fab.report import start_text
+        from comfyume_fab.present.reports import start_text
         ui = _ui()
         targets = rollback_targets(inv, to, ui)
         for name, t in targets.items():
@@ -239,7 +243,7 @@ def diff(c, hosts=None, json=False, verbose=False):
     with taskrun.reported(verbose, "diff"):
         inv = taskrun.load(hosts)
         from comfyume_fab.ops.diff import diff as run
-        from comfyume_fab.report import diff_json, diff_text
+        from comfyume_fab.present.reports import diff_json, diff_text
         diffs = run(inv)
         print(diff_json(diffs) if json else diff_text(diffs))
 

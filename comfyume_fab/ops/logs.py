@@ -1,6 +1,7 @@
 """`invoke logs`: the compose services' logs of every host, streamed in parallel over one SSH
-connection per host, each line prefixed `host/service` (a stable colour per host on a terminal),
-with every secret value of the deployment replaced by `***`.
+connection per host, each line given to `render(host, service, text)` (present/logs.py: prefixed
+`host/service`, a stable colour per host on a terminal), with every secret value of the deployment
+replaced by `***`.
 
 Each host runs ONE `docker compose logs` for its selected services on a pseudo-terminal, so that
 closing the channel (Ctrl-C, or the end of the task) hangs the remote process up: nothing is left
@@ -12,8 +13,7 @@ from __future__ import annotations
 import re
 import sys
 import threading
-import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence, TextIO
 
 from ..errors import ConfigError, ExitCode, FabError
@@ -24,23 +24,9 @@ from ..inventory.secrets import REDACTED
 from ..plan.planner import HostPlan, make_plan
 
 USERS = "users"  # --service users: every frontend (user001..userNNN)
-# Foreground colours that read on dark and light terminals (no black/white), picked by a hash of the
-# host name so a host keeps its colour whatever else is in the inventory.
-PALETTE = ("36", "33", "35", "32", "34", "31", "96", "93", "95", "92", "94", "91")
-RESET = "\x1b[0m"
 # On a terminal Compose starts every line with "erase line" (ESC[2K), even with --no-color.
 _LEADING_CSI = re.compile(r"^(?:\x1b\[[0-9;?]*[A-Za-z])+")
 _PREFIX = re.compile(r"^(?P<label>[A-Za-z0-9][A-Za-z0-9_.-]*)\s*\| ?(?P<text>.*)$", re.S)
-
-
-def host_colour(name: str) -> str:
-    return PALETTE[zlib.crc32(name.encode()) % len(PALETTE)]
-
-
-def use_colour(stream: TextIO) -> bool:
-    """Colour only on a terminal and only when NO_COLOR (https://no-color.org) is unset or empty."""
-    import os
-    return bool(getattr(stream, "isatty", lambda: False)()) and not os.environ.get("NO_COLOR")
 
 
 def select(inv: Inventory, plan_hosts: Sequence[HostPlan], hosts: Sequence[str] = (),
@@ -111,6 +97,11 @@ class Masker:
         return line
 
 
+def plain_line(host: str, service: str, text: str) -> str:
+    """A log line as written when no renderer is given: `host/service text`."""
+    return f"{host}/{service} {text}\n"
+
+
 @dataclass
 class LineSink:
     """Turns one host's byte chunks into prefixed, masked, filtered lines on `out`."""
@@ -120,19 +111,9 @@ class LineSink:
     lock: threading.Lock
     mask: Masker
     grep: re.Pattern | None = None
-    colour: bool = False
+    render: Callable[[str, str, str], str] = plain_line
     lines: int = 0
     _buf: bytes = b""
-    _prefix_cache: dict = field(default_factory=dict)
-
-    def _prefix(self, svc: str) -> str:
-        p = self._prefix_cache.get(svc)
-        if p is None:
-            p = f"{self.host}/{svc}"
-            if self.colour:
-                p = f"\x1b[{host_colour(self.host)}m{p}{RESET}"
-            self._prefix_cache[svc] = p
-        return p
 
     def feed(self, data: bytes) -> None:
         data = self._buf + data
@@ -162,7 +143,7 @@ class LineSink:
             text = self.mask(text)
             if self.grep is not None and not self.grep.search(text):
                 continue
-            shown.append(f"{self._prefix(svc)} {text}\n")
+            shown.append(self.render(self.host, svc, text))
         if shown:
             self.lines += len(shown)
             with self.lock:
@@ -172,7 +153,8 @@ class LineSink:
 
 def logs(inv: Inventory, *, hosts: Sequence[str] = (), services: Sequence[str] = (), follow: bool = False,
          since: str | None = None, tail: int | None = None, grep: str | None = None,
-         out: TextIO | None = None, err: TextIO | None = None, colour: bool | None = None,
+         out: TextIO | None = None, err: TextIO | None = None,
+         render: Callable[[str, str, str], str] = plain_line,
          say: Callable[[str], None] | None = None) -> int:
     """Stream the selected logs; return the exit code: 0, 3 when a host could not be read, 130
     after Ctrl-C (every remote stream closed first)."""
@@ -186,7 +168,6 @@ def logs(inv: Inventory, *, hosts: Sequence[str] = (), services: Sequence[str] =
         raise ConfigError(f"--grep: '{grep}' is not a valid regular expression ({exc})") from None
     plan = make_plan(inv)
     selected = select(inv, plan.hosts, hosts, services)
-    colour = use_colour(out) if colour is None else colour
     mask = Masker([s.reveal() for s in inv.secrets.values() if s])
     lock = threading.Lock()
     stop = threading.Event()
@@ -201,7 +182,7 @@ def logs(inv: Inventory, *, hosts: Sequence[str] = (), services: Sequence[str] =
             print(f"error: logs: {exc.sentence()}", file=err, flush=True)
 
         def one(hp: HostPlan, svcs: list[str]) -> None:
-            sink = LineSink(hp.name, svcs, out, lock, mask, pattern, colour)
+            sink = LineSink(hp.name, svcs, out, lock, mask, pattern, render)
             try:
                 rc = s[hp.name].stream(logs_command(hp.compose, svcs, follow, since, tail), sink.feed,
                                        pty=True, stop=stop, step="logs")

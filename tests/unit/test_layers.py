@@ -1,6 +1,6 @@
 """The architecture, enforced: the folder tree is the layering, and imports only go down.
 
-errors/progress < inventory < host < plan, checks < ops < report, taskrun < tasks < cli. A module may import its
+errors < inventory < host < plan, checks < ops < present, taskrun < tasks < cli. A module may import its
 own package and the layers below; `ops.start`, `ops.stop` and `ops.status` (the operations) never
 import each other; no import cycle anywhere (function-level imports included); the inventory's
 model is a leaf."""
@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 PKG = Path(__file__).resolve().parents[2] / "comfyume_fab"
-RANK = {"errors": 0, "progress": 0, "inventory": 1, "host": 2, "plan": 3, "checks": 3, "ops": 4,
-        "report": 5, "taskrun": 5, "tasks": 6, "cli": 7}
+RANK = {"errors": 0, "inventory": 1, "host": 2, "plan": 3, "checks": 3, "ops": 4,
+        "present": 5, "taskrun": 5, "tasks": 6, "cli": 7}
 OPERATIONS = {"comfyume_fab.ops.start", "comfyume_fab.ops.stop", "comfyume_fab.ops.status",
               "comfyume_fab.ops.rollback", "comfyume_fab.ops.copyimage"}
 

@@ -46,10 +46,8 @@ def _dry_run_plan(hosts):
 
 
 def _ui(quiet=False):
-    import sys
-
-    from comfyume_fab.present.progress import CleanStream, Progress
-    return Progress(stream=CleanStream(sys.stderr), quiet=quiet)
+    from comfyume_fab.present.progress import stderr_progress
+    return stderr_progress(quiet)
 
 
 @task(klass=FabTask, help={"hosts": HOSTS_HELP, "dry_run": "print every host's commands in order and touch nothing",
@@ -91,8 +89,8 @@ def stop_verda(c, hosts=None, host=None, down=False, when_idle=False, force=Fals
         ui = _ui()
         out = stop_workers(inv, ui, only=host, down=down, when_idle=when_idle, idle_timeout=inv.timeouts.lock_wait,
                            wait_lock=inv.timeouts.lock_wait if wait_lock else 0.0, force=force, warn=ui.warn)
-        tail = ("app host NOT checked (unreachable)" if out.get("unchecked") else "app host untouched")
-        print(f"stop-verda: stopped the worker on {', '.join(out['stopped']) or 'no host'}; {tail}")
+        from comfyume_fab.present.reports import stop_workers_text
+        print(stop_workers_text(out))
 
 
 @task(klass=FabTask, help={"hosts": HOSTS_HELP, "down": "remove containers too (volumes, so Redis data, are kept)",
@@ -108,8 +106,9 @@ def stop_all(c, hosts=None, down=False, dry_run=False, wait_lock=False, verbose=
             return
         inv = taskrun.load(hosts)
         from comfyume_fab.ops.stop import stop_all as run
+        from comfyume_fab.present.reports import stop_all_text
         out = run(inv, _ui(), down=down, wait_lock=inv.timeouts.lock_wait if wait_lock else 0.0)
-        print(f"stop-all: stopped {', '.join(out['stopped'])}")
+        print(stop_all_text(out))
 
 
 @task(klass=FabTask, help={"hosts": HOSTS_HELP, "json": "machine-readable output for scripts (docs/status.schema.json)",
@@ -199,15 +198,11 @@ def rollback(c, hosts=None, to=None, wait_lock=False, verbose=False):
     from comfyume_fab import taskrun
     with taskrun.reported(verbose, "rollback"):
         inv = taskrun.load(hosts)
-        from comfyume_fab.ops.rollback import rollback_targets
-        from comfyume_fab.ops.start import start_all as run
+        from comfyume_fab.ops.rollback import rollback as run
         from comfyume_fab.present.reports import start_text
         ui = _ui()
-        targets = rollback_targets(inv, to, ui)
-        for name, t in targets.items():
-            ui(f"{name}: deploying {', '.join(sorted(t['refs'].values()))}")
-        summary = run(inv, ui, ui.warn, wait_lock=inv.timeouts.lock_wait if wait_lock else 0.0, image_tags=targets)
-        print(start_text(summary).replace("start-all", "rollback", 1))
+        summary = run(inv, to, ui, ui.warn, wait_lock=inv.timeouts.lock_wait if wait_lock else 0.0)
+        print(start_text(summary, task="rollback"))
 
 
 @task(klass=FabTask, name="copy-image", help={"hosts": HOSTS_HELP, "source": "the host that has the image(s)",
@@ -220,9 +215,9 @@ def copy_image(c, source, target, image=None, hosts=None, verbose=False):
     with taskrun.reported(verbose, "copy-image"):
         inv = taskrun.load(hosts)
         from comfyume_fab.ops.copyimage import copy_task
+        from comfyume_fab.present.reports import copy_text
         copied = copy_task(inv, source, target, list(image or []), _ui())
-        print(f"copy-image: {len(copied)} image(s) copied from {source} to {target}"
-              + (f": {', '.join(copied)}" if copied else " (the target already had them)"))
+        print(copy_text(copied, source, target))
 
 
 @task(klass=FabTask, name="plan", help={"hosts": HOSTS_HELP, "json": "machine-readable output", "verbose": VERBOSE_HELP})

@@ -10,13 +10,16 @@ running on any host. One thread per host reads its channel and writes whole line
 """
 from __future__ import annotations
 
+import base64
+import json
 import re
 import sys
 import threading
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence, TextIO
+from urllib.parse import quote, quote_plus
 
-from ..errors import ConfigError, ExitCode, FabError
+from ..errors import ConfigError, ExitCode, FabError, clean
 from ..host.commands import ComposeProject, in_workdir
 from ..host.session import Session
 from ..inventory.model import Inventory
@@ -24,8 +27,12 @@ from ..inventory.secrets import REDACTED
 from ..plan.planner import HostPlan, make_plan
 
 USERS = "users"  # --service users: every frontend (user001..userNNN)
-# On a terminal Compose starts every line with "erase line" (ESC[2K), even with --no-color.
-_LEADING_CSI = re.compile(r"^(?:\x1b\[[0-9;?]*[A-Za-z])+")
+# Escape sequences, removed whole before a line is masked and cleaned (Compose itself starts every
+# line on a terminal with "erase line", ESC[2K, even with --no-color; a container may write colours
+# or worse): CSI, OSC (to BEL or ST, or the line's end), DCS/SOS/PM/APC (to ST), and the short ESC
+# forms. What is left of a control character is shown escaped by errors.clean.
+_ESCAPES = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[PX^_][^\x1b]*(?:\x1b\\)?"
+                      r"|[ -/]*[0-~])")
 _PREFIX = re.compile(r"^(?P<label>[A-Za-z0-9][A-Za-z0-9_.-]*)\s*\| ?(?P<text>.*)$", re.S)
 
 
@@ -82,13 +89,38 @@ def service_of(label: str, services: Sequence[str]) -> str:
     return base
 
 
+MIN_ENCODED = 6  # an encoded form shorter than this is not masked: it would hide ordinary text
+
+
+def encoded_forms(secret: str) -> set[str]:
+    """`secret` and the forms it takes in logs: URL-encoded (either case of hex digits, + or %20
+    for a space), JSON-escaped, and base64 (standard and URL-safe) at each of the 3 alignments it
+    can have inside a longer base64 string (the characters that also depend on the bytes around it
+    left out), which covers HTTP Basic `user:secret`. Best effort: other encodings pass."""
+    forms = {secret}
+    for q in (quote(secret, safe=""), quote(secret), quote_plus(secret, safe=""), quote_plus(secret)):
+        forms |= {q, re.sub(r"%[0-9A-F]{2}", lambda m: m.group().lower(), q)}
+    for escaped in (json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1]):
+        forms |= {escaped, escaped.replace("/", "\\/")}
+    raw = secret.encode()
+    for skip, start in ((0, 0), (1, 2), (2, 3)):  # bytes before it in its 3-byte group; first char all its own
+        end = 8 * (skip + len(raw)) // 6  # the last character made of its bits only
+        core = base64.b64encode(b"\0" * skip + raw).decode()[start:end]
+        forms |= {core, core.translate(_URLSAFE)}
+    return {f for f in forms if f == secret or len(f) >= MIN_ENCODED}
+
+
+_URLSAFE = str.maketrans("+/", "-_")
+
+
 @dataclass
 class Masker:
-    """Replaces every secret value in a line by ***, longest first (a secret containing another)."""
+    """Replaces every secret value in a line by ***, in its encoded forms too (`encoded_forms`),
+    longest first (a secret containing another)."""
     values: Sequence[str] = ()
 
     def __post_init__(self):
-        self.values = sorted({v for v in self.values if v}, key=len, reverse=True)
+        self.values = sorted({f for v in self.values if v for f in encoded_forms(v)}, key=len, reverse=True)
 
     def __call__(self, line: str) -> str:
         for v in self.values:
@@ -132,7 +164,7 @@ class LineSink:
     def _emit(self, raw: Iterable[str]) -> None:
         shown = []
         for line in raw:
-            line = _LEADING_CSI.sub("", line.rstrip("\r"))
+            line = _ESCAPES.sub("", line.rstrip("\r"))
             if not line:
                 continue
             m = _PREFIX.match(line)
@@ -140,7 +172,7 @@ class LineSink:
                 svc, text = service_of(m["label"], self.services), m["text"]
             else:
                 svc, text = "compose", line  # Compose's own message (e.g. an error)
-            text = self.mask(text)
+            text = clean(self.mask(text))  # masked, then every control character shown escaped
             if self.grep is not None and not self.grep.search(text):
                 continue
             shown.append(self.render(self.host, svc, text))

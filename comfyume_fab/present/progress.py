@@ -59,3 +59,8 @@ class CleanStream:
 
     def flush(self) -> None:
         self.stream.flush()
+
+
+def stderr_progress(quiet: bool = False) -> Progress:
+    """A task's progress lines: on stderr, every control character from a host escaped."""
+    return Progress(stream=CleanStream(sys.stderr), quiet=quiet)

@@ -108,7 +108,8 @@ def _service_line(s: dict, width: int, colour: bool, held=None) -> str:
     return line + (_paint(flag, "FAIL", colour) if flag else "")
 
 
-def start_text(summary: StartSummary) -> str:
+def start_text(summary: StartSummary, task: str = "start-all") -> str:
+    """start-all's (or rollback's: `task`) summary: per host what changed, the checks, warnings."""
     plan = summary.plan
     lines = []
     for hp in plan.hosts:
@@ -122,9 +123,25 @@ def start_text(summary: StartSummary) -> str:
         lines.append(f"  [{_mark(c.ok, c.warning):>4}] {c.name}: {c.detail}")
     for w in summary.warnings:
         lines.append(f"  WARNING: {w}")
-    head = ("start-all: everything was already running with this configuration; nothing changed"
-            if not summary.changed else f"start-all: deployment up (mode {plan.mode}, config {plan.config_hash})")
+    head = (f"{task}: everything was already running with this configuration; nothing changed"
+            if not summary.changed else f"{task}: deployment up (mode {plan.mode}, config {plan.config_hash})")
     return clean("\n".join([head] + lines))
+
+
+def stop_workers_text(out: dict) -> str:
+    """stop-verda's answer: where the worker was stopped, and whether the app host was checked."""
+    tail = "app host NOT checked (unreachable)" if out.get("unchecked") else "app host untouched"
+    return clean(f"stop-verda: stopped the worker on {', '.join(out['stopped']) or 'no host'}; {tail}")
+
+
+def stop_all_text(out: dict) -> str:
+    return clean(f"stop-all: stopped {', '.join(out['stopped'])}")
+
+
+def copy_text(copied: list[str], source: str, target: str) -> str:
+    """copy-image's answer: how many images were copied, and which."""
+    return clean(f"copy-image: {len(copied)} image(s) copied from {source} to {target}"
+                 + (f": {', '.join(copied)}" if copied else " (the target already had them)"))
 
 
 def diff_text(diffs) -> str:

@@ -106,7 +106,7 @@ def test_the_cli_refuses_a_bad_to_before_any_host_is_touched(tmp_path):
     (tmp_path / "hosts.yaml").write_text(
         "mode: dual-server\nnum_users: 1\nhosts:\n"
         "  mello: {address: 127.0.0.1, port: 9, roles: [app], tailscale_ip: 100.99.216.71}\n"
-        "  verda: {address: 127.0.0.1, port: 9, roles: [worker]}\n")
+        "  verda: {address: 127.0.0.2, port: 9, roles: [worker]}\n")
     env = dict(os.environ, REDIS_PASSWORD="x" * 16, ADMIN_PASSWORD="y" * 16)
     res = subprocess.run([str(Path(sys.executable).with_name("invoke")), "--search-root", str(REPO), "rollback",
                           "--hosts", str(tmp_path / "hosts.yaml"), "--to", "HEAD~1"],

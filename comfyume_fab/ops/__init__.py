@@ -1,12 +1,17 @@
 """The operations: one module per task, each with one documented entry point, built on the layers
-below (checks, plan, host, inventory). An operation never imports another operation.
+below (checks, plan, host, inventory). An operation returns data and takes `say`/`render`
+callables: every text it shows is made in present/. An operation never imports another
+operation (but rollback, start-all with the images given).
 
 - `start`: `start_all` (invoke start-all)
 - `stop`: `stop_workers` (invoke stop-verda) and `stop_all` (invoke stop-all)
 - `status`: `status` (invoke status)
 - `lock`: the deploy lock, and `break_lock` (invoke lock-break)
-- `rollback`: `rollback_targets` (invoke rollback: start-all with the images of an earlier deploy)
+- `rollback`: `rollback` (invoke rollback: start-all with the images of an earlier deploy, the one
+  operation built on another)
 - `copyimage`: `copy_task` (invoke copy-image)
+- `logs`: `logs` (invoke logs), `exec`: `run_exec` (invoke exec), `diff`: `diff` (invoke diff),
+  `watch`: `watch` (invoke status --watch)
 
 Their helpers: `health` (bounded waits until services are healthy), `audit` (who did what),
 `imagestep` (start-all's image step: fetch, build, pull under the lock) and `transfer` (one

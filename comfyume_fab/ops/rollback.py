@@ -25,13 +25,13 @@ def rollback(inv: Inventory, to: str | None, say: Callable[[str], None], warn: C
     ones with start-all; ConfigError/UnhealthyError before anything changes otherwise."""
     if to is not None:
         to = choice.commit_option(to)
-    targets = rollback_targets(inv, to, say)
+    targets = _targets(inv, to, say)
     for name, t in targets.items():
         say(f"{name}: deploying {', '.join(sorted(t['refs'].values()))}")
     return start_all(inv, say, warn, wait_lock=wait_lock, image_tags=targets)
 
 
-def rollback_targets(inv: Inventory, to: str | None, say: Callable[[str], None]) -> dict[str, dict]:
+def _targets(inv: Inventory, to: str | None, say: Callable[[str], None]) -> dict[str, dict]:
     """host -> the deploy to go back to ({refs, branch, commit}), from each host's deployed.json
     and image list (plan/rollback.py chooses); the lines it has to say go to `say`."""
     with Session(inv, inv.hosts) as s:

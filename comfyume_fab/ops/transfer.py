@@ -14,6 +14,11 @@ from ..host.facts import images as imgfacts
 from ..host.session import Session, gather
 
 
+def save_command(ref: str) -> str:
+    """The source's side of a copy: the image as a compressed archive on stdout."""
+    return f"docker save {cmd.q(ref)} | gzip -1"
+
+
 def copy_image(s: Session, source: str, target: str, ref: str, timeout: float, say: Callable[[str], None]) -> bool:
     """Copy image `ref` from host `source` to host `target` (docker save | gzip over one SSH
     connection, gunzip | docker load over the other); False when the target already has the same
@@ -30,7 +35,7 @@ def copy_image(s: Session, source: str, target: str, ref: str, timeout: float, s
         return False
     say(f"{source} -> {target}: copying {ref} ({want[7:19]}), compressed, over the SSH connections")
     t0 = time.monotonic()
-    out, into = src.pipe_to(f"docker save {cmd.q(ref)} | gzip -1", dst, "gunzip | docker load -q",
+    out, into = src.pipe_to(save_command(ref), dst, "gunzip | docker load -q",
                             timeout=timeout, step="copy")
     # every tag the load set, checked even when the copy failed half-way (a partial archive loads too)
     after = imgfacts.parse_image_list(dst.run(imgfacts.LIST_COMMAND, step="images").stdout)

@@ -15,7 +15,7 @@ import json
 import re
 import sys
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence, TextIO
 from urllib.parse import quote, quote_plus
 
@@ -146,6 +146,7 @@ class LineSink:
     render: Callable[[str, str, str], str] = plain_line
     lines: int = 0
     _buf: bytes = b""
+    _services: dict = field(default_factory=dict)  # Compose's label -> service, found once each
 
     def feed(self, data: bytes) -> None:
         data = self._buf + data
@@ -164,12 +165,18 @@ class LineSink:
     def _emit(self, raw: Iterable[str]) -> None:
         shown = []
         for line in raw:
-            line = _ESCAPES.sub("", line.rstrip("\r"))
+            line = line.rstrip("\r")
+            if "\x1b" in line:
+                line = _ESCAPES.sub("", line)
             if not line:
                 continue
             m = _PREFIX.match(line)
             if m:
-                svc, text = service_of(m["label"], self.services), m["text"]
+                label = m["label"]
+                svc = self._services.get(label)
+                if svc is None:
+                    svc = self._services[label] = service_of(label, self.services)
+                text = m["text"]
             else:
                 svc, text = "compose", line  # Compose's own message (e.g. an error)
             text = clean(self.mask(text))  # masked, then every control character shown escaped

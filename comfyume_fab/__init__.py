@@ -2,18 +2,18 @@
 
 The sub-packages are the layers, bottom to top (imports only go down; tests/unit/test_layers.py):
 
-- `errors`: FabError and the exit code each kind of failure carries.
-- `progress`: progress lines for long steps, on stderr.
+- `errors`: FabError, the exit code each kind of failure carries and `clean` for remote text.
 - `invocation`: the command the user ran with (`comfyume-fab` or `invoke`), for messages that name it.
 - `statusschema`: the shape of `status --json`, shipped in the package.
 - `inventory`: hosts.yaml read into a validated, frozen model.
 - `host`: the SSH edge (`host.ssh` is the only package that opens SSH), the facts a host is read
   for, the actions that change it.
 - `plan` and `checks`: the pure planner; the checks that report what they find.
-- `ops`: the operations behind the tasks (start, stop, status, ...), one entry point each.
-- `report`: human-readable renderings of a status report and a start-all summary.
+- `ops`: the operations behind the tasks (start, stop, status, rollback, copy-image, logs, ...), one
+  entry point each.
+- `present`: every text, colour and progress line (the ANSI codes defined once, in present.style).
 - `taskrun`: how every task runs (inventory loaded, errors printed, exit codes picked).
-- `tasks`: the Invoke tasks, thin wrappers over one operation each.
+- `tasks`: the Invoke tasks, thin: parse options, call one operation, print its rendering.
 - `usage`: help, option errors and "did you mean", for both commands.
 - `cli`: `comfyume-fab`, the installed command over the same tasks.
 - `lab`: the built-in lab (simulated hosts on this machine) the tests and the demo run against.

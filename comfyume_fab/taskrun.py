@@ -57,19 +57,6 @@ def _refuse_host_name(option: str, host_option: bool) -> None:
                       f"inventory file; `{program()} --help TASK` lists the task's options)")
 
 
-class CleanStream:
-    """A text stream that escapes control characters on the way (progress lines quote hosts)."""
-
-    def __init__(self, stream):
-        self.stream = stream
-
-    def write(self, text: str) -> int:
-        return self.stream.write(clean(text))
-
-    def flush(self) -> None:
-        self.stream.flush()
-
-
 def int_option(name: str, value) -> int:
     """An integer option, or a ConfigError sentence naming it (exit 2)."""
     try:

@@ -46,11 +46,8 @@ def _dry_run_plan(hosts, host_option=False):
 
 
 def _ui(quiet=False):
-    import sys
-
-    from comfyume_fab.progress import Progress
-    from comfyume_fab.taskrun import CleanStream
-    return Progress(stream=CleanStream(sys.stderr), quiet=quiet)
+    from comfyume_fab.present.progress import stderr_progress
+    return stderr_progress(quiet)
 
 
 @task(klass=FabTask, help={"hosts": HOSTS_HELP, "dry_run": "print every host's commands in order and touch nothing",
@@ -66,7 +63,7 @@ def start_all(c, hosts=None, dry_run=False, wait_lock=False, verbose=False):
             return
         inv = taskrun.load(hosts)
         from comfyume_fab.ops.start import start_all as run
-        from comfyume_fab.report import start_text
+        from comfyume_fab.present.reports import start_text
         ui = _ui()
         summary = run(inv, ui, ui.warn, wait_lock=inv.timeouts.lock_wait if wait_lock else 0.0)
         print(start_text(summary))
@@ -92,8 +89,8 @@ def stop_verda(c, hosts=None, host=None, down=False, when_idle=False, force=Fals
         ui = _ui()
         out = stop_workers(inv, ui, only=host, down=down, when_idle=when_idle, idle_timeout=inv.timeouts.lock_wait,
                            wait_lock=inv.timeouts.lock_wait if wait_lock else 0.0, force=force, warn=ui.warn)
-        tail = ("app host NOT checked (unreachable)" if out.get("unchecked") else "app host untouched")
-        print(f"stop-verda: stopped the worker on {', '.join(out['stopped']) or 'no host'}; {tail}")
+        from comfyume_fab.present.reports import stop_workers_text
+        print(stop_workers_text(out))
 
 
 @task(klass=FabTask, help={"hosts": HOSTS_HELP, "down": "remove containers too (volumes, so Redis data, are kept)",
@@ -109,8 +106,9 @@ def stop_all(c, hosts=None, down=False, dry_run=False, wait_lock=False, verbose=
             return
         inv = taskrun.load(hosts)
         from comfyume_fab.ops.stop import stop_all as run
+        from comfyume_fab.present.reports import stop_all_text
         out = run(inv, _ui(), down=down, wait_lock=inv.timeouts.lock_wait if wait_lock else 0.0)
-        print(f"stop-all: stopped {', '.join(out['stopped'])}")
+        print(stop_all_text(out))
 
 
 @task(klass=FabTask, help={"hosts": HOSTS_HELP, "json": "machine-readable output for scripts (its JSON schema: "
@@ -133,7 +131,7 @@ def status(c, hosts=None, json=False, no_probe=False, watch=False, interval="2",
         inv = taskrun.load(hosts)
         if watch:
             from comfyume_fab.ops.watch import watch as run_watch
-            from comfyume_fab.report import watch_screen
+            from comfyume_fab.present.watch import watch_screen
             code = run_watch(inv, watch_screen, interval=taskrun.float_option("--interval", interval),
                              probe_every=0 if no_probe else taskrun.float_option("--probe-every", probe_every))
             if code:
@@ -141,7 +139,7 @@ def status(c, hosts=None, json=False, no_probe=False, watch=False, interval="2",
                 raise Exit(code=int(code))
             return
         from comfyume_fab.ops.status import status as run
-        from comfyume_fab.report import StatusLine
+        from comfyume_fab.present.progress import StatusLine
         line = StatusLine()
         try:
             rep = run(inv, probe=not no_probe, say=line, fetch=fetch)
@@ -151,8 +149,8 @@ def status(c, hosts=None, json=False, no_probe=False, watch=False, interval="2",
             print(rep.to_json())
         else:
             import sys
-            from comfyume_fab.ops.logs import use_colour
-            from comfyume_fab.report import status_text
+            from comfyume_fab.present.reports import status_text
+            from comfyume_fab.present.style import use_colour
             print(status_text(rep, colour=use_colour(sys.stdout)))
         if rep.code:
             from invoke.exceptions import Exit
@@ -170,9 +168,14 @@ def logs(c, hosts=None, host=None, service=None, follow=False, since=None, tail=
     """Logs of every host's services, each line prefixed host/service; secrets shown as ***."""
     from comfyume_fab import taskrun
     with taskrun.reported(verbose, "logs"):
+        import sys
+
         from comfyume_fab.ops.logs import logs as run
-        code = run(taskrun.load(hosts, host_option=True), hosts=host or (), services=service or (), follow=follow, since=since,
-                   tail=None if tail is None else taskrun.int_option("--tail", tail), grep=grep)
+        from comfyume_fab.present.logs import LogLines
+        from comfyume_fab.present.style import use_colour
+        code = run(taskrun.load(hosts, host_option=True), hosts=host or (), services=service or (), follow=follow,
+                   since=since, tail=None if tail is None else taskrun.int_option("--tail", tail), grep=grep,
+                   render=LogLines(colour=use_colour(sys.stdout)))
         if code:
             from invoke.exceptions import Exit
             raise Exit(code=int(code))
@@ -201,15 +204,11 @@ def rollback(c, hosts=None, to=None, wait_lock=False, verbose=False):
     from comfyume_fab import taskrun
     with taskrun.reported(verbose, "rollback"):
         inv = taskrun.load(hosts)
-        from comfyume_fab.ops.images import rollback_targets
-        from comfyume_fab.ops.start import start_all as run
-        from comfyume_fab.report import start_text
+        from comfyume_fab.ops.rollback import rollback as run
+        from comfyume_fab.present.reports import start_text
         ui = _ui()
-        targets = rollback_targets(inv, to, ui)
-        for name, t in targets.items():
-            ui(f"{name}: deploying {', '.join(sorted(t['refs'].values()))}")
-        summary = run(inv, ui, ui.warn, wait_lock=inv.timeouts.lock_wait if wait_lock else 0.0, image_tags=targets)
-        print(start_text(summary).replace("start-all", "rollback", 1))
+        summary = run(inv, to, ui, ui.warn, wait_lock=inv.timeouts.lock_wait if wait_lock else 0.0)
+        print(start_text(summary, task="rollback"))
 
 
 @task(klass=FabTask, name="copy-image", help={"hosts": HOSTS_HELP, "source": "the host that has the image(s)",
@@ -221,10 +220,10 @@ def copy_image(c, source, target, image=None, hosts=None, verbose=False):
     from comfyume_fab import taskrun
     with taskrun.reported(verbose, "copy-image"):
         inv = taskrun.load(hosts)
-        from comfyume_fab.ops.images import copy_task
+        from comfyume_fab.ops.copyimage import copy_task
+        from comfyume_fab.present.reports import copy_text
         copied = copy_task(inv, source, target, list(image or []), _ui())
-        print(f"copy-image: {len(copied)} image(s) copied from {source} to {target}"
-              + (f": {', '.join(copied)}" if copied else " (the target already had them)"))
+        print(copy_text(copied, source, target))
 
 
 @task(klass=FabTask, name="switch-gpu", positional=["tier"],
@@ -282,7 +281,7 @@ def diff(c, hosts=None, json=False, verbose=False):
     with taskrun.reported(verbose, "diff"):
         inv = taskrun.load(hosts)
         from comfyume_fab.ops.diff import diff as run
-        from comfyume_fab.report import diff_json, diff_text
+        from comfyume_fab.present.reports import diff_json, diff_text
         diffs = run(inv)
         print(diff_json(diffs) if json else diff_text(diffs))
 
@@ -302,7 +301,7 @@ def lock(c, hosts=None, verbose=False):
     from comfyume_fab import taskrun
     with taskrun.reported(verbose, "lock"):
         from comfyume_fab.ops.lock import read_lock
-        from comfyume_fab.report import lock_text
+        from comfyume_fab.present.reports import lock_text
         from comfyume_fab.invocation import program
         inv = taskrun.load(hosts, need_secrets=False)
         host, seen = read_lock(inv)

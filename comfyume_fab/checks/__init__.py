@@ -2,7 +2,9 @@
 
 - `result`: `CheckResult`, one named finding with its detail and its --json data.
 - `preflight`: host facts judged against the inventory, each problem with its fix.
-- `images`: the images each host needs judged against where they come from, before anything is touched.
+- `images`: the images each host needs against where they come from, and status's view of them
+  (branch, head, deployed commit).
+- `imagecopy`: what a `docker load` changed on copy-image's target (only the image asked for may).
 - `links`: cross-host links from the right vantage point (Redis and HTTP through a connection the
   far host opens) and the one read of the job queue.
 - `queue`: the job queue and the workers' heartbeats, read from Redis on the app host.

@@ -1,7 +1,8 @@
 """Preflight of the images each host needs against where they come from (pure): what is missing
-is said before anything is touched -- no lock, no upload.
+is said before anything is touched -- no lock, no upload; and status's view of a host's images
+(`status_parts`, `status_block`, `image_commit`).
 
-Reads the sections `ops.images.state_parts` adds to the host-state read: `images` (what the engine
+Reads the sections `state_parts` (below) adds to the host-state read: `images` (what the engine
 has), and on a host that builds, `git` (`git --version`) and `git_remote` (`git ls-remote`).
 """
 from __future__ import annotations
@@ -10,10 +11,12 @@ from typing import Mapping
 
 from ..errors import ConfigError, FabError, UnhealthyError
 from ..host.facts import ParseError
+from ..host.actions import git as gitact
 from ..host.facts import git as gitfacts
 from ..host.facts import images as imgfacts
 from ..host.state import HostState
-from ..inventory.model import Inventory
+from ..host import commands as cmd
+from ..inventory.model import Host, Inventory
 
 
 def host_images(state: HostState) -> dict[str, str] | None:
@@ -86,3 +89,55 @@ def raise_image_problems(problems: list[FabError]) -> None:
     if others:
         first.hint = (first.hint + "; " if first.hint else "") + "also: " + "; ".join(others)
     raise first
+
+
+# --- what start-all and status read about images (sections of the host-state read) -------------
+
+
+def state_parts(inv: Inventory, host: Host) -> list[tuple[str, str]]:
+    """(section, command) pairs to add to `host.state.read` for this host's images."""
+    parts = [("images", imgfacts.LIST_COMMAND)]
+    if inv.image_keys_from(host, "build"):
+        parts += [("git", gitfacts.VERSION_COMMAND),
+                  ("git_remote", gitfacts.ls_remote_command(inv.sources.repository or ""))]
+    return parts
+
+
+# --- status: what runs, from which commit ---------------------------------------------------------
+
+
+def status_parts(inv: Inventory, host: Host, fetch: bool = False) -> list[tuple[str, str]]:
+    """The section status adds on a host that builds: its branch's commit as last fetched (or
+    fetched now, `status --fetch`)."""
+    if not inv.image_keys_from(host, "build"):
+        return []
+    src = inv.sources
+    checkout, branch = cmd.workdir_path(src.checkout), src.branch_for(host)
+    command = (gitact.fetch_command(checkout, src.repository or "", branch) if fetch
+               else gitfacts.rev_parse_command(checkout, branch))
+    return [("git_head", command)]
+
+
+def status_block(inv: Inventory, host: Host, st: HostState) -> dict | None:
+    """status's `images` of one host: branch, its head (last fetch), the deployed commit, and
+    whether the branch has commits that are not deployed."""
+    dep = (st.deployed or {}).get("images") or {}
+    if not inv.image_keys_from(host, "build") and not dep.get("commit"):
+        return None
+    code, out = st.extra.get("git_head", (1, ""))
+    head = None
+    if code == 0:
+        try:
+            head = gitfacts.parse_sha(out)
+        except ParseError:
+            head = None
+    deployed = dep.get("commit")
+    return {"branch": dep.get("branch") or inv.sources.branch_for(host), "head": head, "deployed_commit": deployed,
+            "undeployed": bool(head and deployed and head != deployed), "history": [
+                (h.get("commit") or "")[:12] for h in dep.get("history", [])]}
+
+
+def image_commit(image: str) -> str | None:
+    """The commit of a `name:<12-hex>` reference, else None."""
+    tag = image.rpartition(":")[2] if ":" in image.rsplit("/", 1)[-1] else ""
+    return tag if len(tag) == imgfacts.SHORT and all(c in "0123456789abcdef" for c in tag) else None

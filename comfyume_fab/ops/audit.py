@@ -63,5 +63,5 @@ def deployed_record(revision: str, config_hash: str, host_hash: str, mode: str, 
     record = {"revision": revision, "config_hash": config_hash, "host_hash": host_hash,
               "mode": mode, "at": now_iso(), "by": who()}
     if images:
-        record["images"] = images  # branch, commit and the image of each service (ops.images)
+        record["images"] = images  # branch, commit and the image of each service (ops.imagestep)
     return (json.dumps(record, indent=1) + "\n").encode()

@@ -1,6 +1,7 @@
 """`invoke logs`: the compose services' logs of every host, streamed in parallel over one SSH
-connection per host, each line prefixed `host/service` (a stable colour per host on a terminal),
-with every secret value of the deployment replaced by `***`.
+connection per host, each line given to `render(host, service, text)` (present/logs.py: prefixed
+`host/service`, a stable colour per host on a terminal), with every secret value of the deployment
+replaced by `***`.
 
 Each host runs ONE `docker compose logs` for its selected services on a pseudo-terminal, so that
 closing the channel (Ctrl-C, or the end of the task) hangs the remote process up: nothing is left
@@ -9,14 +10,16 @@ running on any host. One thread per host reads its channel and writes whole line
 """
 from __future__ import annotations
 
+import base64
+import json
 import re
 import sys
 import threading
-import zlib
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence, TextIO
+from urllib.parse import quote, quote_plus
 
-from ..errors import ConfigError, ExitCode, FabError
+from ..errors import ConfigError, ExitCode, FabError, clean
 from ..host.commands import ComposeProject, in_workdir
 from ..host.session import Session
 from ..inventory.model import Inventory
@@ -24,23 +27,13 @@ from ..inventory.secrets import REDACTED
 from ..plan.planner import HostPlan, make_plan
 
 USERS = "users"  # --service users: every frontend (user001..userNNN)
-# Foreground colours that read on dark and light terminals (no black/white), picked by a hash of the
-# host name so a host keeps its colour whatever else is in the inventory.
-PALETTE = ("36", "33", "35", "32", "34", "31", "96", "93", "95", "92", "94", "91")
-RESET = "\x1b[0m"
-# On a terminal Compose starts every line with "erase line" (ESC[2K), even with --no-color.
-_LEADING_CSI = re.compile(r"^(?:\x1b\[[0-9;?]*[A-Za-z])+")
+# Escape sequences, removed whole before a line is masked and cleaned (Compose itself starts every
+# line on a terminal with "erase line", ESC[2K, even with --no-color; a container may write colours
+# or worse): CSI, OSC (to BEL or ST, or the line's end), DCS/SOS/PM/APC (to ST), and the short ESC
+# forms. What is left of a control character is shown escaped by errors.clean.
+_ESCAPES = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[PX^_][^\x1b]*(?:\x1b\\)?"
+                      r"|[ -/]*[0-~])")
 _PREFIX = re.compile(r"^(?P<label>[A-Za-z0-9][A-Za-z0-9_.-]*)\s*\| ?(?P<text>.*)$", re.S)
-
-
-def host_colour(name: str) -> str:
-    return PALETTE[zlib.crc32(name.encode()) % len(PALETTE)]
-
-
-def use_colour(stream: TextIO) -> bool:
-    """Colour only on a terminal and only when NO_COLOR (https://no-color.org) is unset or empty."""
-    import os
-    return bool(getattr(stream, "isatty", lambda: False)()) and not os.environ.get("NO_COLOR")
 
 
 def select(inv: Inventory, plan_hosts: Sequence[HostPlan], hosts: Sequence[str] = (),
@@ -96,19 +89,49 @@ def service_of(label: str, services: Sequence[str]) -> str:
     return base
 
 
+MIN_ENCODED = 6  # an encoded form shorter than this is not masked: it would hide ordinary text
+
+
+def encoded_forms(secret: str) -> set[str]:
+    """`secret` and the forms it takes in logs: URL-encoded (either case of hex digits, + or %20
+    for a space), JSON-escaped, and base64 (standard and URL-safe) at each of the 3 alignments it
+    can have inside a longer base64 string (the characters that also depend on the bytes around it
+    left out), which covers HTTP Basic `user:secret`. Best effort: other encodings pass."""
+    forms = {secret}
+    for q in (quote(secret, safe=""), quote(secret), quote_plus(secret, safe=""), quote_plus(secret)):
+        forms |= {q, re.sub(r"%[0-9A-F]{2}", lambda m: m.group().lower(), q)}
+    for escaped in (json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1]):
+        forms |= {escaped, escaped.replace("/", "\\/")}
+    raw = secret.encode()
+    for skip, start in ((0, 0), (1, 2), (2, 3)):  # bytes before it in its 3-byte group; first char all its own
+        end = 8 * (skip + len(raw)) // 6  # the last character made of its bits only
+        core = base64.b64encode(b"\0" * skip + raw).decode()[start:end]
+        forms |= {core, core.translate(_URLSAFE)}
+    return {f for f in forms if f == secret or len(f) >= MIN_ENCODED}
+
+
+_URLSAFE = str.maketrans("+/", "-_")
+
+
 @dataclass
 class Masker:
-    """Replaces every secret value in a line by ***, longest first (a secret containing another)."""
+    """Replaces every secret value in a line by ***, in its encoded forms too (`encoded_forms`),
+    longest first (a secret containing another)."""
     values: Sequence[str] = ()
 
     def __post_init__(self):
-        self.values = sorted({v for v in self.values if v}, key=len, reverse=True)
+        self.values = sorted({f for v in self.values if v for f in encoded_forms(v)}, key=len, reverse=True)
 
     def __call__(self, line: str) -> str:
         for v in self.values:
             if v in line:
                 line = line.replace(v, REDACTED)
         return line
+
+
+def plain_line(host: str, service: str, text: str) -> str:
+    """A log line as written when no renderer is given: `host/service text`."""
+    return f"{host}/{service} {text}\n"
 
 
 @dataclass
@@ -120,19 +143,10 @@ class LineSink:
     lock: threading.Lock
     mask: Masker
     grep: re.Pattern | None = None
-    colour: bool = False
+    render: Callable[[str, str, str], str] = plain_line
     lines: int = 0
     _buf: bytes = b""
-    _prefix_cache: dict = field(default_factory=dict)
-
-    def _prefix(self, svc: str) -> str:
-        p = self._prefix_cache.get(svc)
-        if p is None:
-            p = f"{self.host}/{svc}"
-            if self.colour:
-                p = f"\x1b[{host_colour(self.host)}m{p}{RESET}"
-            self._prefix_cache[svc] = p
-        return p
+    _services: dict = field(default_factory=dict)  # Compose's label -> service, found once each
 
     def feed(self, data: bytes) -> None:
         data = self._buf + data
@@ -151,18 +165,24 @@ class LineSink:
     def _emit(self, raw: Iterable[str]) -> None:
         shown = []
         for line in raw:
-            line = _LEADING_CSI.sub("", line.rstrip("\r"))
+            line = line.rstrip("\r")
+            if "\x1b" in line:
+                line = _ESCAPES.sub("", line)
             if not line:
                 continue
             m = _PREFIX.match(line)
             if m:
-                svc, text = service_of(m["label"], self.services), m["text"]
+                label = m["label"]
+                svc = self._services.get(label)
+                if svc is None:
+                    svc = self._services[label] = service_of(label, self.services)
+                text = m["text"]
             else:
                 svc, text = "compose", line  # Compose's own message (e.g. an error)
-            text = self.mask(text)
+            text = clean(self.mask(text))  # masked, then every control character shown escaped
             if self.grep is not None and not self.grep.search(text):
                 continue
-            shown.append(f"{self._prefix(svc)} {text}\n")
+            shown.append(self.render(self.host, svc, text))
         if shown:
             self.lines += len(shown)
             with self.lock:
@@ -172,7 +192,8 @@ class LineSink:
 
 def logs(inv: Inventory, *, hosts: Sequence[str] = (), services: Sequence[str] = (), follow: bool = False,
          since: str | None = None, tail: int | None = None, grep: str | None = None,
-         out: TextIO | None = None, err: TextIO | None = None, colour: bool | None = None,
+         out: TextIO | None = None, err: TextIO | None = None,
+         render: Callable[[str, str, str], str] = plain_line,
          say: Callable[[str], None] | None = None) -> int:
     """Stream the selected logs; return the exit code: 0, 3 when a host could not be read, 130
     after Ctrl-C (every remote stream closed first)."""
@@ -186,7 +207,6 @@ def logs(inv: Inventory, *, hosts: Sequence[str] = (), services: Sequence[str] =
         raise ConfigError(f"--grep: '{grep}' is not a valid regular expression ({exc})") from None
     plan = make_plan(inv)
     selected = select(inv, plan.hosts, hosts, services)
-    colour = use_colour(out) if colour is None else colour
     mask = Masker([s.reveal() for s in inv.secrets.values() if s])
     lock = threading.Lock()
     stop = threading.Event()
@@ -201,7 +221,7 @@ def logs(inv: Inventory, *, hosts: Sequence[str] = (), services: Sequence[str] =
             print(f"error: logs: {exc.sentence()}", file=err, flush=True)
 
         def one(hp: HostPlan, svcs: list[str]) -> None:
-            sink = LineSink(hp.name, svcs, out, lock, mask, pattern, colour)
+            sink = LineSink(hp.name, svcs, out, lock, mask, pattern, render)
             try:
                 rc = s[hp.name].stream(logs_command(hp.compose, svcs, follow, since, tail), sink.feed,
                                        pty=True, stop=stop, step="logs")

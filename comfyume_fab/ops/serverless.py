@@ -10,7 +10,8 @@ from ..checks.deployments import DeploymentError, api_for, describe
 from ..checks.result import CheckResult
 from ..checks.serverless import probe_endpoint, qm_health
 from ..host.ssh.remote import Remote
-from ..inventory.model import KNOWN_TIERS, Inventory, Tier
+from ..errors import ConfigError
+from ..inventory.model import KNOWN_TIERS, Inventory, Tier, suggest
 
 
 def tier_of_gpu(active_gpu: str | None) -> str | None:
@@ -103,3 +104,14 @@ def deployment_block(inv: Inventory, tier: Tier, checks: list[CheckResult]) -> d
     else:
         checks.append(CheckResult(f"deployment-{tier.name}", True, line, data=block))
     return block
+
+
+def check_tier(inv: Inventory, tier: str) -> None:
+    if inv.mode != "serverless":
+        raise ConfigError(f"{inv.path}: switch-gpu and warm act on serverless tiers, but mode is {inv.mode} "
+                          "(set mode: serverless and serverless.endpoints)")
+    names = [t.name for t in inv.serverless.tiers]
+    if tier not in names:
+        close = suggest(tier, names)
+        raise ConfigError(f"{inv.path}: '{tier}' is not a tier in serverless.endpoints ("
+                          + (f"did you mean '{close}'? " if close else "") + f"tiers: {', '.join(names) or 'none'})")

@@ -9,6 +9,7 @@ import hashlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
+from ..checks.images import state_parts as image_state_parts
 from ..checks.links import prefetch_redis, redis_ping
 from ..checks.preflight import preflight_problems
 from ..checks.probe import run_probe
@@ -26,7 +27,7 @@ from ..host.session import Session, gather
 from ..inventory.model import Inventory
 from ..plan.diff import RECREATE, UNCHANGED, diff_host, env_section, planned_changes, summary_lines
 from ..plan.planner import HostPlan, Plan, make_plan
-from . import images
+from . import imagestep as images
 from .audit import audit_line, deployed_record, local_revision
 from .health import up_failed, wait_healthy
 from .lock import DeployLock
@@ -73,7 +74,7 @@ def start_all(inv: Inventory, say: Callable[[str], None], warn: Callable[[str], 
             states = gather(lambda h: hoststate.read(s[h.name], inv.project, h.workdir,
                                                      extra=[env_section(h.workdir),
                                                             *_stop_record_part(h),
-                                                            *images.state_parts(inv, h)]),  # images: hook
+                                                            *image_state_parts(inv, h)]),  # images: hook
                             inv.hosts)
         revision = revision_f.result()
         problems, notes = preflight_problems(inv, states)

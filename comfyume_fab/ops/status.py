@@ -8,6 +8,7 @@ import json
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..checks import images
 from ..checks.links import http_check, prefetch_redis, redis_ping
 from ..checks.probe import run_probe
 from ..checks.queue import queue_checks
@@ -21,7 +22,6 @@ from ..host.facts.docker import by_service, describe, published_port, service_ok
 from ..host.session import Background, Session, each
 from ..inventory.model import GPU_MODES, Inventory
 from ..plan.planner import HostPlan, Plan, make_plan, service_hash_var
-from . import images
 from .audit import local_revision
 from .health import last_logs
 

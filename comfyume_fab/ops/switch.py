@@ -22,11 +22,11 @@ from ..checks.serverless import probe_endpoint, qm_health
 from ..errors import ConfigError, UnhealthyError
 from ..host import state as hoststate
 from ..host.session import Session
-from ..inventory.model import Inventory, suggest
+from ..inventory.model import Inventory
 from ..plan.planner import make_plan
 from .audit import local_revision
 from .lock import DeployLock
-from .serverless import price_text, tier_of_gpu
+from .serverless import check_tier, price_text, tier_of_gpu
 from .start import HostOutcome, _deploy_stage, _record
 
 SERVICE = "queue-manager"
@@ -34,17 +34,6 @@ SERVICE = "queue-manager"
 
 def with_active(inv: Inventory, tier: str) -> Inventory:
     return dataclasses.replace(inv, serverless=dataclasses.replace(inv.serverless, active=tier))
-
-
-def check_tier(inv: Inventory, tier: str) -> None:
-    if inv.mode != "serverless":
-        raise ConfigError(f"{inv.path}: switch-gpu switches serverless tiers, but mode is {inv.mode} "
-                          "(set mode: serverless and serverless.endpoints)")
-    names = [t.name for t in inv.serverless.tiers]
-    if tier not in names:
-        close = suggest(tier, names)
-        raise ConfigError(f"{inv.path}: '{tier}' is not a tier in serverless.endpoints ("
-                          + (f"did you mean '{close}'? " if close else "") + f"tiers: {', '.join(names) or 'none'})")
 
 
 def switch_gpu(inv: Inventory, tier: str, say: Callable[[str], None], warn: Callable[[str], None],

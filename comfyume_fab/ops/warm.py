@@ -26,7 +26,7 @@ from ..host.actions import containers as ctract
 from ..host.actions import workdir as wdact
 from ..host.session import Session
 from ..inventory.model import Inventory
-from .switch import check_tier
+from .serverless import check_tier
 
 UNTIL_RE = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)(?::([0-5]\d))?$")
 

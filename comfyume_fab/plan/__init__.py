@@ -5,5 +5,6 @@
   Redis from its own vantage point.
 - `compose`: the compose files shipped in compose/ and the generated frontends.yml.
 - `steps`: the ordered commands a task would run, for `invoke plan` and `--dry-run`.
-- `diff`: what a deploy would change, service by service, from the plan and what a host runs now.
+- `diff`: what start-all would create, recreate (and why) or remove, per service.
+- `rollback`: which earlier deploy each host goes back to (`rollback --to` checked there).
 """

@@ -302,6 +302,12 @@ def test_rollback_to_the_previous_commit_without_building(lab, build_inv, healed
     res = invoke("rollback", "--hosts", str(build_inv), "--to", notes_sha[:8])
     assert res.returncode == 0, res.stderr[-3000:]
     assert running(lab, "verda")["worker"][1] == f"comfyume-worker:{notes_sha}"
+    # mello deploys another branch: it stays as it runs, and says so
+    assert f"of mello-track; {notes_sha} is of verda-track)" in res.stderr and running(lab, "mello") == mello_before
+    res = invoke("rollback", "--hosts", str(build_inv), "--to", notes_sha[:6])
+    assert res.returncode == 2 and errors(res) == [
+        f"rollback --to: '{notes_sha[:6]}' is not a commit; give 7 to 40 of its hex digits (status shows each "
+        "host's deployed commit and earlier deploys)"], res.stderr
     res = invoke("rollback", "--hosts", str(build_inv), "--to", "deadbeef")
     assert res.returncode == 2 and "rollback: no host has a deploy of commit deadbeef" in res.stderr, res.stderr
 
@@ -342,6 +348,50 @@ def test_copy_an_image_host_to_host_then_skip_the_second_copy(lab, build_inv, he
     res = invoke("copy-image", "--hosts", str(build_inv), "--source", "mello", "--target", "verda",
                  "--image", "comfyume-admin:not-there")
     assert res.returncode == 4 and "host mello has no image comfyume-admin:not-there" in res.stderr
+
+
+def test_copy_refuses_an_archive_that_retags_other_images_and_puts_them_back(lab, tmp_path, monkeypatch):
+    """A tampered source (stand-in: its `docker save` also saves another tag) cannot replace the
+    target's images: the copy is refused in one sentence and each foreign tag is put back."""
+    from comfyume_fab.errors import UnhealthyError
+    from comfyume_fab.host.session import Session
+    from comfyume_fab.inventory.read import load_inventory
+    from comfyume_fab.ops import transfer
+    inv = load_inventory(str(lab.inventory(tmp_path)))
+    want, foreign = "cfab-copy-test:want", "cfab-copy-test:foreign"
+    admin, redis = inv.images.admin, inv.images.redis
+
+    def image_id(host, ref):
+        return engine(lab, host, "image", "inspect", "--format", "{{.Id}}", ref).strip()
+    engine(lab, "mello", "tag", admin, want)
+    engine(lab, "mello", "tag", redis, foreign)  # what the tampered archive would put on verda
+    monkeypatch.setattr(transfer, "save_command", lambda ref: f"docker save {ref} {foreign} | gzip -1")
+    said: list[str] = []
+    redis_before = image_id("verda", redis)
+    try:
+        for before in (admin, None):  # verda had that tag (of another image), then: did not have it
+            engine(lab, "verda", "rmi", want, foreign)
+            if before:
+                engine(lab, "verda", "tag", before, foreign)
+            with Session(inv, [inv.host("mello"), inv.host("verda")]) as s:
+                s.connect()
+                with pytest.raises(UnhealthyError) as info:
+                    transfer.copy_image(s, "mello", "verda", want, 120, said.append)
+            how = f"{foreign} to its previous image" if before else f"{foreign} removed"
+            assert info.value.sentence() == (
+                f"host verda, step copy: the archive of {want} from mello also loaded {foreign}, which were not "
+                f"asked for (put back as they were: {how}; check the images on mello)")
+            assert image_id("verda", foreign) == (image_id("verda", admin) if before else "")
+            assert image_id("verda", redis) == redis_before  # untouched
+        monkeypatch.undo()  # an honest archive: copied, and nothing else changed
+        engine(lab, "verda", "rmi", want, foreign)
+        with Session(inv, [inv.host("mello"), inv.host("verda")]) as s:
+            s.connect()
+            assert transfer.copy_image(s, "mello", "verda", want, 120, said.append) is True
+        assert image_id("verda", want) == image_id("mello", want) and image_id("verda", foreign) == ""
+    finally:
+        engine(lab, "mello", "rmi", want, foreign)
+        engine(lab, "verda", "rmi", want, foreign)
 
 
 # --- pull mode against the lab's registry -------------------------------------------------------

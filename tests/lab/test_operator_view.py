@@ -3,6 +3,7 @@ against its schema, and `status --watch` under a pseudo-terminal. Every claim is
 the hosts: their containers' logs as Compose prints them, their process tables, sshd's own log."""
 from __future__ import annotations
 
+import base64
 import fcntl
 import json
 import os
@@ -116,6 +117,12 @@ def test_logs_follow_shows_lines_from_both_hosts_within_a_second_and_ctrl_c_leav
         write_log(lab, "mello", "redis", f"password is {secret} here")
         _, line = run.wait_for(lambda ln: "password is" in ln, 5)
         assert line == "mello/redis password is *** here"
+        # a hostile line: erase + carriage return to forge mello's label, a title change, the
+        # secret in base64: one line, labelled verda, nothing raw, the secret masked
+        encoded = base64.b64encode(secret.encode()).decode()
+        write_log(lab, "verda", "worker", f"hostile\x1b[2K\rmello/redis forged \x1b]0;owned\x07b64 {encoded}")
+        _, line = run.wait_for(lambda ln: "hostile" in ln, 5)
+        assert line.startswith("verda/worker hostile\\x0dmello/redis forged b64 ***"), repr(line)
     finally:
         code = run.stop(signal.SIGINT)
     assert code == 130, run.proc.stderr.read()

@@ -15,7 +15,7 @@ from comfyume_fab.host.facts import git as gitfacts
 from comfyume_fab.host.facts import images as imgfacts
 from comfyume_fab.host.state import HostState
 from comfyume_fab.inventory import load_inventory
-from comfyume_fab.ops.images import state_parts
+from comfyume_fab.checks.images import state_parts
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures"
 GIT = FIX / "git-2.39"
@@ -129,7 +129,7 @@ def test_registry_login_reads_the_password_from_stdin_only():
 
 
 def test_history_keeps_the_last_deploys_and_the_plan_names_the_commit_tags(tmp_path):
-    from comfyume_fab.ops.images import HostImages, _history, with_images
+    from comfyume_fab.ops.imagestep import HostImages, _history, with_images
     from comfyume_fab.plan.planner import make_plan
     prev = {"at": "t2", "images": {"refs": {"WORKER_IMAGE": "w:bbbbbbbbbbbb"}, "branch": "verda-track",
                                    "commit": "b" * 40,

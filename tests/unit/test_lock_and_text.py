@@ -101,7 +101,7 @@ def test_an_escape_sequence_in_a_key_name_is_shown_escaped(tmp_path):
 
 
 def test_a_report_shows_host_text_escaped():
-    from comfyume_fab.report import status_text
+    from comfyume_fab.present.reports import status_text
 
     class Rep:
         data = {"ok": False, "mode": "dual-server", "config_hash": "abc", "revision": "r", "hosts": {
@@ -119,8 +119,7 @@ def test_a_report_shows_host_text_escaped():
 def test_progress_lines_are_escaped_on_their_way_to_the_terminal():
     import io
 
-    from comfyume_fab.progress import Progress
-    from comfyume_fab.taskrun import CleanStream
+    from comfyume_fab.present.progress import CleanStream, Progress
     out = io.StringIO()
     ui = Progress(stream=CleanStream(out))
     ui(f"verda: log {ESC}")

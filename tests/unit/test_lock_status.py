@@ -44,7 +44,7 @@ class LocalRemote:
 
 
 def test_the_lock_task_shows_the_holder_live_or_stale_without_taking_it(tmp_path):
-    from comfyume_fab.report import lock_text
+    from comfyume_fab.present.reports import lock_text
     info = "ana@laptop task=start-all pid=4242 since=2026-12-03T09:00:00Z rev=cafe1234abcd"
     assert subprocess.run(["bash", "-c", lockact.lock_acquire("comfyume", info, "tok")], cwd=tmp_path).returncode == 0
     out = LocalRemote(tmp_path).run(lockfacts.lock_read("comfyume")).stdout

@@ -16,10 +16,12 @@ import pytest
 from comfyume_fab.checks.result import CheckResult
 from comfyume_fab.errors import ConfigError, ExitCode
 from comfyume_fab.ops.exec import exec_command
-from comfyume_fab.ops.logs import LineSink, Masker, host_colour, logs_command, select, service_of, use_colour
+from comfyume_fab.ops.logs import LineSink, Masker, logs_command, select, service_of
 from comfyume_fab.ops.status import SCHEMA_VERSION, StatusReport
 from comfyume_fab.plan.planner import make_plan
-from comfyume_fab.report import age, status_text
+from comfyume_fab.present.logs import LogLines
+from comfyume_fab.present.reports import age, status_text
+from comfyume_fab.present.style import host_colour, use_colour
 from tests.unit.test_topology import ENV, inventory_text, load
 
 SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "docs" / "status.schema.json").read_text())
@@ -28,7 +30,7 @@ SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "docs" / "status.sche
 def sink(services=("redis", "user001"), grep=None, colour=False, secrets=()):
     out = io.StringIO()
     return LineSink("mello", list(services), out, threading.Lock(), Masker(list(secrets)),
-                    re.compile(grep) if grep else None, colour), out
+                    re.compile(grep) if grep else None, LogLines(colour)), out
 
 
 def test_lines_are_prefixed_host_slash_service_and_split_across_chunks():

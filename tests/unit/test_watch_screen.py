@@ -7,7 +7,7 @@ from __future__ import annotations
 from rich.console import Console
 
 from comfyume_fab.ops.watch import HostView, Snapshot
-from comfyume_fab.report import watch_screen
+from comfyume_fab.present.watch import watch_screen
 
 SERVICES = [{"service": "redis", "state": "running", "health": "healthy", "restarts": 0, "ok": True, "image": "r"},
             {"service": "user001", "state": "running", "health": "healthy", "restarts": 0, "ok": True, "image": "u"}]

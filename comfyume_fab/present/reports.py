@@ -1,27 +1,24 @@
-"""Human-readable renderings of a status report and a start-all summary."""
+"""Human-readable renderings of a task's result: a status report, a start-all summary, a diff."""
 from __future__ import annotations
 
 import re
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
-from .errors import clean
+from ..errors import clean
+from .style import clean_keeping_colour as _clean_keeping_colour
+from .style import paint as _paint
 
 if TYPE_CHECKING:  # a type only: rendering never runs an operation
-    from .ops.start import StartSummary
-    from .ops.status import StatusReport
+    from ..ops.start import StartSummary
+    from ..ops.status import StatusReport
 
 
 def _mark(ok: bool, warning: bool = False) -> str:
     return "FAIL" if not ok else ("warn" if warning else "ok")
 
 
-_FRONTEND = re.compile(r"user\d{3,}")
-_COLOURS = {"ok": "32", "warn": "33", "FAIL": "31", "dim": "2", "bold": "1"}
-
-
-def _paint(text: str, style: str, colour: bool) -> str:
-    return f"\x1b[{_COLOURS[style]}m{text}\x1b[0m" if colour else text
+FRONTEND = re.compile(r"user\d{3,}")  # a frontend service: user001, user002, ...
 
 
 def age(started_at: str | None, now: datetime | None = None) -> str:
@@ -97,7 +94,7 @@ def status_text(rep: StatusReport, colour: bool = False) -> str:
                                 f"still running (on a cloud GPU, still billing); worker stopped for "
                                 f"{_for(held.get('stopped_for_s'))}", "warn", colour))
         services = h["services"]
-        users = [s for s in services if _FRONTEND.fullmatch(s["service"])]
+        users = [s for s in services if FRONTEND.fullmatch(s["service"])]
         rows = [s for s in services if s not in users]
         bad_users = [s for s in users if not s["ok"]]
         width = max([len(s["service"]) for s in rows + bad_users] + [7])
@@ -123,13 +120,8 @@ def status_text(rep: StatusReport, colour: bool = False) -> str:
     return "\n".join(clean(line) if not colour else _clean_keeping_colour(line) for line in lines)
 
 
-def _clean_keeping_colour(line: str) -> str:
-    parts = re.split(r"(\x1b\[[0-9;]*m)", line)
-    return "".join(p if p.startswith("\x1b[") and p.endswith("m") else clean(p) for p in parts)
-
-
 def _for(seconds) -> str:
-    from .host.facts.stopped import for_how_long
+    from ..host.facts.stopped import for_how_long
     return for_how_long(seconds)
 
 
@@ -141,7 +133,8 @@ def _service_line(s: dict, width: int, colour: bool, held=None) -> str:
     return line + (_paint(flag, "FAIL", colour) if flag else "")
 
 
-def start_text(summary: StartSummary) -> str:
+def start_text(summary: StartSummary, task: str = "start-all") -> str:
+    """start-all's (or rollback's: `task`) summary: per host what changed, the checks, warnings."""
     plan = summary.plan
     lines = []
     for hp in plan.hosts:
@@ -155,15 +148,31 @@ def start_text(summary: StartSummary) -> str:
         lines.append(f"  [{_mark(c.ok, c.warning):>4}] {c.name}: {c.detail}")
     for w in summary.warnings:
         lines.append(f"  WARNING: {w}")
-    head = ("start-all: everything was already running with this configuration; nothing changed"
-            if not summary.changed else f"start-all: deployment up (mode {plan.mode}, config {plan.config_hash})")
+    head = (f"{task}: everything was already running with this configuration; nothing changed"
+            if not summary.changed else f"{task}: deployment up (mode {plan.mode}, config {plan.config_hash})")
     return clean("\n".join([head] + lines))
+
+
+def stop_workers_text(out: dict) -> str:
+    """stop-verda's answer: where the worker was stopped, and whether the app host was checked."""
+    tail = "app host NOT checked (unreachable)" if out.get("unchecked") else "app host untouched"
+    return clean(f"stop-verda: stopped the worker on {', '.join(out['stopped']) or 'no host'}; {tail}")
+
+
+def stop_all_text(out: dict) -> str:
+    return clean(f"stop-all: stopped {', '.join(out['stopped'])}")
+
+
+def copy_text(copied: list[str], source: str, target: str) -> str:
+    """copy-image's answer: how many images were copied, and which."""
+    return clean(f"copy-image: {len(copied)} image(s) copied from {source} to {target}"
+                 + (f": {', '.join(copied)}" if copied else " (the target already had them)"))
 
 
 def diff_text(diffs) -> str:
     """`invoke diff`: per host the services start-all would create, recreate (and why), start or
     remove; the same lines start-all prints before acting."""
-    from .plan.diff import changed, summary_lines
+    from ..plan.diff import changed, summary_lines
     total = sum(len(changed(c)) for c in diffs.values())
     head = ("diff: nothing would change" if not total else
             f"diff: start-all would make {total} change(s)")
@@ -172,109 +181,9 @@ def diff_text(diffs) -> str:
 
 def diff_json(diffs) -> str:
     import json
-    from .plan.diff import changed
+    from ..plan.diff import changed
     return json.dumps({"changes": sum(len(changed(c)) for c in diffs.values()),
                        "hosts": {h: [c.as_json() for c in changes] for h, changes in diffs.items()}}, indent=2)
-class StatusLine:
-    """One progress line on stderr that rewrites itself while a task waits (connect, checks,
-    probe) and is erased before the answer is printed; silent when stderr is not a terminal."""
-
-    def __init__(self, stream=None):
-        import sys
-        self.stream = stream or sys.stderr
-        self.live = bool(getattr(self.stream, "isatty", lambda: False)())
-
-    def __call__(self, message: str) -> None:
-        if self.live:
-            self.stream.write(f"\r\x1b[K… {message}")
-            self.stream.flush()
-
-    def clear(self) -> None:
-        if self.live:
-            self.stream.write("\r\x1b[K")
-            self.stream.flush()
-
-
-def watch_screen(snap) -> object:
-    """The `status --watch` screen for a Snapshot (ops/watch.py): a rich renderable. rich is
-    imported here, so only the task that draws it pays for it."""
-    import time
-
-    from rich.console import Group
-    from rich.table import Table
-    from rich.text import Text
-
-    head = Text.assemble(("comfyume status --watch", "bold"),
-                         f"   every {snap.interval:g} s   {time.strftime('%H:%M:%S')}   q or Ctrl-C quits")
-    hosts = Table(box=None, pad_edge=False, show_edge=False, expand=False)
-    for col in ("HOST", "READ", "SERVICES", "GPU", "PROBE"):
-        hosts.add_column(col, no_wrap=col != "SERVICES")
-    for h in snap.hosts:
-        if not h.reachable and not h.read_at and not h.error:  # the first connection: nothing is wrong yet
-            hosts.add_row(Text(h.name, "bold"), Text("-", "dim"), Text("connecting…", "dim"), "", "")
-            continue
-        if not h.reachable and not h.read_at:
-            hosts.add_row(Text(h.name, "bold"), Text("-", "red"), Text(f"UNREACHABLE {h.error}".strip(), "red"), "", "")
-            continue
-        if not h.reachable:  # reconnecting: the last known state, marked stale
-            stale = Text.assemble(_services_text(h.services, Text, dim=True),
-                                  (f"  (last known, read {max(0.0, snap.at - h.read_at):.0f} s ago; "
-                                   f"{h.error or 'reconnecting…'})", "yellow"))
-            hosts.add_row(Text(h.name, "bold"), Text("UNREACHABLE", "red"), stale, Text(_gpu_text(h, Text).plain, "dim"),
-                          Text(_probe_text(h.probe, Text).plain, "dim"))
-            continue
-        hosts.add_row(Text(h.name, "bold"), f"{h.rtt_ms:.0f} ms" if h.rtt_ms is not None else "-",
-                      _services_text(h.services, Text), _gpu_text(h, Text), _probe_text(h.probe, Text))
-    q = snap.queue
-    if q:
-        beats = ", ".join(f"{wid} {age} s ago" if age is not None else f"{wid} NO HEARTBEAT"
-                          for wid, age in q["heartbeat_age_s"].items()) or "no workers"
-        queue = Text.assemble(("queue ", "bold"), f"{q['depth']} pending  {q['running']} running  "
-                              f"{q['completed_per_min']} completed/min   heartbeats: {beats}")
-        if snap.queue_error:
-            queue.append(f"   (stale: {snap.queue_error})", "yellow")
-    elif snap.queue_error:
-        queue = Text.assemble(("queue ", "bold"), (f"unavailable: {snap.queue_error}", "red"))
-    else:
-        queue = Text.assemble(("queue ", "bold"), ("reading…", "dim"))
-    return Group(head, Text(""), hosts, Text(""), queue)
-
-
-def _services_text(services, Text, dim: bool = False):
-    users = [s for s in services if _FRONTEND.fullmatch(s["service"])]
-    out = Text()
-
-    def style(ok: bool) -> str:
-        return "dim" if dim else ("green" if ok else "red")
-    for s in services:
-        if s in users:
-            continue
-        out.append(f"{s['service']} ", style(s["ok"]))
-        if not s["ok"]:
-            out.append(f"({s['state']}, {s['health']}) ", style(False))
-    if users:
-        bad = [s for s in users if not s["ok"]]
-        out.append(f"users {len(users) - len(bad)}/{len(users)} healthy", style(not bad))
-        for s in bad:
-            out.append(f" {s['service']} ({s['state']}, {s['health']})", style(False))
-    return out
-
-
-def _gpu_text(h, Text):
-    if not h.gpus:
-        return Text("no GPU", "dim")
-    return Text("  ".join(f"{g['utilization_pct']}% {g['memory_used_mib']}/{g['memory_total_mib']} MiB"
-                          for g in h.gpus))
-
-
-def _probe_text(probe, Text):
-    if probe is None:
-        return Text("")
-    if probe["ok"]:
-        return Text(f"ok {probe['ms']} ms", "green")
-    return Text(f"FAIL {probe['detail'][:60]}", "red")
-
-
 def lock_text(host: str, seen, stale_after: float, prog: str = "comfyume-fab") -> str:
     """The `lock` task: who holds the deploy lock on `host` (which command, since when), and
     whether it is live or stale; `seen` is None when no lock is held."""

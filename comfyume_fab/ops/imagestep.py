@@ -1,10 +1,9 @@
-"""Images from their sources (images.source: present / build / pull): what start-all reads about
-them before it touches anything, and (under the deploy lock) how it gets them onto each host.
+"""start-all's image step: images from their sources (images.source: present / build / pull),
+checked before anything is touched and (under the deploy lock) got onto each host.
 
-A helper module of start-all (like ops/health.py), entered through a few calls:
+A helper module of start-all (like ops/health.py), entered through a few calls (the sections it
+reads about images are `checks.images.state_parts`):
 
-- `state_parts(inv, host)`: the extra sections of the one-round-trip host-state read (the images
-  the engine has; `git --version` and `git ls-remote` on a host that builds).
 - `preflight(inv, states)`: every missing thing, raised before the lock (checks/images.py).
 - `prepare(inv, session, plan, say)`: under the lock, fetch each building host's branch, resolve
   it to a commit, build only the images whose build context changed (tagged `name:<12-hex
@@ -14,7 +13,6 @@ A helper module of start-all (like ops/health.py), entered through a few calls:
 from __future__ import annotations
 
 import dataclasses
-import json
 import shlex
 import time
 from typing import Callable, Mapping
@@ -24,23 +22,14 @@ from ..errors import UnhealthyError
 from ..host import commands as cmd
 from ..host.actions import git as gitact
 from ..host.actions import images as imgact
-from ..host.facts import ParseError
 from ..host.facts import git as gitfacts
 from ..host.facts import images as imgfacts
 from ..host.session import Session, gather
+from .transfer import copy_image
 from ..host.state import HostState
 from ..inventory import model
 from ..inventory.model import Host, Inventory
 from ..plan.planner import Plan
-
-
-def state_parts(inv: Inventory, host: Host) -> list[tuple[str, str]]:
-    """(section, command) pairs to add to `host.state.read` for this host's images."""
-    parts = [("images", imgfacts.LIST_COMMAND)]
-    if inv.image_keys_from(host, "build"):
-        parts += [("git", gitfacts.VERSION_COMMAND),
-                  ("git_remote", gitfacts.ls_remote_command(inv.sources.repository or ""))]
-    return parts
 
 
 def preflight(inv: Inventory, states: Mapping[str, HostState]) -> None:
@@ -271,61 +260,6 @@ def deployed_images(hp, got: HostImages | None) -> dict:
     return out
 
 
-# --- rollback -------------------------------------------------------------------------------------
-
-
-def rollback_targets(inv: Inventory, to: str | None, say: Callable[[str], None]) -> dict[str, dict]:
-    """host -> the deploy to go back to ({refs, branch, commit}), from each host's deployed.json:
-    the latest deploy of another commit than the current one, or the one whose commit starts
-    with `to`; a host with no earlier commit stays as it is. Every image must still be on its
-    host (nothing is built or pulled); ConfigError/UnhealthyError otherwise."""
-    from ..errors import ConfigError
-    with Session(inv, inv.hosts) as s:
-        s.connect()
-        s.require_all()
-        reads = gather(lambda h: s[h.name].run(
-            cmd.sections([("deployed", cmd.read_file(h.workdir, cmd.DEPLOYED)), ("images", imgfacts.LIST_COMMAND)]),
-            step="read deploys").stdout, inv.hosts)
-        targets: dict[str, dict] = {}
-        moving: list[str] = []
-        for host in inv.hosts:
-            sec = cmd.split_sections(reads[host.name])
-            try:
-                deployed = json.loads(sec.get("deployed", (1, ""))[1] or "{}")
-            except ValueError:
-                deployed = {}
-            history = (deployed.get("images") or {}).get("history") or []
-            current = (deployed.get("images") or {}).get("commit")
-            if to:
-                pick = next((h for h in history if (h.get("commit") or "").startswith(to)), None)
-                if pick is None and current and current.startswith(to):
-                    say(f"{host.name}: already at {to}")
-                    continue
-            else:  # the previous COMMIT: a redeploy of the same one, or a deploy of images not
-                # built from the repository (no commit), is not one to go back to
-                pick = next((h for h in history if h.get("commit") and h.get("commit") != current), None)
-            if pick is None:
-                if (deployed.get("images") or {}).get("refs"):  # this host stays as it is
-                    targets[host.name] = {k: deployed["images"].get(k) for k in ("refs", "branch", "commit")}
-                continue
-            moving.append(host.name)
-            have = imgfacts.parse_image_list(sec.get("images", (0, ""))[1])
-            gone = [r for r in pick["refs"].values() if imgfacts.normalize(r) not in have]
-            if gone:
-                raise UnhealthyError(f"the images of {(pick.get('commit') or '?')[:12]} are no longer on the host: "
-                                     f"{', '.join(gone)}", host=host.name, step="rollback",
-                                     hint="only the last images.keep deploys are kept; deploy that commit with "
-                                          "start-all instead")
-            targets[host.name] = pick
-        if not moving:
-            known = sorted({(h.get("commit") or "")[:12] for host in inv.hosts
-                            for h in ((json.loads(cmd.split_sections(reads[host.name]).get("deployed", (1, "{}"))[1]
-                                                  or "{}").get("images") or {}).get("history") or [])})
-            what = f"no host has a deploy of commit {to}" if to else "no host has an earlier deploy recorded"
-            raise ConfigError(f"rollback: {what} (earlier deploys: {', '.join(k for k in known if k) or 'none'})")
-        return targets
-
-
 def audit_detail(imgs: dict) -> str:
     """The audit line's image fields: commit=<sha12> branch=<name> when built from the repository."""
     if imgs.get("commit"):
@@ -333,86 +267,3 @@ def audit_detail(imgs: dict) -> str:
     return ""
 
 
-# --- status: what runs, from which commit ---------------------------------------------------------
-
-
-def status_parts(inv: Inventory, host: Host, fetch: bool = False) -> list[tuple[str, str]]:
-    """The section status adds on a host that builds: its branch's commit as last fetched (or
-    fetched now, `status --fetch`)."""
-    if not inv.image_keys_from(host, "build"):
-        return []
-    src = inv.sources
-    checkout, branch = cmd.workdir_path(src.checkout), src.branch_for(host)
-    command = (gitact.fetch_command(checkout, src.repository or "", branch) if fetch
-               else gitfacts.rev_parse_command(checkout, branch))
-    return [("git_head", command)]
-
-
-def status_block(inv: Inventory, host: Host, st: HostState) -> dict | None:
-    """status's `images` of one host: branch, its head (last fetch), the deployed commit, and
-    whether the branch has commits that are not deployed."""
-    dep = (st.deployed or {}).get("images") or {}
-    if not inv.image_keys_from(host, "build") and not dep.get("commit"):
-        return None
-    code, out = st.extra.get("git_head", (1, ""))
-    head = None
-    if code == 0:
-        try:
-            head = gitfacts.parse_sha(out)
-        except ParseError:
-            head = None
-    deployed = dep.get("commit")
-    return {"branch": dep.get("branch") or inv.sources.branch_for(host), "head": head, "deployed_commit": deployed,
-            "undeployed": bool(head and deployed and head != deployed), "history": [
-                (h.get("commit") or "")[:12] for h in dep.get("history", [])]}
-
-
-def image_commit(image: str) -> str | None:
-    """The commit of a `name:<12-hex>` reference, else None."""
-    tag = image.rpartition(":")[2] if ":" in image.rsplit("/", 1)[-1] else ""
-    return tag if len(tag) == imgfacts.SHORT and all(c in "0123456789abcdef" for c in tag) else None
-
-
-# --- copy an image host to host -------------------------------------------------------------------
-
-
-def copy_image(s: Session, source: str, target: str, ref: str, timeout: float, say: Callable[[str], None]) -> bool:
-    """Copy image `ref` from host `source` to host `target` (docker save | gzip over one SSH
-    connection, gunzip | docker load over the other); False when the target already has the same
-    image id (skipped)."""
-    src, dst = s[source], s[target]
-    ids = gather(lambda r: imgfacts.parse_image_list(r.run(imgfacts.LIST_COMMAND, step="images").stdout), [src, dst],
-                 hint="nothing was copied")
-    want = ids[source].get(imgfacts.normalize(ref))
-    if want is None:
-        raise UnhealthyError(f"host {source} has no image {ref} to copy", host=source, step="copy",
-                             hint="copy from a host that has it (docker image ls there)")
-    if ids[target].get(imgfacts.normalize(ref)) == want:
-        say(f"{target}: {ref} is already there with the same image id ({want[7:19]}); copy skipped")
-        return False
-    say(f"{source} -> {target}: copying {ref} ({want[7:19]}), compressed, over the SSH connections")
-    t0 = time.monotonic()
-    out, into = src.pipe_to(f"docker save {cmd.q(ref)} | gzip -1", dst, "gunzip | docker load -q",
-                            timeout=timeout, step="copy")
-    if not out.ok or not into.ok:
-        bad = out if not out.ok else into
-        raise UnhealthyError(f"copying {ref} failed: {bad.tail()}", host=source if bad is out else target,
-                             step="copy", hint="the target's images were left as they were")
-    got = imgfacts.parse_image_list(dst.run(imgfacts.LIST_COMMAND, step="images").stdout).get(imgfacts.normalize(ref))
-    if got != want:
-        raise UnhealthyError(f"after the copy, {ref} on {target} has id {got} instead of {want}", host=target,
-                             step="copy")
-    say(f"{target}: {ref} loaded in {time.monotonic() - t0:.1f} s")
-    return True
-
-
-def copy_task(inv: Inventory, source: str, target: str, refs: list[str], say: Callable[[str], None]) -> list[str]:
-    """The `copy-image` task: copy each of `refs` (default: every image `target` runs that
-    `source` has) from `source` to `target`; returns the references really copied."""
-    src_host, dst_host = inv.host(source), inv.host(target)
-    if not refs:
-        refs = [getattr(inv.images, k) for k in inv.image_keys(dst_host)]
-    with Session(inv, [src_host, dst_host]) as s:
-        s.connect()
-        s.require_all()
-        return [r for r in refs if copy_image(s, source, target, r, inv.timeouts.pull, say)]

@@ -104,10 +104,21 @@ def unset_secrets(plan: Plan) -> list[str]:
     return sorted(name for name, value in plan.inventory.secrets.items() if isinstance(value, Unset))
 
 
+def missing_env_file(plan: Plan) -> str | None:
+    """The secrets file secrets.env_file names, when it does not exist (plan / --dry-run only)."""
+    inv = plan.inventory
+    return inv.env_file if inv.env_file_missing else None
+
+
 def render_text(plan: Plan, task: str = "start-all", **kw) -> str:
     lines = [f"mode {plan.mode}, config {plan.config_hash}, inventory {plan.inventory.path}"]
     for w in plan.warnings:
         lines.append(f"WARNING: {w}")
+    missing = missing_env_file(plan)
+    if missing:
+        lines.append(f"NOTE: the secrets file {missing} does not exist (secrets.env_file): plan shows what it can "
+                     f"without it; start-all needs it unless every secret is exported (create it, mode 0600, "
+                     f"with lines like REDIS_PASSWORD=...)")
     unset = unset_secrets(plan)
     if unset:
         lines.append(f"NOTE: {', '.join(unset)} not set (shown as unset; the config hash differs from the real "
@@ -130,7 +141,7 @@ def render_text(plan: Plan, task: str = "start-all", **kw) -> str:
 def render_json(plan: Plan, task: str = "start-all", **kw) -> str:
     return json.dumps({
         "mode": plan.mode, "config_hash": plan.config_hash, "warnings": list(plan.warnings),
-        "unset_secrets": unset_secrets(plan),
+        "unset_secrets": unset_secrets(plan), "missing_env_file": missing_env_file(plan),
         "hosts": [{"name": hp.name, "roles": list(hp.roles), "address": hp.host.address, "workdir": hp.host.workdir,
                    "compose_files": list(hp.compose_files), "services": list(hp.services), "env": hp.env_masked()}
                   for hp in plan.hosts],

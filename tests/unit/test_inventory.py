@@ -1,6 +1,7 @@
 """hosts.yaml loading: every validation message, exactly; all problems at once; no tracebacks."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 
@@ -472,6 +473,15 @@ MALFORMED = {
     "python tag": ("mode: !!python/object:os.system x\n",
                    "hosts.yaml:1: malformed YAML: could not determine a constructor for the tag "
                    "'tag:yaml.org,2002:python/object:os.system' (remove the !tag or quote the value)"),
+    "python tag on a list": ("mode: dual-server\nhosts: !!python/tuple [a]\n",
+                             "hosts.yaml:2: malformed YAML: could not determine a constructor for the tag "
+                             "'tag:yaml.org,2002:python/tuple' (remove the !tag or quote the value)"),
+    "python tag on a mapping": ("mode: dual-server\nhosts:\n  a: !!python/object:os.system {address: a}\n",
+                                "hosts.yaml:3: malformed YAML: could not determine a constructor for the tag "
+                                "'tag:yaml.org,2002:python/object:os.system' (remove the !tag or quote the value)"),
+    "own tag on a mapping": ("mode: dual-server\nhosts: !mine\n  a: {address: a}\n",
+                             "hosts.yaml:2: malformed YAML: could not determine a constructor for the tag "
+                             "'!mine' (remove the !tag or quote the value)"),
     "bad date": ("mode: 2001-02-30\n", "hosts.yaml:1: malformed YAML: '2001-02-30' is not a valid timestamp "
                                        "(quote the value to keep it as text)"),
     "control char": ("mode: a\x01\n", "hosts.yaml:1: malformed YAML: character U+0001 is not allowed "
@@ -571,11 +581,7 @@ SECRET_CASES = {
     "missing with env file": (DUAL + "secrets: {env_file: .secrets.env}\n", {},
                               ["hosts.yaml:10 secrets.env_file: '.secrets.env' does not exist (create it (mode 0600) "
                                "with lines like REDIS_PASSWORD=..., or remove secrets.env_file and export the "
-                               "secrets instead)",
-                               "hosts.yaml:10 secrets: REDIS_PASSWORD is not set "
-                               "(export REDIS_PASSWORD=... or add it to .secrets.env)",
-                               "hosts.yaml:10 secrets: ADMIN_PASSWORD is not set "
-                               "(export ADMIN_PASSWORD=... or add it to .secrets.env)"]),
+                               "secrets instead)"]),
     "missing without env file": (DUAL, {"ADMIN_PASSWORD": "adm-secret-9"},
                                  ["hosts.yaml:1 secrets: REDIS_PASSWORD is not set "
                                   "(export REDIS_PASSWORD=... or name an env file that has it in secrets.env_file)"]),
@@ -611,6 +617,29 @@ def test_secret_messages(name):
     for value in environ.values():
         if value:
             assert not any(value in line for line in got)
+
+
+def test_missing_env_file_is_named_by_plan_and_refused_by_a_real_run():
+    """A secrets file that does not exist: plan (no secrets needed) says so plainly, naming the file;
+    a real run refuses with one sentence naming it."""
+    from comfyume_fab.plan.planner import make_plan
+    from comfyume_fab.plan.steps import render_json, render_text
+    with open("hosts.yaml", "w") as fh:
+        fh.write(DUAL + "secrets: {env_file: .secrets.env}\n")
+    inv = load_inventory("hosts.yaml", environ={}, need_secrets=False)
+    assert inv.env_file_missing
+    path = os.path.abspath(".secrets.env")
+    text = render_text(make_plan(inv))
+    assert f"NOTE: the secrets file {path} does not exist" in text
+    assert json.loads(render_json(make_plan(inv)))["missing_env_file"] == path
+    with pytest.raises(ConfigError) as info:
+        load_inventory("hosts.yaml", environ={})
+    assert info.value.problems == [
+        "hosts.yaml:10 secrets.env_file: '.secrets.env' does not exist (create it (mode 0600) with lines like "
+        "REDIS_PASSWORD=..., or remove secrets.env_file and export the secrets instead)"]
+    # Every secret exported: the file is not needed, and plan still says it is missing.
+    inv = load_inventory("hosts.yaml", environ=ENV)
+    assert inv.env_file_missing and "does not exist" in render_text(make_plan(inv))
 
 
 def test_env_file_problems():
@@ -833,6 +862,5 @@ def test_a_secrets_file_that_is_not_utf8_is_refused():
 def test_a_missing_secrets_file_is_named_only_when_it_was_needed():
     assert problems(SECRETS_TEXT, {"ADMIN_PASSWORD": "a"}) == [
         "hosts.yaml:10 secrets.env_file: 's.env' does not exist (create it (mode 0600) with lines like "
-        "REDIS_PASSWORD=..., or remove secrets.env_file and export the secrets instead)",
-        "hosts.yaml:10 secrets: REDIS_PASSWORD is not set (export REDIS_PASSWORD=... or add it to s.env)"]
+        "REDIS_PASSWORD=..., or remove secrets.env_file and export the secrets instead)"]
     assert load(SECRETS_TEXT).secrets["REDIS_PASSWORD"].reveal() == "redis-pw-1"  # all exported: fine

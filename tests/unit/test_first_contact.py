@@ -213,3 +213,14 @@ def test_no_task_leaves_a_process_behind(place):
             res, left = run_to_end([INVOKE, "--search-root", str(REPO), *args], cwd=cwd, env=env, timeout=120)
             assert res.returncode in (0, 3), res.stderr  # status: the listeners are no SSH servers
             assert left == {}, f"`invoke {' '.join(args)}` left processes running: {left}"
+
+
+def test_the_example_inventory_builds_the_teams_images_from_their_branches(place):
+    """The example is the real dual-server setup, so it shows where the real images come from (a
+    copy of it on a fresh host builds them, rather than reporting them missing)."""
+    from comfyume_fab.inventory import load_inventory
+    cwd, _ = place
+    inv = load_inventory(str(cwd / "hosts.yaml"), environ={}, need_secrets=False)
+    assert inv.sources.source == "build" and inv.sources.repository.startswith("https://github.com/")
+    assert dict(inv.sources.branches) == {"app": "mello-track", "worker": "verda-track"}
+    assert [inv.sources.branch_for(h) for h in inv.hosts] == ["mello-track", "verda-track"]

@@ -60,11 +60,16 @@ def errors(res) -> list[str]:
     return [ln for ln in res.stderr.strip().splitlines() if ln.strip() and not ln.startswith("[")]
 
 
+def as_host_user(host, *argv):
+    """argv run as the lab host's own login user inside its namespace (what its SSH sessions see),
+    in its home folder: never in the caller's working directory, which that user may not be allowed
+    to enter (a clone under a 0700 folder such as /root)."""
+    return subprocess.run(["nsenter", f"--net={host.netns_path}", "runuser", "-u", host.user, "--", *argv],
+                          capture_output=True, text=True, timeout=30, cwd=str(host.home))
+
+
 def git_as(host, *args):
-    """git run as the lab host's own login user inside its namespace (what its SSH sessions see)."""
-    return subprocess.run(["nsenter", f"--net={host.netns_path}", "runuser", "-u", host.user, "--", "env",
-                           f"HOME={host.home}", "GIT_SSH_COMMAND=ssh -o BatchMode=yes", "git", *args],
-                          capture_output=True, text=True, timeout=30)
+    return as_host_user(host, "env", f"HOME={host.home}", "GIT_SSH_COMMAND=ssh -o BatchMode=yes", "git", *args)
 
 
 def test_each_host_reads_the_repository_with_its_own_key_and_only_git(lab, repo):
@@ -74,10 +79,9 @@ def test_each_host_reads_the_repository_with_its_own_key_and_only_git(lab, repo)
         assert {line.split("/")[-1] for line in res.stdout.splitlines()} == {"mello-track", "verda-track"}
     verda = lab.hosts["verda"]
     mello = lab.hosts["mello"]
-    shell = subprocess.run(["nsenter", f"--net={verda.netns_path}", "runuser", "-u", verda.user, "--",
-                            "ssh", "-o", "BatchMode=yes", "-i", str(verda.home / ".ssh/id_ed25519"),
-                            "-o", f"UserKnownHostsFile={verda.home / '.ssh/known_hosts'}",
-                            f"{mello.user}@{mello.address}", "id"], capture_output=True, text=True, timeout=30)
+    shell = as_host_user(verda, "ssh", "-o", "BatchMode=yes", "-i", str(verda.home / ".ssh/id_ed25519"),
+                         "-o", f"UserKnownHostsFile={verda.home / '.ssh/known_hosts'}",
+                         f"{mello.user}@{mello.address}", "id")
     assert shell.returncode != 0 and "uid=" not in shell.stdout  # the deploy key gives git, not a shell
 
 

@@ -92,9 +92,12 @@ def image_steps(plan: Plan) -> list[tuple[str, str]]:
         reg = src.registry
         if reg is not None and any(reg.serves(getattr(inv.images, k)) for k in pulls):
             out.append((hp.name, imgfacts.login_command(reg.server, reg.user)
-                        + f"   # password from {reg.password_name}, on stdin"))
+                        + f"   # password from {reg.password_name}, on stdin; the folder is made 0700 in "
+                          f"{hp.host.workdir} for this run and removed after the pulls"))
         for key in pulls:
-            out.append((hp.name, shlex.join(["docker", "pull", "-q", getattr(inv.images, key)])
+            ref = getattr(inv.images, key)
+            login = imgfacts.AUTH_DIR_SHOWN if reg is not None and reg.serves(ref) else None
+            out.append((hp.name, imgfacts.pull_command(ref, login)
                         + f"   # only if the host lacks it; at most {inv.timeouts.pull:g} s"))
     return out
 

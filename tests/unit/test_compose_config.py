@@ -9,6 +9,7 @@ import pytest
 
 from comfyume_fab.inventory import load_inventory
 from comfyume_fab.plan.planner import make_plan
+from tests.support import salted
 
 APP_IP = "100.99.216.71"
 
@@ -81,7 +82,7 @@ def test_compose_accepts_plan(tmp_path, mode, topology, gpu_present, num_users):
     inv_path = tmp_path / "hosts.yaml"
     inv_path.write_text(inventory_text(mode, topology, num_users=num_users))
     inv = load_inventory(str(inv_path), environ={"REDIS_PASSWORD": password, "ADMIN_PASSWORD": "adm1n pw&"})
-    plan = make_plan(inv, gpu_present)
+    plan = salted(make_plan(inv, gpu_present))
     remote = topology != "one"
     for host in plan.hosts:
         config = render(tmp_path, host, inv.project)
@@ -144,6 +145,6 @@ def test_env_names_in_rendered_env_file_match_compose(tmp_path):
     inv_path = tmp_path / "hosts.yaml"
     inv_path.write_text(inventory_text("single-server-gpu", "one"))
     inv = load_inventory(str(inv_path), environ={"REDIS_PASSWORD": "a b $HOME ${X} #c", "ADMIN_PASSWORD": "p"})
-    host = make_plan(inv).hosts[0]
+    host = salted(make_plan(inv)).hosts[0]
     config = render(tmp_path, host, inv.project)
     assert config["services"]["worker"]["environment"]["REDIS_PASSWORD"].replace("$$", "$") == "a b $HOME ${X} #c"

@@ -11,7 +11,7 @@ from comfyume_fab.checks.links import redis_ping
 from comfyume_fab.lab import faults, hostsvc
 from comfyume_fab.checks.probe import run_probe
 from comfyume_fab.host.ssh import Remote, Target
-from tests.conftest import invoke
+from tests.support import invoke
 
 pytestmark = pytest.mark.lab
 PW = "probe-pw-1"

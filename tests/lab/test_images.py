@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import invoke
+from tests.support import invoke
 
 from comfyume_fab.lab import gitserver, hostsvc
 

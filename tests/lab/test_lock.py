@@ -14,8 +14,8 @@ import pytest
 
 from comfyume_fab.errors import ExitCode
 from comfyume_fab.ops.lock import DeployLock
-from tests.lab.test_faults import (APP, FAST, SLACK, Watched, assert_up, cli, converge, fast_inventory,
-                                   lab_remote, lock_dir, one_error, stop_containers)
+from tests.support import (APP, FAST, SLACK, Watched, assert_up, cli, converge, fast_inventory,
+                           lab_remote, lock_dir, one_error, stop_containers)
 
 pytestmark = pytest.mark.lab
 

@@ -22,7 +22,7 @@ from comfyume_fab.lab import faults, hostsvc
 from comfyume_fab.ops.audit import who
 from comfyume_fab.host.ssh import Remote
 from comfyume_fab.host.session import target
-from tests.conftest import REPO, invoke
+from tests.support import REPO, invoke
 
 pytestmark = pytest.mark.lab
 

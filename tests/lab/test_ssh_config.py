@@ -9,7 +9,7 @@ import yaml
 
 from comfyume_fab.errors import UnreachableError
 from comfyume_fab.host.ssh import Remote, Target
-from tests.conftest import invoke
+from tests.support import invoke
 
 pytestmark = pytest.mark.lab
 

@@ -9,27 +9,7 @@ import pytest
 
 from comfyume_fab.inventory import load_inventory
 from comfyume_fab.plan.planner import make_plan
-from tests.support import salted
-
-APP_IP = "100.99.216.71"
-
-
-def inventory_text(mode: str, topology: str, num_users: int = 20) -> str:
-    """An inventory for `mode` on one host (box), two (mello + verda) or three (+ verda2)."""
-    lines = [f"mode: {mode}", f"num_users: {num_users}"]
-    if mode == "serverless":
-        lines.append("serverless: {endpoint: 'https://api.runpod.ai/v2/abc/run', provider: runpod}")
-    lines.append("hosts:")
-    if topology == "one":
-        roles = "[app, worker]" if mode.startswith("single") else "[app]"
-        lines.append(f"  box: {{address: box, roles: {roles}}}")
-    else:
-        lines.append(f"  mello: {{address: mello, roles: [app], tailscale_ip: {APP_IP}}}")
-        lines.append("  verda: {address: verda, roles: [worker]}")
-        if topology == "three":
-            lines.append("  verda2: {address: verda2, roles: [worker]}")
-    return "\n".join(lines) + "\n"
-
+from tests.support import APP_IP, inventory_text, salted
 
 @pytest.fixture(scope="module", autouse=True)
 def compose_v2():

@@ -7,23 +7,10 @@ import os
 
 import pytest
 
-from comfyume_fab.errors import ConfigError, ExitCode
+from comfyume_fab.errors import ConfigError
 from comfyume_fab.inventory import load_inventory
 from comfyume_fab.inventory.secrets import Secret, parse_env_text
-
-ENV = {"REDIS_PASSWORD": "redis-pw-1", "ADMIN_PASSWORD": "admin-pw-2"}
-
-DUAL = """\
-mode: dual-server
-hosts:
-  mello:
-    address: mello
-    tailscale_ip: 100.99.216.71
-    roles: [app]
-  verda:
-    address: verda
-    roles: [worker]
-"""
+from tests.support import DUAL, ENV, load_here as load, problems
 
 
 @pytest.fixture(autouse=True)
@@ -31,19 +18,6 @@ def in_tmp(tmp_path, monkeypatch):
     """Every test works in its own folder, so messages start with the path as given: hosts.yaml."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
-
-
-def load(text: str, environ: dict | None = None, name: str = "hosts.yaml"):
-    with open(name, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    return load_inventory(name, environ=dict(ENV if environ is None else environ))
-
-
-def problems(text: str, environ: dict | None = None) -> list[str]:
-    with pytest.raises(ConfigError) as info:
-        load(text, environ)
-    assert info.value.code == ExitCode.CONFIG == 2
-    return info.value.problems
 
 
 # --- a good file ---------------------------------------------------------------------------------
@@ -73,7 +47,7 @@ def test_dual_server_defaults():
     assert inv.host("verda") is verda
     assert inv.line_of("hosts.verda.roles[0]") == 9
     assert inv.line_of(("hosts", "verda", "gpu")) == 7  # absent: its host's line
-    assert inv.secrets["REDIS_PASSWORD"] == Secret("redis-pw-1")
+    assert inv.secrets["REDIS_PASSWORD"] == Secret("s3cret-redis-pw")
 
 
 def test_repo_hosts_yaml_is_valid_and_dual_server():
@@ -544,11 +518,11 @@ def test_secret_never_prints():
 def test_inventory_host_and_logs_never_show_secrets(caplog):
     inv = load(DUAL)
     for text in (repr(inv), str(inv), f"{inv}", repr(inv.hosts), str(inv.secrets), repr(inv.app_host)):
-        assert "redis-pw-1" not in text and "admin-pw-2" not in text
+        assert "s3cret-redis-pw" not in text and "s3cret-admin-pw" not in text
     assert "'REDIS_PASSWORD': ***" in repr(inv)
     with caplog.at_level(logging.INFO):
         logging.getLogger("t").info("secrets %s %r", inv.secrets["REDIS_PASSWORD"], inv.secrets)
-    assert "redis-pw-1" not in caplog.text and "***" in caplog.text
+    assert "s3cret-redis-pw" not in caplog.text and "***" in caplog.text
 
 
 def test_env_var_beats_env_file_and_file_fills_gaps():
@@ -863,4 +837,4 @@ def test_a_missing_secrets_file_is_named_only_when_it_was_needed():
     assert problems(SECRETS_TEXT, {"ADMIN_PASSWORD": "a"}) == [
         "hosts.yaml:10 secrets.env_file: 's.env' does not exist (create it (mode 0600) with lines like "
         "REDIS_PASSWORD=..., or remove secrets.env_file and export the secrets instead)"]
-    assert load(SECRETS_TEXT).secrets["REDIS_PASSWORD"].reveal() == "redis-pw-1"  # all exported: fine
+    assert load(SECRETS_TEXT).secrets["REDIS_PASSWORD"].reveal() == "s3cret-redis-pw"  # all exported: fine

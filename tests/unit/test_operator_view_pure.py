@@ -20,7 +20,7 @@ from comfyume_fab.ops.logs import LineSink, Masker, host_colour, logs_command, s
 from comfyume_fab.ops.status import SCHEMA_VERSION, StatusReport
 from comfyume_fab.plan.planner import make_plan
 from comfyume_fab.report import age, status_text
-from tests.unit.test_topology import ENV, inventory_text, load
+from tests.support import ENV, inventory_text, load
 
 SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "docs" / "status.schema.json").read_text())
 

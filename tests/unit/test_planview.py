@@ -9,8 +9,7 @@ import pytest
 from comfyume_fab.host import commands as cmd
 from comfyume_fab.plan.steps import render_json, render_text, steps
 from comfyume_fab.plan.planner import make_plan
-from tests.support import salted
-from tests.unit.test_topology import ENV, MODES, load, inventory_text
+from tests.support import ENV, MODES, inventory_text, load, salted
 
 SECRETS = tuple(ENV.values())
 

@@ -12,7 +12,7 @@ import pytest
 from comfyume_fab.host.facts import salt as saltfacts
 from comfyume_fab.plan.planner import make_plan
 from comfyume_fab.plan.steps import render_json, render_text
-from tests.unit.test_topology import ENV, inventory_text, load
+from tests.support import inventory_text, load
 
 GUESSES = ("password", "admin", "letmein", "s3cret-admin-pw", "s3cret-redis-pw", "comfyume", "123456")
 

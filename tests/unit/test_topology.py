@@ -10,40 +10,7 @@ from comfyume_fab.errors import ConfigError
 from comfyume_fab.inventory import load_inventory
 from comfyume_fab.inventory.secrets import Secret
 from comfyume_fab.plan.planner import make_plan
-from tests.support import salted
-
-ENV = {"REDIS_PASSWORD": "s3cret-redis-pw", "ADMIN_PASSWORD": "s3cret-admin-pw"}
-MODES = ("frontend-testing", "dual-server", "single-server-gpu", "single-server-cpu", "serverless")
-TOPOLOGIES = ("one", "two", "three")
-APP_IP = "100.99.216.71"
-CORE = ("redis", "queue-manager", "admin")
-USERS = tuple(f"user{i:03d}" for i in range(1, 21))
-
-
-def inventory_text(mode: str, topology: str, num_users: int = 20, verda_gpu: str | None = None,
-                   extra: str = "") -> str:
-    """An inventory for `mode` on one host (box), two (mello + verda) or three (+ verda2)."""
-    lines = [f"mode: {mode}", f"num_users: {num_users}"]
-    if mode == "serverless":
-        lines.append("serverless: {endpoint: 'https://api.runpod.ai/v2/abc/run', provider: runpod}")
-    lines.append("hosts:")
-    if topology == "one":
-        roles = "[app, worker]" if mode.startswith(("single", "dual")) else "[app]"
-        lines.append(f"  box: {{address: box, roles: {roles}}}")
-    else:
-        lines.append(f"  mello: {{address: mello, roles: [app], tailscale_ip: {APP_IP}}}")
-        gpu = f", gpu: {verda_gpu}" if verda_gpu else ""
-        lines.append(f"  verda: {{address: verda, roles: [worker]{gpu}}}")
-        if topology == "three":
-            lines.append("  verda2: {address: verda2, roles: [worker]}")
-    return "\n".join(lines) + "\n" + extra
-
-
-def load(tmp_path, text: str, environ: dict | None = None):
-    path = tmp_path / "hosts.yaml"
-    path.write_text(text)
-    return load_inventory(str(path), environ=dict(ENV if environ is None else environ))
-
+from tests.support import APP_IP, CORE, ENV, MODES, TOPOLOGIES, USERS, inventory_text, load, salted
 
 def plan_for(tmp_path, mode, topology, gpu_present=None, **kw):
     return salted(make_plan(load(tmp_path, inventory_text(mode, topology, **kw)), gpu_present))

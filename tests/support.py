@@ -26,6 +26,7 @@ from comfyume_fab.host.session import target
 from comfyume_fab.host.ssh import Remote
 from comfyume_fab.inventory import load_inventory
 from comfyume_fab.lab import hostsvc
+from comfyume_fab.lab.system import wait_for as lab_wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 INVOKE = str(Path(sys.executable).with_name("invoke"))
@@ -48,15 +49,9 @@ def free_port() -> int:
 
 
 def wait_for(predicate, timeout: float = 10.0, what: str = "condition", interval: float = 0.05):
-    """`predicate()`'s first true value, polled every `interval` s; AssertionError after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(interval)
+    """`predicate()`'s first true value, polled every `interval` s; the lab's LabError (a failed
+    test) naming `what` after `timeout` s. The lab's own poll, with the defaults tests want."""
+    return lab_wait_for(predicate, timeout, what, interval)
 
 
 def call(method: str, url: str, body=None, headers: dict | None = None, timeout: float = 5.0):

@@ -15,7 +15,8 @@ from .planner import Plan
 
 TOKEN = "<random token>"  # the run's own, made when it takes the lock
 COMMIT = "<C>"  # the branch's commit, known once fetched
-UPLOAD = "(sftp) write {files} and .env (mode 0600, atomic rename) into {wd}"
+UPLOAD = ("(sftp) write {files} and .env (mode 0600, atomic rename) into {wd}, after the host's fingerprint salt "
+          "(fingerprint.salt, made on the first deploy)")
 
 
 def steps(plan: Plan, task: str, only: str | None = None, down: bool = False) -> list[tuple[str, str]]:

@@ -50,13 +50,25 @@ class LabSpec:
         return [h.worker_id for h in self.hosts if h.worker_id]
 
 
+def _lab_salt(host) -> str:
+    """The fingerprint salt start-all left on a lab host (its home is a folder of this machine); a
+    new one for a host never deployed to, as start-all would make."""
+    from comfyume_fab.host.facts import salt
+    from comfyume_fab.lab.layout import LAB_ROOT
+    path = LAB_ROOT / "hosts" / host.name / "home" / host.workdir.removeprefix("~/") / salt.SALT_FILE
+    try:
+        return salt.parse_salt(path.read_text()) or salt.new_salt()
+    except OSError:
+        return salt.new_salt()
+
+
 def lab_spec(inventory: Path) -> LabSpec:
     import hashlib
     from comfyume_fab.inventory import load_inventory
     from comfyume_fab.ops.audit import audit_line, deployed_record, local_revision
     from comfyume_fab.plan.planner import make_plan
     inv = load_inventory(str(inventory))
-    plan = make_plan(inv)
+    plan = make_plan(inv, salts={h.name: _lab_salt(h) for h in inv.hosts})
     rev = local_revision()
     hosts = []
     for hp in plan.hosts:

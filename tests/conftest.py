@@ -15,16 +15,13 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-INVOKE = str(Path(sys.executable).with_name("invoke"))
+from tests.support import Standin, invoke
 
 # The tool's cache of secret fingerprints (inventory/fingerprint.py) goes to a folder of this test
 # session, inherited by every `invoke` the tests run, never the user's own ~/.cache.
@@ -136,17 +133,23 @@ def inv(lab, tmp_path_factory) -> Path:
     return lab.inventory(tmp_path_factory.mktemp("inv"))
 
 
-def invoke(*args: str, env: dict | None = None, timeout: float = 600, input: str | None = None):
-    """Run the real CLI as a user would (`invoke TASK ...`) and capture what it prints."""
-    full_env = dict(os.environ, **(env or {}))
-    full_env.pop("COMFYUME_HOSTS", None) if env is None or "COMFYUME_HOSTS" not in env else None
-    return subprocess.run([INVOKE, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout,
-                          env=full_env, input=input)
-
-
 @pytest.fixture
 def deployed(inv, healed):
     """The dual-server deployment is up and healthy (a no-op rerun when it already is)."""
     res = invoke("start-all", "--hosts", str(inv))
     assert res.returncode == 0, res.stderr + res.stdout
     return inv
+
+
+@pytest.fixture
+def start(tmp_path):
+    """start(script, port_var, env, ready_path): a stand-in running as a process, stopped after the test."""
+    started: list[Standin] = []
+
+    def _start(script, port_var, env=None, ready_path="/"):
+        standin = Standin(script, port_var, env or {}, tmp_path, ready_path)
+        started.append(standin)
+        return standin
+    yield _start
+    for standin in started:
+        standin.stop()

@@ -13,7 +13,7 @@ import dataclasses
 from typing import TYPE_CHECKING
 
 from . import commands as cmd
-from .facts import Fact, Place, compose, deployed, docker, envfile, nvidia, tailscale
+from .facts import Fact, Place, compose, deployed, docker, envfile, nvidia, salt, tailscale
 from .facts.docker import ContainerInfo
 
 if TYPE_CHECKING:
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 # Run (as sections) and applied in this order: a later fact may read what an earlier one filled.
 FACTS: tuple[Fact, ...] = (
     docker.ENGINE, compose.VERSION, compose.LEGACY, nvidia.GPUS, docker.RUNTIMES, docker.NVIDIA_TOOLKIT,
-    tailscale.IP, docker.CONTAINERS, deployed.RECORD, envfile.HASHES, envfile.REDIS_PASSWORD,
+    tailscale.IP, docker.CONTAINERS, deployed.RECORD, envfile.HASHES, envfile.REDIS_PASSWORD, salt.SALT,
 )
 
 

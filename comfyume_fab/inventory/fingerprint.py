@@ -1,12 +1,14 @@
 """A secret's fingerprint: what stands for it in every hash this tool stores on hosts (the env
-hash, each service's label, deploy records). It is slow and salted (scrypt), so a stored hash is
-no cheap way to test guesses of the secret.
+hash, each service's label, deploy records). It is slow (scrypt) and salted with the secret's name
+and the host's own random salt (host/facts/salt.py), so a stored hash is no cheap way to test
+guesses of the secret and no table computed in advance applies to it. Nothing derived from a
+secret is ever printed (plan, --dry-run and --json mask the hashes).
 
-Being slow, it is remembered: in the process (by value), and for a value read from the secrets
-file, on disk under the user's cache folder, keyed by that FILE's identity (path, inode, size,
-mtime and ctime: any edit changes it) and the secret's name, never by anything computed from the
-value. So the cache holds only the fingerprints the hosts already show, and a rerun with the same
-secrets file pays nothing. `COMFYUME_FAB_NO_CACHE=1` turns the disk cache off."""
+Being slow, it is remembered: in the process (by value and salt), and for a value read from the
+secrets file, on disk under the user's cache folder, keyed by that FILE's identity (path, inode,
+size, mtime and ctime: any edit changes it), the secret's name and the salt, never by anything
+computed from the value. So the cache holds only the fingerprints the hosts already show, and a
+rerun with the same secrets file pays nothing. `COMFYUME_FAB_NO_CACHE=1` turns the disk cache off."""
 from __future__ import annotations
 
 import hashlib
@@ -14,6 +16,7 @@ import json
 import os
 import stat
 from pathlib import Path
+from typing import Mapping
 
 from .secrets import Secret
 
@@ -22,29 +25,45 @@ CACHE_NAME = "secret-fingerprints.json"
 CACHE_KEEP = 32  # entries: a few secrets files, a few edits each
 NO_CACHE_ENV = "COMFYUME_FAB_NO_CACHE"
 
-_memo: dict[tuple[str, str], str] = {}
+_memo: dict[tuple[str, str, str], str] = {}
 
 
-def slow_fingerprint(name: str, value: str) -> str:
-    """scrypt(value), salted with the variable's name (so two secrets with one value differ)."""
-    return hashlib.scrypt(value.encode(), salt=f"comfyume-fab:{name}".encode(), **SCRYPT).hex()
+def slow_fingerprint(name: str, value: str, salt: str) -> str:
+    """scrypt(value), salted with the host's salt and the variable's name (so two secrets with one
+    value differ, and so do two hosts)."""
+    if not salt:
+        raise ValueError("a secret's fingerprint needs the host's salt")
+    return hashlib.scrypt(value.encode(), salt=f"comfyume-fab:{salt}:{name}".encode(), **SCRYPT).hex()
 
 
-def fingerprint(name: str, secret: Secret) -> str:
-    """The fingerprint of `secret` as the value of variable `name` (cached, see the module)."""
+def fingerprint(name: str, secret: Secret, salt: str) -> str:
+    """The fingerprint of `secret` as the value of variable `name` on the host salted `salt`
+    (cached, see the module)."""
     value = secret.reveal()
-    found = _memo.get((name, value))
+    found = _memo.get((name, value, salt))
     if found is not None:
         return found
     origin = getattr(secret, "origin", None)
-    key = _disk_key(name, origin) if origin else None
+    key = _disk_key(name, origin, salt) if origin else None
     found = _disk_get(key) if key else None
     if found is None:
-        found = slow_fingerprint(name, value)
+        found = slow_fingerprint(name, value, salt)
         if key:
             _disk_put(key, found)
-    _memo[(name, value)] = found
+    _memo[(name, value, salt)] = found
     return found
+
+
+def warm(secrets: Mapping[str, Secret], salt: str | None) -> None:
+    """Compute (or recall) every secret's fingerprint for a host salted `salt`, so that the plan
+    made later finds them remembered (callers run this beside their other work, per host)."""
+    if not salt:
+        return
+    for name, secret in secrets.items():
+        try:
+            fingerprint(name, secret, salt)
+        except Exception:  # noqa: BLE001 - an unset secret: the real plan reports it, in its place
+            pass
 
 
 def cache_path() -> Path:
@@ -52,8 +71,8 @@ def cache_path() -> Path:
     return Path(base) / "comfyume-fab" / CACHE_NAME
 
 
-def _disk_key(name: str, origin: str) -> str:
-    return hashlib.sha256(f"{name}\0{origin}".encode()).hexdigest()
+def _disk_key(name: str, origin: str, salt: str) -> str:
+    return hashlib.sha256(f"{name}\0{origin}\0{salt}".encode()).hexdigest()
 
 
 def _enabled() -> bool:

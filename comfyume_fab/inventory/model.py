@@ -318,6 +318,7 @@ class Inventory:
     ssh: SshSettings = SshSettings()
     sources: ImageSources = ImageSources()
     env_file: str | None = None
+    env_file_missing: bool = False  # secrets.env_file names a file that does not exist (plan notes it)
     lines: Mapping[Path, int] = field(default_factory=dict, repr=False, compare=False, hash=False)
 
     @property

@@ -66,14 +66,14 @@ def read_inventory(doc: YamlDoc, shown: str, environ: Mapping[str, str], need_se
         check_modes(c, mode, hosts, serverless)
     if ports_ok:
         check_ports(c, ports, num_users)
-    secrets, env_file = check_secrets(c, mode, env_file_given, base, environ, need_secrets)
+    secrets, env_file, env_file_missing = check_secrets(c, mode, env_file_given, base, environ, need_secrets)
     if c.found:
         raise ConfigError(c.problems)
     return model.Inventory(
         path=shown, mode=mode, hosts=tuple(hosts), secrets=MappingProxyType(dict(secrets)),
         project=project, num_users=num_users, images=images, ports=ports, worker=worker,
         timeouts=timeouts, rollout=rollout, health=health, probe=probe, serverless=serverless, ssh=ssh,
-        sources=sources, env_file=env_file, lines=MappingProxyType(dict(doc.lines)))
+        sources=sources, env_file=env_file, env_file_missing=env_file_missing, lines=MappingProxyType(dict(doc.lines)))
 
 
 def _section(c: Checker, top: dict, name: str, cls: type, kind: str, check) -> Any:

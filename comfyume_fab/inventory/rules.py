@@ -116,9 +116,11 @@ def check_env_file(c: Checker, given: str | None, path: str | None) -> EnvFile |
 
 
 def check_secrets(c: Checker, mode: str | None, env_file_given: str | None, base: str,
-                  environ: Mapping[str, str], need_secrets: bool = True) -> tuple[dict[str, Secret], str | None]:
+                  environ: Mapping[str, str], need_secrets: bool = True
+                  ) -> tuple[dict[str, Secret], str | None, bool]:
     """Resolve the secrets the mode needs (environment first, then the env file); without
-    `need_secrets` (plan, --dry-run) a missing one is an `Unset` placeholder, not a problem."""
+    `need_secrets` (plan, --dry-run) a missing one is an `Unset` placeholder, not a problem.
+    Returns (secrets, the env file's path, whether that file does not exist)."""
     where = ("secrets",)
     env_file_path = expand(env_file_given, base) if env_file_given else None
     env_file = check_env_file(c, env_file_given, env_file_path)
@@ -128,10 +130,10 @@ def check_secrets(c: Checker, mode: str | None, env_file_given: str | None, base
     result = resolve_secrets(required, OPTIONAL, environ, env_file, env_file_given, allow_unset=not need_secrets)
     problems = list(result.problems)
     unset = any(what.endswith(" is not set") for what, _ in problems)
-    if missing and unset:  # the secrets were to come from that file: name the missing file
+    if missing and unset:  # the secrets were to come from that file: name the missing file, once
         c.err(where + ("env_file",), f"'{env_file_given}' {missing.what}", missing.hint)
-    if env_file_path and env_file is None and not missing:  # refused (reported): not each secret again
+    if env_file_path and env_file is None and (unset or not missing):  # reported: not each secret again
         problems = [(what, hint) for what, hint in problems if not what.endswith(" is not set")]
     for what, hint in problems:
         c.err(where, what, hint)
-    return dict(result.secrets), env_file_path
+    return dict(result.secrets), env_file_path, missing is not None

@@ -133,6 +133,10 @@ def _malformed(filename: str, line: int, problem: str, hint: str | None = None) 
     return ConfigError(f"{filename}:{line}: malformed YAML: {problem} ({hint or _hint_for(problem)})")
 
 
+# A list or mapping may carry only its own plain tag (what a scalar may carry, SafeConstructor decides).
+_PLAIN_TAGS = {SequenceNode: ("tag:yaml.org,2002:seq",), MappingNode: ("tag:yaml.org,2002:map",)}
+
+
 class _Walker:
     """Turns a node tree into plain data, recording lines, duplicates and bad keys."""
 
@@ -162,6 +166,10 @@ class _Walker:
                 raise _malformed(self.filename, node.start_mark.line + 1,
                                  f"'{node.value}' is not a valid {node.tag.rsplit(':', 1)[-1]}",
                                  "quote the value to keep it as text") from None
+        if node.tag not in _PLAIN_TAGS.get(type(node), ()):  # e.g. !!python/tuple [a]: refused like on a value
+            raise _malformed(self.filename, node.start_mark.line + 1,
+                             f"could not determine a constructor for the tag '{node.tag}'",
+                             "remove the !tag or quote the value")
         self.active.add(id(node))
         try:
             if isinstance(node, SequenceNode):

@@ -4,7 +4,9 @@ a secret only as "changed")."""
 from __future__ import annotations
 
 from ..host import state as hoststate
+from ..host.facts import salt
 from ..host.session import Session, gather
+from ..inventory import fingerprint
 from ..inventory.model import Inventory
 from ..plan.diff import ServiceChange, env_section, planned_changes
 from ..plan.planner import make_plan
@@ -12,12 +14,19 @@ from ..plan.planner import make_plan
 
 def diff(inv: Inventory) -> dict[str, list[ServiceChange]]:
     """Host -> the change start-all would make to each service there (unchanged ones included)."""
-    plan = make_plan(inv)
-    hosts = [hp.host for hp in plan.hosts]
+    hosts = [hp.host for hp in make_plan(inv).hosts]
     with Session(inv, hosts) as s:
         s.connect()
         s.require_all()
-        states = gather(lambda h: hoststate.read(s[h.name], inv.project, h.workdir, preflight=("engine",),
-                                                 extra=[env_section(h.workdir)]),
-                        hosts)
+        states = gather(lambda h: _read_state(inv, s, h), hosts)
+    # Each host's hashes made with its salt, as start-all makes them (a host without one gets a new
+    # one there, so what reads a secret is recreated: a new salt here says so too).
+    plan = make_plan(inv, salts={n: st.salt or salt.new_salt() for n, st in states.items()})
     return planned_changes(plan, states)
+
+
+def _read_state(inv: Inventory, s: Session, host) -> hoststate.HostState:
+    st = hoststate.read(s[host.name], inv.project, host.workdir, preflight=("engine",),
+                        extra=[env_section(host.workdir)])
+    fingerprint.warm(inv.secrets, st.salt)
+    return st

@@ -130,30 +130,65 @@ def _prepare_host(inv: Inventory, remote, host: Host, say: Callable[[str], None]
         _build_host(inv, remote, host, keys, out, say)
     pulls = inv.image_keys_from(host, "pull")
     have = imgfacts.parse_image_list(remote.run(imgfacts.LIST_COMMAND, step="images").stdout) if pulls else {}
-    logged_in = False
-    for key in pulls:
-        ref = getattr(inv.images, key)
-        if imgfacts.normalize(ref) in have:
-            continue  # pulled before: a tag is taken as immutable (give a new tag to deploy a new image)
-        reg = inv.sources.registry
-        if reg is not None and not logged_in and reg.serves(ref):
-            say(f"{host.name}: docker login {reg.server} as {reg.user} (password on stdin)")
-            res = remote.run(imgact.login_command(reg.server, reg.user), step="registry login",
-                             input=(reg.password.reveal() + "\n").encode() if reg.password else b"\n",
-                             timeout=inv.timeouts.pull)
+    auth_dir = None  # this run's registry login (imgact.auth_dir_command): removed after the pulls
+    try:
+        for key in pulls:
+            ref = getattr(inv.images, key)
+            if imgfacts.normalize(ref) in have:
+                continue  # pulled before: a tag is taken as immutable (give a new tag to deploy a new image)
+            reg = inv.sources.registry
+            served = reg is not None and reg.serves(ref)
+            if served and auth_dir is None:
+                auth_dir = _login(inv, remote, host, reg, say)
+            say(f"{host.name}/{key}: docker pull {ref}")
+            res = remote.run(imgact.pull_command(ref, auth_dir if served else None), timeout=inv.timeouts.pull,
+                             step=f"pull {key}")
             if not res.ok:
-                raise UnhealthyError(f"docker login {reg.server} as {reg.user} failed: {res.tail(200)}",
-                                     host=host.name, step="registry login",
-                                     hint=f"check the secret {reg.password_name} and images.registry")
-            logged_in = True
-        say(f"{host.name}/{key}: docker pull {ref}")
-        res = remote.run(shlex.join(["docker", "pull", "-q", ref]), timeout=inv.timeouts.pull, step=f"pull {key}")
-        if not res.ok:
-            raise UnhealthyError(f"docker pull {ref} failed: {res.tail()}", host=host.name, step=f"pull {key}",
-                                 hint="check the reference and images.registry; the running containers were "
-                                      "left as they were")
-        out.pulled.append(key)
+                raise UnhealthyError(f"docker pull {ref} failed: {res.tail()}", host=host.name, step=f"pull {key}",
+                                     hint="check the reference and images.registry; the running containers were "
+                                          "left as they were")
+            out.pulled.append(key)
+    finally:
+        if auth_dir is not None:
+            _logout(remote, host, auth_dir, say)
     return out
+
+
+def _logout(remote, host: Host, auth_dir: str, say) -> None:
+    """Remove this run's login folder. Never masks the error that ended the pulls: a folder left
+    behind (the host stopped answering) is removed by the next login on that host."""
+    try:
+        res = remote.run(imgact.remove_auth_dir_command(auth_dir), step="registry logout")
+        ok = res.ok
+    except Exception:  # noqa: BLE001 - see above
+        ok = False
+    if not ok:
+        say(f"{host.name}: could not remove the registry login folder {auth_dir}; the next pull removes it")
+
+
+def _login(inv: Inventory, remote, host: Host, reg, say) -> str:
+    """`docker login` into a private folder made for this run (DOCKER_CONFIG), so the password is
+    never left in the host's ~/.docker/config.json; returns the folder (the caller removes it)."""
+    made = remote.run(imgact.auth_dir_command(host.workdir), step="registry login")
+    auth_dir = imgact.parse_auth_dir(made.stdout, host.workdir) if made.ok else None
+    if auth_dir is None:
+        raise UnhealthyError(f"could not make a private folder for the registry login in {host.workdir}: "
+                             f"{made.tail(200) or f'exit {made.exited}'}", host=host.name, step="registry login",
+                             hint="check that the workdir is yours and the disk is not full")
+    say(f"{host.name}: docker login {reg.server} as {reg.user} (password on stdin, kept for this run only)")
+    try:
+        res = remote.run(imgact.login_command(reg.server, reg.user, auth_dir), step="registry login",
+                         input=(reg.password.reveal() + "\n").encode() if reg.password else b"\n",
+                         timeout=inv.timeouts.pull)
+    except BaseException:
+        _logout(remote, host, auth_dir, say)
+        raise
+    if not res.ok:
+        _logout(remote, host, auth_dir, say)
+        raise UnhealthyError(f"docker login {reg.server} as {reg.user} failed: {res.tail(200)}",
+                             host=host.name, step="registry login",
+                             hint=f"check the secret {reg.password_name} and images.registry")
+    return auth_dir
 
 
 def _build_host(inv: Inventory, remote, host: Host, keys: list[str], out: HostImages, say) -> None:

@@ -21,9 +21,10 @@ from ..host.actions import containers as ctract
 from ..host.actions import stopped as stopact
 from ..host.actions import workdir as wdact
 from ..host import state as hoststate
-from ..host.facts import stopped
+from ..host.facts import salt, stopped
 from ..host.facts.docker import by_service, service_ok
 from ..host.session import Session, gather
+from ..inventory import fingerprint
 from ..inventory.model import Inventory
 from ..plan.diff import RECREATE, UNCHANGED, diff_host, env_section, planned_changes, summary_lines
 from ..plan.planner import HostPlan, Plan, make_plan
@@ -62,20 +63,16 @@ def start_all(inv: Inventory, say: Callable[[str], None], warn: Callable[[str], 
     {IMAGE variable: reference} to deploy as they are, without fetching or building."""
     with Session(inv, inv.hosts) as s:
         say(f"connecting to {len(inv.hosts)} host(s): {', '.join(h.name for h in inv.hosts)}")
-        # While connecting and reading: `git` for the revision, the planner's slow secret
-        # fingerprints (cached, so the real plan below, made with what the preflight saw, is
-        # quick) and the import of redis-py for the Redis checks.
+        # While connecting and reading: `git` for the revision, the planner's imports and the
+        # import of redis-py for the Redis checks; each host's slow secret fingerprints (salted
+        # with its own salt, read with its state) as soon as that state is in.
         with ThreadPoolExecutor(1) as bg:
             revision_f = bg.submit(local_revision)
             bg.submit(_warm_plan, inv)
             bg.submit(prefetch_redis)
             s.connect()
             s.require_all()
-            states = gather(lambda h: hoststate.read(s[h.name], inv.project, h.workdir,
-                                                     extra=[env_section(h.workdir),
-                                                            *_stop_record_part(h),
-                                                            *image_state_parts(inv, h)]),  # images: hook
-                            inv.hosts)
+            states = gather(lambda h: _read_state(inv, s, h), inv.hosts)
         revision = revision_f.result()
         problems, notes = preflight_problems(inv, states)
         for note in notes:
@@ -83,7 +80,9 @@ def start_all(inv: Inventory, say: Callable[[str], None], warn: Callable[[str], 
         if problems:
             raise problems[0]
         images.preflight(inv, states)  # images: what is missing, before the lock and any upload
-        plan = make_plan(inv, {n: st.has_gpu for n, st in states.items()})
+        # Each host's salt, or a new one for a host this tool never deployed to (uploaded with its .env).
+        plan = make_plan(inv, {n: st.has_gpu for n, st in states.items()},
+                         {n: st.salt or salt.new_salt() for n, st in states.items()})
         if getattr(plan, "errors", ()):
             raise UnhealthyError(plan.errors[0], step="preflight")
         warnings = list(plan.warnings) + notes
@@ -183,8 +182,11 @@ def _deploy_stage(inv: Inventory, s: Session, hp: HostPlan, services, state, out
                                       "another workdir in hosts.yaml")
         for name, text in hp.files.items():
             remote.put(cmd.workdir_path(wd, name), text.encode(), mode=0o600)
+        _put_salt(remote, hp)
         remote.put(cmd.workdir_path(wd, cmd.ENV_FILE), hp.env_file_text().encode(), mode=0o600)
         remote.put(cmd.workdir_path(wd, UPLOADED), "\n".join([want, *expected_sums, ""]).encode(), mode=0o600)
+    elif state.salt != hp.salt:  # a host whose hashes stand for no secret still keeps its salt
+        _put_salt(remote, hp)
     before = {c.service: c.id for c in state.containers}
     current = by_service(state.containers)
     if orphans:
@@ -229,6 +231,15 @@ def _deploy_stage(inv: Inventory, s: Session, hp: HostPlan, services, state, out
     outcome.changed += [f"-{svc}" for svc in sorted({c.service for c in orphans})]
     outcome.unchanged = outcome.unchanged and not outcome.changed
     state.containers = tuple(after)
+
+
+def _read_state(inv: Inventory, s: Session, host) -> hoststate.HostState:
+    """One host's state, as start-all needs it; its secrets' fingerprints made meanwhile."""
+    st = hoststate.read(s[host.name], inv.project, host.workdir,
+                        extra=[env_section(host.workdir),
+                               *_stop_record_part(host), *image_state_parts(inv, host)])  # images: hook
+    fingerprint.warm(inv.secrets, st.salt)
+    return st
 
 
 def _stop_record_part(host) -> list[tuple[str, str]]:
@@ -304,6 +315,11 @@ def _sums(hp: HostPlan) -> list[str]:
 
 def _by_name(sum_lines: list[str]) -> list[tuple[str, str]]:
     return [(parts[1], parts[0]) for parts in (ln.split(None, 1) for ln in sum_lines) if len(parts) == 2]
+
+
+def _put_salt(remote, hp: HostPlan) -> None:
+    """The host's salt, before the .env whose hashes were made with it (host/facts/salt.py)."""
+    remote.put(cmd.workdir_path(hp.host.workdir, salt.SALT_FILE), salt.salt_text(hp.salt), mode=0o600)
 
 
 def _warm_plan(inv: Inventory) -> None:

@@ -20,6 +20,7 @@ from ..host.facts import stopped
 from ..host.facts.stopped import StoppedRecord
 from ..host.facts.docker import by_service, describe, published_port, service_ok
 from ..host.session import Background, Session, each
+from ..inventory import fingerprint
 from ..inventory.model import GPU_MODES, Inventory
 from ..plan.planner import HostPlan, Plan, make_plan, service_hash_var
 from .audit import local_revision
@@ -87,7 +88,10 @@ def status(inv: Inventory, probe: bool = True, say=None, fetch: bool = False) ->
         states = {hp.name: read[hp.name] for hp in plan.hosts if hp.name in read}
         held = {hp.name: rec for hp in plan.hosts if hp.name in states
                 for rec in [_on_purpose(hp, states[hp.name])] if rec is not None}
-        for hp in plan.hosts:
+        # Each host's hashes made with its salt: what its deploy record is compared with (a host
+        # without one was never deployed by this version: its record cannot match).
+        salted = plan.with_salts({n: st.salt for n, st in states.items()})
+        for hp in salted.hosts:
             if hp.name in states:
                 hosts_out[hp.name] = _host_block(inv, hp, states[hp.name], s.connect_s[hp.name], revision,
                                                  plan.config_hash, checks, held.get(hp.name))
@@ -255,8 +259,10 @@ def _read_when_connected(connecting: Background, inv: Inventory, s: Session, fet
         if host.is_worker:
             extra.append(("stopped", stopped.read_command(host.workdir)))
         extra += images.status_parts(inv, host, fetch)  # images: the branch's head (fetched with --fetch)
-        return hoststate.read(s[host.name], inv.project, host.workdir, with_env_password=host.is_worker,
-                              extra=extra, preflight=STATUS_PREFLIGHT)
+        st = hoststate.read(s[host.name], inv.project, host.workdir, with_env_password=host.is_worker,
+                            extra=extra, preflight=STATUS_PREFLIGHT)
+        fingerprint.warm(inv.secrets, st.salt)  # for the deployed-config comparison
+        return st
     return each(read, hosts)
 
 

@@ -48,19 +48,30 @@ def short_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
 
-def env_hash(env: Mapping[str, str | Secret]) -> str:
-    """Hash of every variable but CFAB_ENV_HASH; a secret enters only as its scrypt fingerprint."""
-    lines = [f"{k}={_value_fingerprint(k, v)}" for k, v in sorted(env.items())
-             if k != HASH_KEY and not k.startswith(SERVICE_HASH_PREFIX)]
+def is_hash_key(key: str) -> bool:
+    """Whether a .env variable holds one of the hashes (CFAB_ENV_HASH, CFAB_HASH_<SERVICE>)."""
+    return key == HASH_KEY or key.startswith(SERVICE_HASH_PREFIX)
+
+
+def env_hash(env: Mapping[str, str | Secret], salt: str | None = None) -> str:
+    """Hash of every variable but the hashes; a secret enters only as its scrypt fingerprint."""
+    lines = [f"{k}={_value_fingerprint(k, v, salt)}" for k, v in sorted(env.items()) if not is_hash_key(k)]
     return short_hash("\n".join(lines))
 
 
-def _value_fingerprint(key: str, value: str | Secret | None) -> str:
+UNSALTED = "secret"  # a secret's stand-in in the hashes of a plan made without the host's salt
+
+
+def _value_fingerprint(key: str, value: str | Secret | None, salt: str | None) -> str:
     if value is None:
         return "<unset>"
     if isinstance(value, Unset):  # plan/--dry-run without the secret: never deployed (see Unset)
         return "unset"
-    return fingerprint(key, value) if isinstance(value, Secret) else str(value)
+    if not isinstance(value, Secret):
+        return str(value)
+    # Without the host's salt (plan, --dry-run, the tasks that compare no hash) no fingerprint is
+    # made: such a plan's hashes are never uploaded (HostPlan.env_file_text) nor printed.
+    return fingerprint(key, value, salt) if salt else UNSALTED
 
 
 def service_definitions(files: Mapping[str, str], order: tuple[str, ...]) -> dict[str, list]:
@@ -74,8 +85,8 @@ def service_definitions(files: Mapping[str, str], order: tuple[str, ...]) -> dic
     return out
 
 
-def service_fingerprints(files: Mapping[str, str], order: tuple[str, ...], env: Mapping[str, str | Secret]
-                         ) -> tuple[dict[str, str], dict[str, tuple[str, ...]]]:
+def service_fingerprints(files: Mapping[str, str], order: tuple[str, ...], env: Mapping[str, str | Secret],
+                         salt: str | None = None) -> tuple[dict[str, str], dict[str, tuple[str, ...]]]:
     """(service -> fingerprint, service -> the .env variables it reads). A fingerprint hashes exactly
     what the service is given: its compose definition(s) and the values of the variables they
     reference (its image among them); a secret enters only as its slow salted fingerprint. So a
@@ -84,7 +95,7 @@ def service_fingerprints(files: Mapping[str, str], order: tuple[str, ...], env: 
     for svc, parts in service_definitions(files, order).items():
         blob = json.dumps(parts, sort_keys=True)
         names = tuple(sorted(set(_VAR_RE.findall(blob)) - {service_hash_var(svc)}))
-        lines = [f"{k}={_value_fingerprint(k, env.get(k))}" for k in names]
+        lines = [f"{k}={_value_fingerprint(k, env.get(k), salt)}" for k in names]
         hashes[svc] = short_hash(blob + "\n" + "\n".join(lines))
         used[svc] = names
     return hashes, used
@@ -172,6 +183,7 @@ class HostPlan:
     project: str = "comfyume"
     service_hashes: dict[str, str] = field(default_factory=dict)  # service -> its own fingerprint
     service_vars: dict[str, tuple[str, ...]] = field(default_factory=dict, repr=False)  # .env names it reads
+    salt: str | None = field(default=None, repr=False, compare=False)  # the host's (host/facts/salt.py)
 
     @property
     def frontends(self) -> tuple[str, ...]:
@@ -188,12 +200,18 @@ class HostPlan:
                 raise ConfigError(f"{self.name}: the value of {key} cannot be written to .env safely "
                                   f"(remove quotes and control characters from it)")
             lines.append(f"{key}='{text}'")
+        if not self.salt:  # its hashes stand for no secret: they would recreate services for nothing
+            raise ValueError(f"{self.name}: a plan made without the host's salt is never uploaded")
         return "\n".join(lines) + "\n"
 
     def env_masked(self) -> dict[str, str]:
-        """The env for display: every secret as '***'."""
-        return {k: "unset" if isinstance(v, Unset) else REDACTED if isinstance(v, Secret) else str(v)
-                for k, v in self.env.items()}
+        """The env for display: every secret as '***', and so every hash (one may stand for a secret)."""
+        return {k: "unset" if isinstance(v, Unset) else REDACTED if isinstance(v, Secret) or is_hash_key(k)
+                else str(v) for k, v in self.env.items()}
+
+    def with_salt(self, salt: str) -> "HostPlan":
+        """This plan with its hashes made with the host's salt (what is compared with the host)."""
+        return dataclasses.replace(self, salt=salt).with_env({})
 
     @property
     def compose(self) -> ComposeProject:
@@ -204,10 +222,10 @@ class HostPlan:
         """This plan with `updates` in its .env (an image built at a commit): the env hash and every
         service's own fingerprint recomputed, so exactly the services that read a changed value
         are recreated."""
-        env = {k: v for k, v in self.env.items() if not k.startswith(SERVICE_HASH_PREFIX)}
+        env = {k: v for k, v in self.env.items() if not is_hash_key(k)}
         env.update(updates)
-        env[HASH_KEY] = env_hash(env)
-        hashes, used = service_fingerprints(self.files, self.compose_files, env)
+        env[HASH_KEY] = env_hash(env, self.salt)
+        hashes, used = service_fingerprints(self.files, self.compose_files, env, self.salt)
         env.update({service_hash_var(svc): value for svc, value in hashes.items()})
         return dataclasses.replace(self, env=env, env_hash=env[HASH_KEY], service_hashes=hashes,
                                    service_vars=used)
@@ -215,7 +233,8 @@ class HostPlan:
     @functools.cached_property
     def host_hash(self) -> str:
         """What this host was given: files + environment. Secrets enter only through the salted,
-        slow env_hash fingerprint, so the value stored on hosts reveals nothing."""
+        slow env_hash fingerprint, so the value stored on hosts reveals nothing. Meaningful only in
+        a plan made with the host's salt (`with_salt`)."""
         masked = "\n".join(f"{k}={v}" for k, v in sorted(self.env_masked().items()))
         h = hashlib.sha256((self.env_hash + "\n" + masked).encode())
         for name in sorted(self.files):
@@ -251,6 +270,13 @@ class Plan:
         self.inventory.host(name)  # raises with a suggestion when the name is unknown
         raise ConfigError(f"host {name} runs nothing in mode {self.mode}")
 
+    def with_salts(self, salts: Mapping[str, str]) -> "Plan":
+        """This plan with each host's hashes made with its salt (`salts`: host name -> salt)."""
+        hosts = tuple(hp.with_salt(salts[hp.name]) if salts.get(hp.name) else hp for hp in self.hosts)
+        by_name = {hp.name: hp for hp in hosts}
+        return dataclasses.replace(self, hosts=hosts, app=by_name[self.app.name],
+                                   workers=tuple(by_name[hp.name] for hp in self.workers))
+
 
 def _gpu_check(inv: Inventory, host: Host, present: bool | None, device: str
                ) -> tuple[bool, str | None, str | None]:
@@ -267,9 +293,13 @@ def _gpu_check(inv: Inventory, host: Host, present: bool | None, device: str
                    f"the worker will run on CPU (slow)"), None
 
 
-def make_plan(inv: Inventory, gpu_present: Mapping[str, bool] | None = None) -> Plan:
-    """Plan `inv`. `gpu_present` maps host name -> whether the preflight found a GPU (absent: unknown)."""
+def make_plan(inv: Inventory, gpu_present: Mapping[str, bool] | None = None,
+              salts: Mapping[str, str] | None = None) -> Plan:
+    """Plan `inv`. `gpu_present` maps host name -> whether the preflight found a GPU (absent: unknown);
+    `salts` host name -> its salt (host/facts/salt.py): without one, a host's hashes stand for no
+    secret, which is all `plan` and the tasks that compare no hash need."""
     gpu_present = gpu_present or {}
+    salts = salts or {}
     app = inv.app_host
     if app is None:
         raise ConfigError(f"{inv.path}: mode {inv.mode} has no host with the app role (check hosts:)")
@@ -299,14 +329,15 @@ def make_plan(inv: Inventory, gpu_present: Mapping[str, bool] | None = None) -> 
             files += [cg.WORKER_GPU_FILE] if use_gpu else []
             warnings += [warning] if warning else []
             errors += [error] if error else []
-        env[HASH_KEY] = env_hash(env)
+        salt = salts.get(host.name)
+        env[HASH_KEY] = env_hash(env, salt)
         if host.is_app and core and inv.mode == "serverless":
             files.append(cg.SERVERLESS_FILE)
         texts = {name: (cg.frontends_yaml(inv.num_users, inv.ports.frontend_base, bool(core))
                         if name == cg.FRONTENDS_FILE else
                         cg.serverless_yaml([t.env_name for t in inv.serverless.tiers])
                         if name == cg.SERVERLESS_FILE else cg.static_file(name)) for name in files}
-        hashes, used = service_fingerprints(texts, tuple(files), env)
+        hashes, used = service_fingerprints(texts, tuple(files), env, salt)
         for svc, value in hashes.items():
             env[service_hash_var(svc)] = value
         plans.append(HostPlan(
@@ -314,7 +345,7 @@ def make_plan(inv: Inventory, gpu_present: Mapping[str, bool] | None = None) -> 
             files=texts, env=env,
             services=app_services + worker_services, app_services=app_services,
             worker_services=worker_services, worker_device=device, env_hash=env[HASH_KEY],
-            project=inv.project, service_hashes=hashes, service_vars=used))
+            project=inv.project, service_hashes=hashes, service_vars=used, salt=salt))
     digest = "\n".join(f"{p.name}\n{sorted(p.env_masked().items())}\n" +
                        "".join(f"{n}\n{p.files[n]}" for n in p.compose_files) for p in plans)
     return Plan(mode=inv.mode, inventory=inv, hosts=tuple(plans), app=plans[0],

@@ -3,7 +3,6 @@ Pure: builds text from the plan and the command builders; connects to nothing.""
 from __future__ import annotations
 
 import json
-import shlex
 
 from ..errors import ConfigError, clean
 from ..host import commands as cmd
@@ -20,7 +19,8 @@ from .planner import Plan
 
 TOKEN = "<random token>"  # the run's own, made when it takes the lock
 COMMIT = "<C>"  # the branch's commit, known once fetched
-UPLOAD = "(sftp) write {files} and .env (mode 0600, atomic rename) into {wd}"
+UPLOAD = ("(sftp) write {files} and .env (mode 0600, atomic rename) into {wd}, after the host's fingerprint salt "
+          "(fingerprint.salt, made on the first deploy)")
 
 
 def steps(plan: Plan, task: str, only: str | None = None, down: bool = False) -> list[tuple[str, str]]:
@@ -97,9 +97,12 @@ def image_steps(plan: Plan) -> list[tuple[str, str]]:
         reg = src.registry
         if reg is not None and any(reg.serves(getattr(inv.images, k)) for k in pulls):
             out.append((hp.name, imgact.login_command(reg.server, reg.user)
-                        + f"   # password from {reg.password_name}, on stdin"))
+                        + f"   # password from {reg.password_name}, on stdin; the folder is made 0700 in "
+                          f"{hp.host.workdir} for this run and removed after the pulls"))
         for key in pulls:
-            out.append((hp.name, shlex.join(["docker", "pull", "-q", getattr(inv.images, key)])
+            ref = getattr(inv.images, key)
+            login = imgact.AUTH_DIR_SHOWN if reg is not None and reg.serves(ref) else None
+            out.append((hp.name, imgact.pull_command(ref, login)
                         + f"   # only if the host lacks it; at most {inv.timeouts.pull:g} s"))
     return out
 
@@ -109,10 +112,21 @@ def unset_secrets(plan: Plan) -> list[str]:
     return sorted(name for name, value in plan.inventory.secrets.items() if isinstance(value, Unset))
 
 
+def missing_env_file(plan: Plan) -> str | None:
+    """The secrets file secrets.env_file names, when it does not exist (plan / --dry-run only)."""
+    inv = plan.inventory
+    return inv.env_file if inv.env_file_missing else None
+
+
 def render_text(plan: Plan, task: str = "start-all", **kw) -> str:
     lines = [f"mode {plan.mode}, config {plan.config_hash}, inventory {plan.inventory.path}"]
     for w in plan.warnings:
         lines.append(f"WARNING: {w}")
+    missing = missing_env_file(plan)
+    if missing:
+        lines.append(f"NOTE: the secrets file {missing} does not exist (secrets.env_file): plan shows what it can "
+                     f"without it; start-all needs it unless every secret is exported (create it, mode 0600, "
+                     f"with lines like REDIS_PASSWORD=...)")
     unset = unset_secrets(plan)
     if unset:
         lines.append(f"NOTE: {', '.join(unset)} not set (shown as unset; the config hash differs from the real "
@@ -135,7 +149,7 @@ def render_text(plan: Plan, task: str = "start-all", **kw) -> str:
 def render_json(plan: Plan, task: str = "start-all", **kw) -> str:
     return json.dumps({
         "mode": plan.mode, "config_hash": plan.config_hash, "warnings": list(plan.warnings),
-        "unset_secrets": unset_secrets(plan),
+        "unset_secrets": unset_secrets(plan), "missing_env_file": missing_env_file(plan),
         "hosts": [{"name": hp.name, "roles": list(hp.roles), "address": hp.host.address, "workdir": hp.host.workdir,
                    "compose_files": list(hp.compose_files), "services": list(hp.services), "env": hp.env_masked()}
                   for hp in plan.hosts],

@@ -19,7 +19,7 @@ from comfyume_fab.inventory import load_inventory
 from comfyume_fab.lab import hostsvc
 from comfyume_fab.host.ssh.remote import Remote
 from comfyume_fab.host.session import target
-from tests.conftest import INVOKE, REPO, invoke
+from tests.support import INVOKE, REPO, invoke
 
 pytestmark = pytest.mark.lab
 

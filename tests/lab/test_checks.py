@@ -12,7 +12,7 @@ from comfyume_fab.lab import faults, hostsvc
 from comfyume_fab.checks.probe import run_probe
 from comfyume_fab.host.ssh.connect import Target
 from comfyume_fab.host.ssh.remote import Remote
-from tests.conftest import invoke
+from tests.support import invoke
 
 pytestmark = pytest.mark.lab
 PW = "probe-pw-1"

@@ -8,7 +8,6 @@ dual-server deployment up and healthy. docs/reliability.md tables these rows.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -18,188 +17,17 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from comfyume_fab.checks.links import redis_client
 from comfyume_fab.errors import ExitCode, UnreachableError
-from comfyume_fab.inventory import load_inventory
 from comfyume_fab.lab import faults, hostsvc
 from comfyume_fab.ops.lock import DeployLock
-from comfyume_fab.host.ssh.remote import CHUNK, Remote
-from comfyume_fab.host.session import target
-from tests.conftest import INVOKE, REPO, invoke
+from comfyume_fab.host.ssh.remote import CHUNK
+from tests.support import (APP, FAST, HOSTS, NEVER_HEALTHY, SLACK, WORKER, Watched, assert_up, cli, containers,
+                           converge, edit_inventory, fast_inventory, invoke, lab_remote, lock_dir, one_error,
+                           snapshot, status_checks, stop_containers, workdir_file, worker_exec)
 
 pytestmark = pytest.mark.lab
-
-# Short bounds so that every give-up is quick; SLACK covers the CLI's start (Python, imports) and
-# the SSH handshakes on a busy machine.
-FAST = {"connect": 3, "command": 20, "health": 20, "redis": 2, "probe": 5, "lock_wait": 30}
-SLACK = 4.0
-APP = ("redis", "queue-manager", "admin", "user001", "user002", "user003")
-WORKER = ("worker",)
-HOSTS = {"mello": APP, "verda": WORKER}
-CHECK_LINE = re.compile(r"^\s+\[\s*(FAIL|ok|warn)\] ([\w.-]+): (.*)$", re.M)
-NEVER_HEALTHY = "cfab-test/never-healthy:1"
-
-
-# ------------------------------------------------------------------------------------------ helpers
-def fast_inventory(lab, tmp_path: Path, name: str = "fast", timeouts: dict | None = None, **overrides) -> Path:
-    """The dual-server lab inventory (same plan as the session's) with short timeouts."""
-    return lab.inventory(tmp_path / name, timeouts={**FAST, **(timeouts or {})}, **overrides)
-
-
-def edit_inventory(path: Path, fn) -> Path:
-    data = yaml.safe_load(path.read_text())
-    fn(data)
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
-
-
-def cli(*args: str, **kw):
-    """Run the real CLI; (result, wall seconds)."""
-    t0 = time.monotonic()
-    res = invoke(*args, **kw)
-    took = time.monotonic() - t0
-    print(f"GIVE-UP {' '.join(a for a in args if not a.startswith('/'))}: exit {res.returncode} in {took:.1f} s")
-    return res, took
-
-
-def one_error(res, code: ExitCode, host: str, step: str | tuple[str, ...], *causes: str) -> str:
-    """The run exited `code` with exactly one `error:` line naming host, step (one of them, when
-    the moment a fault lands decides which step meets it) and each cause."""
-    out = res.stdout + res.stderr
-    assert "Traceback" not in out, out
-    assert res.returncode == int(code), out
-    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, res.stderr
-    line = errors[0]
-    print(f"SEEN exit {res.returncode}: {line}")
-    steps = (step,) if isinstance(step, str) else step
-    assert any(f"host {host}, step {s}: " in line for s in steps), line
-    for cause in causes:
-        assert cause in line, f"{cause!r} not in {line!r}"
-    return line
-
-
-def status_checks(res) -> dict[str, tuple[str, str]]:
-    """status's text output -> {check name: (ok|warn|FAIL, detail)}."""
-    assert "Traceback" not in res.stdout + res.stderr
-    print("SEEN exit", res.returncode, *[ln for ln in res.stdout.splitlines() if "FAIL" in ln or "UNREACH" in ln or "<--" in ln], sep="\n")
-    return {name: (mark, detail) for mark, name, detail in CHECK_LINE.findall(res.stdout)}
-
-
-def containers(lab, name: str) -> dict[str, dict]:
-    """The comfyume project's containers on one host, read from that host's engine."""
-    h = lab.hosts[name]
-    ids = hostsvc.docker(h, "ps", "-aq", "--filter", "label=com.docker.compose.project=comfyume").stdout.split()
-    if not ids:
-        return {}
-    out = {}
-    for c in json.loads(hostsvc.docker(h, "inspect", *ids).stdout):
-        state = c["State"]
-        out[c["Config"]["Labels"]["com.docker.compose.service"]] = {
-            "id": c["Id"], "state": state["Status"], "health": (state.get("Health") or {}).get("Status", ""),
-            "restarts": c["RestartCount"], "pid": state["Pid"]}
-    return out
-
-
-def snapshot(lab) -> dict[str, dict[str, str]]:
-    return {name: {svc: c["id"] for svc, c in containers(lab, name).items()} for name in HOSTS}
-
-
-def assert_up(lab, name: str, services=None, same_as: dict | None = None) -> None:
-    """Every service of the host runs and is healthy (and, given `same_as`, in the same container)."""
-    services = services or HOSTS[name]
-    now = containers(lab, name)
-    bad = {svc: now.get(svc) for svc in services
-           if not now.get(svc) or now[svc]["state"] != "running" or now[svc]["health"] not in ("", "healthy")}
-    assert not bad, f"{name}: not running and healthy: {bad}"
-    if same_as is not None:
-        assert {svc: now[svc]["id"] for svc in services} == {svc: same_as[name][svc] for svc in services}, \
-            f"{name}: containers were recreated"
-
-
-def lock_dir(lab) -> Path:
-    return lab.hosts["mello"].home / "comfyume" / ".deploy-lock"
-
-
-def workdir_file(lab, host: str, name: str) -> Path:
-    return lab.hosts[host].home / "comfyume" / name
-
-
-def converge(inv_path: Path) -> None:
-    """The next plain start-all brings everything back (the deployment is left healthy)."""
-    res = invoke("start-all", "--hosts", str(inv_path))
-    assert res.returncode == 0, res.stderr + res.stdout
-
-
-def stop_containers(lab, name: str, services) -> None:
-    ids = [c["id"] for svc, c in containers(lab, name).items() if svc in services]
-    hostsvc.docker(lab.hosts[name], "stop", "-t", "2", *ids)
-
-
-def worker_exec(lab, *argv: str):
-    cid = containers(lab, "verda")["worker"]["id"]
-    return hostsvc.docker(lab.hosts["verda"], "exec", cid, *argv)
-
-
-def lab_remote(inv_path: Path, host: str) -> Remote:
-    inv = load_inventory(str(inv_path))
-    return Remote(target(inv, inv.host(host)))
-
-
-class Watched:
-    """A CLI run whose progress lines (stderr) are read as they come; `action` runs once, on the
-    first line containing `trigger`, given this object."""
-
-    def __init__(self, *args: str, trigger: str, action, env: dict | None = None):
-        # faulthandler: a run that hangs can be made to print every thread's stack (see `wait`)
-        env = {**{k: v for k, v in (env or os.environ).items() if k != "COMFYUME_HOSTS"}, "PYTHONFAULTHANDLER": "1"}
-        self.proc = subprocess.Popen([INVOKE, *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True, env=env)
-        self.trigger, self.action = trigger, action
-        self.lines: list[str] = []
-        self.stdout = ""
-        self.fired_at: float | None = None
-        self.action_error: BaseException | None = None
-        self._threads = [threading.Thread(target=self._err, daemon=True),
-                         threading.Thread(target=self._out, daemon=True)]
-        for t in self._threads:
-            t.start()
-
-    def _err(self):
-        for line in self.proc.stderr:
-            self.lines.append(line.rstrip("\n"))
-            if self.fired_at is None and self.trigger in line:
-                try:
-                    self.action(self)
-                except BaseException as exc:  # reported by the test
-                    self.action_error = exc
-                self.fired_at = time.monotonic()
-
-    def _out(self):
-        self.stdout = self.proc.stdout.read()
-
-    def wait(self, timeout: float) -> int:
-        try:
-            rc = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.send_signal(signal.SIGABRT)  # faulthandler prints where every thread waits
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-            for t in self._threads:
-                t.join(5)
-            raise AssertionError(f"{' '.join(self.proc.args[1:3])} still ran {timeout:g} s later; its stderr:\n"
-                                 + "\n".join(self.lines[-80:])) from None
-        for t in self._threads:
-            t.join(5)
-        return rc
-
-    @property
-    def stderr(self) -> str:
-        return "\n".join(self.lines)
 
 
 # ------------------------------------------------------------------ 1. app host unreachable

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import invoke
-from tests.lab.test_faults import lock_dir
-from tests.lab.test_lock import fake_lock, remove
+from tests.support import invoke
+from tests.support import fake_lock, lock_dir, remove
 
 pytestmark = pytest.mark.lab
 

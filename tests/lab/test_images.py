@@ -3,6 +3,7 @@ mello's sshd, read by each host with its own deploy key) and start-all's image p
 refuses with one sentence per problem before it touches anything (no lock, no upload)."""
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import invoke
+from tests.support import invoke
 
 from comfyume_fab.lab import gitserver, hostsvc
 
@@ -60,11 +61,16 @@ def errors(res) -> list[str]:
     return [ln for ln in res.stderr.strip().splitlines() if ln.strip() and not ln.startswith("[")]
 
 
+def as_host_user(host, *argv):
+    """argv run as the lab host's own login user inside its namespace (what its SSH sessions see),
+    in its home folder: never in the caller's working directory, which that user may not be allowed
+    to enter (a clone under a 0700 folder such as /root)."""
+    return subprocess.run(["nsenter", f"--net={host.netns_path}", "runuser", "-u", host.user, "--", *argv],
+                          capture_output=True, text=True, timeout=30, cwd=str(host.home))
+
+
 def git_as(host, *args):
-    """git run as the lab host's own login user inside its namespace (what its SSH sessions see)."""
-    return subprocess.run(["nsenter", f"--net={host.netns_path}", "runuser", "-u", host.user, "--", "env",
-                           f"HOME={host.home}", "GIT_SSH_COMMAND=ssh -o BatchMode=yes", "git", *args],
-                          capture_output=True, text=True, timeout=30)
+    return as_host_user(host, "env", f"HOME={host.home}", "GIT_SSH_COMMAND=ssh -o BatchMode=yes", "git", *args)
 
 
 def test_each_host_reads_the_repository_with_its_own_key_and_only_git(lab, repo):
@@ -74,10 +80,9 @@ def test_each_host_reads_the_repository_with_its_own_key_and_only_git(lab, repo)
         assert {line.split("/")[-1] for line in res.stdout.splitlines()} == {"mello-track", "verda-track"}
     verda = lab.hosts["verda"]
     mello = lab.hosts["mello"]
-    shell = subprocess.run(["nsenter", f"--net={verda.netns_path}", "runuser", "-u", verda.user, "--",
-                            "ssh", "-o", "BatchMode=yes", "-i", str(verda.home / ".ssh/id_ed25519"),
-                            "-o", f"UserKnownHostsFile={verda.home / '.ssh/known_hosts'}",
-                            f"{mello.user}@{mello.address}", "id"], capture_output=True, text=True, timeout=30)
+    shell = as_host_user(verda, "ssh", "-o", "BatchMode=yes", "-i", str(verda.home / ".ssh/id_ed25519"),
+                         "-o", f"UserKnownHostsFile={verda.home / '.ssh/known_hosts'}",
+                         f"{mello.user}@{mello.address}", "id")
     assert shell.returncode != 0 and "uid=" not in shell.stdout  # the deploy key gives git, not a shell
 
 
@@ -406,6 +411,24 @@ def _engine_trusts_lab_registry(lab) -> bool:
         return False
 
 
+def login_left_behind(host, password: str) -> list[str]:
+    """Files and folders under the host's home that hold the registry login after a run: a
+    config.json with the password (docker stores base64 of user:password) or a login folder."""
+    import base64
+    auth = base64.b64encode(f"team:{password}".encode())
+    found = []
+    for folder, dirs, files in os.walk(host.home):
+        found += [os.path.join(folder, d) for d in dirs if d.startswith(".registry-auth.")]
+        for name in files:
+            path = os.path.join(folder, name)
+            try:
+                if os.path.getsize(path) < 1 << 20 and auth in open(path, "rb").read():
+                    found.append(path)
+            except OSError:
+                pass
+    return found
+
+
 def test_pull_from_the_lab_registry_with_a_password_never_in_argv(lab, build_inv, tmp_path, healed):
     import os
     import secrets as random
@@ -458,6 +481,14 @@ def test_pull_from_the_lab_registry_with_a_password_never_in_argv(lab, build_inv
         assert "verda: docker login" in res.stderr and "verda/worker: docker pull " + ref in res.stderr
         assert running(lab, "verda")["worker"][1] == ref and running(lab, "verda")["worker"][2] == "healthy"
         assert seen == [] and password not in res.stdout + res.stderr
+        assert login_left_behind(lab.hosts["verda"], password) == []  # not in ~/.docker/config.json either
+        # A pull that fails after the login removes the login as well.
+        data["images"]["worker"] = f"{server}/comfyume-worker:absent-{random.token_hex(3)}"
+        inv.write_text(yaml.safe_dump(data, sort_keys=False))
+        res = invoke("start-all", "--hosts", str(inv), env={"LAB_REGISTRY_PASSWORD": password})
+        assert res.returncode == 4 and "verda: docker login" in res.stderr and "docker pull" in res.stderr, \
+            res.stderr[-2000:]
+        assert login_left_behind(lab.hosts["verda"], password) == []
     finally:
         registry.stop()
         invoke("start-all", "--hosts", str(build_inv))  # back to the built worker for what follows

@@ -5,7 +5,6 @@ escaped, and Ctrl-C (SIGINT to the real `invoke` process) at each step of start-
 stop-all exits 130 and leaves no lock behind. Every claim is read on mello's own file system."""
 from __future__ import annotations
 
-import os
 import re
 import signal
 import threading
@@ -15,32 +14,10 @@ import pytest
 
 from comfyume_fab.errors import ExitCode
 from comfyume_fab.ops.lock import DeployLock
-from tests.lab.test_faults import (APP, FAST, SLACK, Watched, assert_up, cli, converge, fast_inventory,
-                                   lab_remote, lock_dir, one_error, stop_containers)
+from tests.support import (fake_lock, remove, APP, FAST, SLACK, Watched, assert_up, cli, converge, fast_inventory,
+                           lab_remote, lock_dir, one_error, stop_containers)
 
 pytestmark = pytest.mark.lab
-
-
-def fake_lock(lab, info: str | None, age: float = 0.0):
-    """A lock folder as a run that died left it (owned by mello's login user), `age` seconds old."""
-    path = lock_dir(lab)
-    path.mkdir(mode=0o700)
-    if info is not None:
-        (path / "info").write_text(info + "\n")
-    home = lab.hosts["mello"].home
-    for p in (path, *path.iterdir()):
-        os.chown(p, home.stat().st_uid, home.stat().st_gid)
-    if age:
-        old = time.time() - age
-        os.utime(path, (old, old))
-    return path
-
-
-def remove(path):
-    for p in path.iterdir() if path.exists() else ():
-        p.unlink()
-    if path.exists():
-        path.rmdir()
 
 
 def test_a_broken_lock_is_never_released_by_its_old_holder(lab, deployed, tmp_path):

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from comfyume_fab.lab import hostsvc
-from tests.conftest import invoke
+from tests.support import invoke
 
 pytestmark = pytest.mark.lab
 PORTS = {"redis": 16379, "queue_manager": 13000, "admin": 18080, "frontend_base": 18188, "worker_comfyui": 18300}

@@ -30,7 +30,7 @@ from comfyume_fab.inventory.read import load_inventory
 from comfyume_fab.lab import faults, hostsvc
 from comfyume_fab.ops.logs import Masker
 from comfyume_fab.plan.planner import make_plan
-from tests.conftest import INVOKE, REPO, invoke
+from tests.support import INVOKE, REPO, invoke
 
 pytestmark = pytest.mark.lab
 SCHEMA = json.loads((REPO / "docs" / "status.schema.json").read_text())

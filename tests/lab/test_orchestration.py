@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 import pytest
 
 from comfyume_fab.lab import hostsvc
-from tests.conftest import INVOKE, REPO, invoke
+from tests.support import INVOKE, REPO, invoke
 
 pytestmark = pytest.mark.lab
 APP_SERVICES = ["redis", "queue-manager", "admin", "user001", "user002", "user003"]

@@ -17,31 +17,17 @@ import secrets as _random
 import shutil
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 from comfyume_fab.lab import images
-from tests.conftest import invoke
+from tests.support import free_port, invoke, wait_for
 
 pytestmark = pytest.mark.lab
 
 DEFAULT_SOCK = Path("/var/run/docker.sock")
-
-
-def wait_for(check, seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        assert time.monotonic() < deadline, f"{what} did not come up within {seconds:g} s"
-        time.sleep(0.2)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def plain_docker(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -22,7 +22,7 @@ from comfyume_fab.lab import faults, hostsvc
 from comfyume_fab.ops.audit import who
 from comfyume_fab.host.ssh.remote import Remote
 from comfyume_fab.host.session import target
-from tests.conftest import REPO, invoke
+from tests.support import REPO, invoke
 
 pytestmark = pytest.mark.lab
 
@@ -250,3 +250,51 @@ def test_audit_log_on_each_host_says_who_what_when_and_which_revision(lab, deplo
         assert since <= entry["at"] <= datetime.now(timezone.utc)
     deployed_json = json.loads((workdir(lab, "verda") / "deployed.json").read_text())
     assert (deployed_json["revision"], deployed_json["config_hash"], deployed_json["by"]) == (rev, config, who())
+
+
+def test_each_host_keeps_its_own_salt_and_a_changed_secret_is_still_seen(lab, deployed, tmp_path):
+    """Issue 18: the fingerprints are salted per host with a random salt kept on the host (never
+    printed); diff and start-all still see a changed secret, and only its readers are recreated."""
+    import re
+    inv = fast_inventory(lab, tmp_path)
+    salts = {}
+    for host in HOSTS:
+        path = workdir(lab, host) / "fingerprint.salt"
+        st = path.stat()
+        assert (stat.S_IMODE(st.st_mode), st.st_uid) == (0o600, pwd.getpwnam(lab.hosts[host].user).pw_uid)
+        salts[host] = path.read_text().strip()
+        assert re.fullmatch(r"[0-9a-f]{32}", salts[host]), host
+    assert salts["mello"] != salts["verda"]
+    same = invoke("diff", "--hosts", str(inv))
+    assert same.returncode == 0 and "mello: nothing would change" in same.stdout \
+        and "verda: nothing would change" in same.stdout, same.stdout + same.stderr
+    changed = {"ADMIN_PASSWORD": "a-new-admin-pw-" + os.urandom(4).hex(),
+               "REDIS_PASSWORD": lab.secrets["REDIS_PASSWORD"]}
+    try:
+        res = invoke("diff", "--hosts", str(inv), env=changed)
+        assert res.returncode == 0, res.stderr
+        assert "recreate admin (ADMIN_PASSWORD changed)" in res.stdout and "verda: nothing would change" in res.stdout
+        assert changed["ADMIN_PASSWORD"] not in res.stdout + res.stderr
+        before = {c: running_id(lab, "mello", c) for c in ("admin", "redis", "queue-manager")}
+        res = invoke("start-all", "--hosts", str(inv), env=changed)
+        assert res.returncode == 0, res.stderr
+        after = {c: running_id(lab, "mello", c) for c in before}
+        assert after["admin"] != before["admin"]
+        assert after["redis"] == before["redis"] and after["queue-manager"] == before["queue-manager"]
+        status = invoke("status", "--json", "--no-probe", "--hosts", str(inv), env=changed)
+        assert json.loads(status.stdout)["hosts"]["mello"]["deployed"]["in_sync"] is True, status.stdout
+        outputs = [res, status] + [invoke(*args, "--hosts", str(inv), env=changed) for args in
+                                   (["plan"], ["plan", "--json"], ["start-all", "--dry-run"], ["diff", "--json"])]
+        for out in outputs:  # the salt is never printed
+            assert not any(s in out.stdout + out.stderr for s in salts.values()), out.args
+        assert {h: (workdir(lab, h) / "fingerprint.salt").read_text().strip() for h in HOSTS} == salts
+    finally:
+        back = invoke("start-all", "--hosts", str(inv))
+        assert back.returncode == 0, back.stderr
+
+
+def running_id(lab, host: str, service: str) -> str:
+    out = hostsvc.docker(lab.hosts[host], "ps", "-q", "--filter", "label=com.docker.compose.project=comfyume",
+                         "--filter", f"label=com.docker.compose.service={service}").stdout.split()
+    assert len(out) == 1, (host, service, out)
+    return out[0]

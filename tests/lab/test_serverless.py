@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from comfyume_fab.lab import hostsvc
-from tests.conftest import invoke
+from tests.support import invoke
 
 pytestmark = pytest.mark.lab
 PROJECT = "cfabsrv"

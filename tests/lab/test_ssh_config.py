@@ -10,7 +10,7 @@ import yaml
 from comfyume_fab.errors import UnreachableError
 from comfyume_fab.host.ssh.connect import Target
 from comfyume_fab.host.ssh.remote import Remote
-from tests.conftest import invoke
+from tests.support import invoke
 
 pytestmark = pytest.mark.lab
 

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from comfyume_fab.errors import ExitCode
-from tests.conftest import invoke
+from tests.support import invoke
 
 pytestmark = pytest.mark.lab
 

@@ -26,7 +26,7 @@ from comfyume_fab.lab.files import write_known_hosts
 from comfyume_fab.lab.images import STANDINS, _legacy_build
 from comfyume_fab.lab.system import in_netns
 from comfyume_fab.ops.audit import who
-from tests.conftest import invoke
+from tests.support import invoke
 
 pytestmark = pytest.mark.lab
 

@@ -10,7 +10,7 @@ import pytest
 from comfyume_fab.lab import manager, network, procs
 from comfyume_fab.lab.layout import BRIDGE, LAB_ROOT, RUN_ROOT
 from comfyume_fab.lab.system import sh
-from tests.conftest import invoke
+from tests.support import invoke
 
 pytestmark = pytest.mark.lab
 

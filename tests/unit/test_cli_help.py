@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from comfyume_fab.tasks import SHORT_FLAGS
-from tests.unit.test_first_contact import SECRETS, place  # noqa: F401 - `place` is a fixture
+from tests.support import SECRETS
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

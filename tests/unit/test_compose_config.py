@@ -9,26 +9,7 @@ import pytest
 
 from comfyume_fab.inventory import load_inventory
 from comfyume_fab.plan.planner import make_plan
-
-APP_IP = "100.99.216.71"
-
-
-def inventory_text(mode: str, topology: str, num_users: int = 20) -> str:
-    """An inventory for `mode` on one host (box), two (mello + verda) or three (+ verda2)."""
-    lines = [f"mode: {mode}", f"num_users: {num_users}"]
-    if mode == "serverless":
-        lines.append("serverless: {endpoint: 'https://api.runpod.ai/v2/abc/run', provider: runpod}")
-    lines.append("hosts:")
-    if topology == "one":
-        roles = "[app, worker]" if mode.startswith("single") else "[app]"
-        lines.append(f"  box: {{address: box, roles: {roles}}}")
-    else:
-        lines.append(f"  mello: {{address: mello, roles: [app], tailscale_ip: {APP_IP}}}")
-        lines.append("  verda: {address: verda, roles: [worker]}")
-        if topology == "three":
-            lines.append("  verda2: {address: verda2, roles: [worker]}")
-    return "\n".join(lines) + "\n"
-
+from tests.support import APP_IP, inventory_text, render, salted
 
 @pytest.fixture(scope="module", autouse=True)
 def compose_v2():
@@ -53,23 +34,6 @@ COMBOS = [
 ]
 
 
-def render(tmp_path, host_plan, project):
-    """Write the host's files and .env into a folder like its workdir; return compose's JSON."""
-    folder = tmp_path / host_plan.name
-    folder.mkdir()
-    for name, text in host_plan.files.items():
-        (folder / name).write_text(text)
-    (folder / ".env").write_text(host_plan.env_file_text())
-    argv = ["docker", "compose", "-p", project, "--env-file", ".env"]
-    for name in host_plan.compose_files:
-        argv += ["-f", name]
-    done = subprocess.run(argv + ["config", "--format", "json"], cwd=folder, capture_output=True, text=True,
-                          timeout=60)
-    assert done.returncode == 0, done.stderr
-    assert "is not set" not in done.stderr, done.stderr  # every variable the files use is planned
-    return json.loads(done.stdout)
-
-
 def published(service):
     return [(p.get("host_ip"), p["published"], p["target"]) for p in service.get("ports", [])]
 
@@ -81,7 +45,7 @@ def test_compose_accepts_plan(tmp_path, mode, topology, gpu_present, num_users):
     inv_path = tmp_path / "hosts.yaml"
     inv_path.write_text(inventory_text(mode, topology, num_users=num_users))
     inv = load_inventory(str(inv_path), environ={"REDIS_PASSWORD": password, "ADMIN_PASSWORD": "adm1n pw&"})
-    plan = make_plan(inv, gpu_present)
+    plan = salted(make_plan(inv, gpu_present))
     remote = topology != "one"
     for host in plan.hosts:
         config = render(tmp_path, host, inv.project)
@@ -144,6 +108,6 @@ def test_env_names_in_rendered_env_file_match_compose(tmp_path):
     inv_path = tmp_path / "hosts.yaml"
     inv_path.write_text(inventory_text("single-server-gpu", "one"))
     inv = load_inventory(str(inv_path), environ={"REDIS_PASSWORD": "a b $HOME ${X} #c", "ADMIN_PASSWORD": "p"})
-    host = make_plan(inv).hosts[0]
+    host = salted(make_plan(inv)).hosts[0]
     config = render(tmp_path, host, inv.project)
     assert config["services"]["worker"]["environment"]["REDIS_PASSWORD"].replace("$$", "$") == "a b $HOME ${X} #c"

@@ -13,79 +13,16 @@ import re
 import shutil
 import socket
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
-INVOKE = str(Path(sys.executable).with_name("invoke"))
+from tests.support import INVOKE, REPO, SECRETS
+
 TASKS = ["start-all", "stop-verda", "stop-all", "status", "logs", "exec", "plan", "diff", "lock-break", "rollback",
          "copy-image", "switch-gpu", "warm", "lab.up", "lab.down"]
-SECRETS = {"REDIS_PASSWORD": "first-contact-redis-pw", "ADMIN_PASSWORD": "first-contact-admin-pw"}
-
-
-class Listener:
-    """A TCP port on 127.0.0.1 that counts the connections made to it (an SSH attempt would be one)."""
-
-    def __init__(self, address: str = "127.0.0.1"):
-        self.address = address
-        self.sock = socket.socket()
-        self.sock.bind((address, 0))
-        self.sock.listen(8)
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.accepted = 0
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self):
-        while not self.stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except (socket.timeout, OSError):
-                continue
-            self.accepted += 1
-            conn.close()
-
-    def close(self):
-        self.stop.set()
-        self.thread.join(2)
-        self.sock.close()
-
-
-class Listeners:
-    """One Listener per host, each on its own loopback address (two inventory entries on one
-    address and port would be one machine, which the inventory refuses)."""
-
-    def __init__(self, count: int):
-        self.each = [Listener(f"127.0.0.{i + 1}") for i in range(count)]
-
-    @property
-    def accepted(self) -> int:
-        return sum(one.accepted for one in self.each)
-
-    def close(self):
-        for one in self.each:
-            one.close()
-
-
-@pytest.fixture
-def place(tmp_path):
-    """A folder outside the checkout with the example inventory, its hosts at local listeners."""
-    data = yaml.safe_load((REPO / "hosts.yaml").read_text())
-    listener = Listeners(len(data["hosts"]))
-    for host, one in zip(data["hosts"].values(), listener.each):
-        host["address"], host["port"] = one.address, one.port
-    data.setdefault("timeouts", {})["connect"] = 2
-    (tmp_path / "hosts.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-    yield tmp_path, listener
-    listener.close()
-
-
 def run(cwd: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     full = {k: v for k, v in os.environ.items() if k not in ("COMFYUME_HOSTS", *SECRETS)}
     full.update(env or {})
@@ -214,3 +151,14 @@ def test_no_task_leaves_a_process_behind(place):
             res, left = run_to_end([INVOKE, "--search-root", str(REPO), *args], cwd=cwd, env=env, timeout=120)
             assert res.returncode in (0, 3), res.stderr  # status: the listeners are no SSH servers
             assert left == {}, f"`invoke {' '.join(args)}` left processes running: {left}"
+
+
+def test_the_example_inventory_builds_the_teams_images_from_their_branches(place):
+    """The example is the real dual-server setup, so it shows where the real images come from (a
+    copy of it on a fresh host builds them, rather than reporting them missing)."""
+    from comfyume_fab.inventory import load_inventory
+    cwd, _ = place
+    inv = load_inventory(str(cwd / "hosts.yaml"), environ={}, need_secrets=False)
+    assert inv.sources.source == "build" and inv.sources.repository.startswith("https://github.com/")
+    assert dict(inv.sources.branches) == {"app": "mello-track", "worker": "verda-track"}
+    assert [inv.sources.branch_for(h) for h in inv.hosts] == ["mello-track", "verda-track"]

@@ -123,9 +123,25 @@ def test_present_image_missing_is_an_inventory_problem(tmp_path):
     assert image_problems(inv, states) == []
 
 
-def test_registry_login_reads_the_password_from_stdin_only():
-    command = imgact.login_command("100.64.0.1:5000", "team")
-    assert shlex.split(command) == ["docker", "login", "--username", "team", "--password-stdin", "100.64.0.1:5000"]
+def test_registry_login_reads_the_password_from_stdin_only_into_this_runs_folder():
+    folder = "/home/dev/comfyume/.registry-auth.Ab3dEf9h"
+    command = imgact.login_command("100.64.0.1:5000", "team", folder)
+    assert shlex.split(command) == [f"DOCKER_CONFIG={folder}", "docker", "login", "--username", "team",
+                                    "--password-stdin", "100.64.0.1:5000"]
+    assert shlex.split(imgact.pull_command("r/w:1", folder)) == [f"DOCKER_CONFIG={folder}", "docker", "pull",
+                                                                   "-q", "r/w:1"]
+    assert shlex.split(imgact.pull_command("redis:7")) == ["docker", "pull", "-q", "redis:7"]
+
+
+@pytest.mark.parametrize("printed, expected", [
+    ("/home/dev/comfyume/.registry-auth.Ab3dEf9h\n", "/home/dev/comfyume/.registry-auth.Ab3dEf9h"),
+    ("comfyume/.registry-auth.Ab3dEf9h", None),            # not absolute
+    ("/home/dev/comfyume/.registry-auth.Ab3", None),        # not what mktemp made
+    ("/home/dev/comfyume/.registry-auth.Ab3dEf9h; rm x", None),
+    ("/home/dev/../.registry-auth.Ab3dEf9h", None), ("", None),
+])
+def test_only_a_login_folder_the_host_made_is_used_and_removed(printed, expected):
+    assert imgact.parse_auth_dir(printed, "comfyume") == expected
 
 
 def test_history_keeps_the_last_deploys_and_the_plan_names_the_commit_tags(tmp_path):
@@ -178,9 +194,12 @@ def test_plan_lists_pulls_and_the_login_with_the_password_on_stdin(tmp_path):
                     "  registry: {server: '100.64.0.9:5000', user: team, password: REG_PW}\n" + hosts)
     inv = load_inventory(str(path), environ=dict(ENV, REG_PW="s3cret-registry"))
     listed = steps(make_plan(inv), "start-all")
-    pulls = [(h, c) for h, c in listed if c.startswith("docker pull")]
-    assert ("mello", "docker pull -q 100.64.0.9:5000/comfyume-frontend:v1   # only if the host lacks it; "
-            f"at most {inv.timeouts.pull:g} s") in pulls
-    logins = [c for h, c in listed if c.startswith("docker login")]
-    assert logins and all("--password-stdin" in c and "REG_PW" in c for c in logins)
+    pulls = [(h, c) for h, c in listed if "docker pull" in c]
+    assert ("mello", "DOCKER_CONFIG='<private folder>' docker pull -q 100.64.0.9:5000/comfyume-frontend:v1   "
+            f"# only if the host lacks it; at most {inv.timeouts.pull:g} s") in pulls
+    assert ("mello", f"docker pull -q redis:7-alpine   # only if the host lacks it; at most {inv.timeouts.pull:g} s"
+            ) in pulls  # not the registry's: no login needed
+    logins = [c for h, c in listed if "docker login" in c]
+    assert logins and all(c.startswith("DOCKER_CONFIG='<private folder>' docker login") and "--password-stdin" in c
+                          and "REG_PW" in c and "removed after the pulls" in c for c in logins)
     assert not any("s3cret-registry" in c for _, c in listed)

@@ -3,39 +3,12 @@ from __future__ import annotations
 
 import pytest
 
-from comfyume_fab.errors import ConfigError, ExitCode
-from comfyume_fab.inventory import load_inventory
-
-ENV = {"REDIS_PASSWORD": "redis-pw-1", "ADMIN_PASSWORD": "admin-pw-2"}
-DUAL = """\
-mode: dual-server
-hosts:
-  mello:
-    address: mello
-    tailscale_ip: 100.99.216.71
-    roles: [app]
-  verda:
-    address: verda
-    roles: [worker]
-"""
+from tests.support import DUAL, ENV, load_here as load, problems
 
 
 @pytest.fixture(autouse=True)
 def in_tmp(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-
-
-def load(text: str, environ: dict | None = None):
-    with open("hosts.yaml", "w", encoding="utf-8") as fh:
-        fh.write(text)
-    return load_inventory("hosts.yaml", environ=dict(ENV if environ is None else environ))
-
-
-def problems(text: str, environ: dict | None = None) -> list[str]:
-    with pytest.raises(ConfigError) as info:
-        load(text, environ)
-    assert info.value.code == ExitCode.CONFIG
-    return info.value.problems
 
 
 def test_default_is_present_everywhere():

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support import REPO
+
 COMPOSE = sorted(p.name for p in (REPO / "compose").glob("*.yml"))
 
 

@@ -1,28 +1,16 @@
 """hosts.yaml loading: every validation message, exactly; all problems at once; no tracebacks."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 
 import pytest
 
-from comfyume_fab.errors import ConfigError, ExitCode
+from comfyume_fab.errors import ConfigError
 from comfyume_fab.inventory import load_inventory
 from comfyume_fab.inventory.secrets import Secret, parse_env_text
-
-ENV = {"REDIS_PASSWORD": "redis-pw-1", "ADMIN_PASSWORD": "admin-pw-2"}
-
-DUAL = """\
-mode: dual-server
-hosts:
-  mello:
-    address: mello
-    tailscale_ip: 100.99.216.71
-    roles: [app]
-  verda:
-    address: verda
-    roles: [worker]
-"""
+from tests.support import DUAL, ENV, load_here as load, problems
 
 
 @pytest.fixture(autouse=True)
@@ -30,19 +18,6 @@ def in_tmp(tmp_path, monkeypatch):
     """Every test works in its own folder, so messages start with the path as given: hosts.yaml."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
-
-
-def load(text: str, environ: dict | None = None, name: str = "hosts.yaml"):
-    with open(name, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    return load_inventory(name, environ=dict(ENV if environ is None else environ))
-
-
-def problems(text: str, environ: dict | None = None) -> list[str]:
-    with pytest.raises(ConfigError) as info:
-        load(text, environ)
-    assert info.value.code == ExitCode.CONFIG == 2
-    return info.value.problems
 
 
 # --- a good file ---------------------------------------------------------------------------------
@@ -72,7 +47,7 @@ def test_dual_server_defaults():
     assert inv.host("verda") is verda
     assert inv.line_of("hosts.verda.roles[0]") == 9
     assert inv.line_of(("hosts", "verda", "gpu")) == 7  # absent: its host's line
-    assert inv.secrets["REDIS_PASSWORD"] == Secret("redis-pw-1")
+    assert inv.secrets["REDIS_PASSWORD"] == Secret("s3cret-redis-pw")
 
 
 def test_repo_hosts_yaml_is_valid_and_dual_server():
@@ -473,6 +448,15 @@ MALFORMED = {
     "python tag": ("mode: !!python/object:os.system x\n",
                    "hosts.yaml:1: malformed YAML: could not determine a constructor for the tag "
                    "'tag:yaml.org,2002:python/object:os.system' (remove the !tag or quote the value)"),
+    "python tag on a list": ("mode: dual-server\nhosts: !!python/tuple [a]\n",
+                             "hosts.yaml:2: malformed YAML: could not determine a constructor for the tag "
+                             "'tag:yaml.org,2002:python/tuple' (remove the !tag or quote the value)"),
+    "python tag on a mapping": ("mode: dual-server\nhosts:\n  a: !!python/object:os.system {address: a}\n",
+                                "hosts.yaml:3: malformed YAML: could not determine a constructor for the tag "
+                                "'tag:yaml.org,2002:python/object:os.system' (remove the !tag or quote the value)"),
+    "own tag on a mapping": ("mode: dual-server\nhosts: !mine\n  a: {address: a}\n",
+                             "hosts.yaml:2: malformed YAML: could not determine a constructor for the tag "
+                             "'!mine' (remove the !tag or quote the value)"),
     "bad date": ("mode: 2001-02-30\n", "hosts.yaml:1: malformed YAML: '2001-02-30' is not a valid timestamp "
                                        "(quote the value to keep it as text)"),
     "control char": ("mode: a\x01\n", "hosts.yaml:1: malformed YAML: character U+0001 is not allowed "
@@ -535,11 +519,11 @@ def test_secret_never_prints():
 def test_inventory_host_and_logs_never_show_secrets(caplog):
     inv = load(DUAL)
     for text in (repr(inv), str(inv), f"{inv}", repr(inv.hosts), str(inv.secrets), repr(inv.app_host)):
-        assert "redis-pw-1" not in text and "admin-pw-2" not in text
+        assert "s3cret-redis-pw" not in text and "s3cret-admin-pw" not in text
     assert "'REDIS_PASSWORD': ***" in repr(inv)
     with caplog.at_level(logging.INFO):
         logging.getLogger("t").info("secrets %s %r", inv.secrets["REDIS_PASSWORD"], inv.secrets)
-    assert "redis-pw-1" not in caplog.text and "***" in caplog.text
+    assert "s3cret-redis-pw" not in caplog.text and "***" in caplog.text
 
 
 def test_env_var_beats_env_file_and_file_fills_gaps():
@@ -572,11 +556,7 @@ SECRET_CASES = {
     "missing with env file": (DUAL + "secrets: {env_file: .secrets.env}\n", {},
                               ["hosts.yaml:10 secrets.env_file: '.secrets.env' does not exist (create it (mode 0600) "
                                "with lines like REDIS_PASSWORD=..., or remove secrets.env_file and export the "
-                               "secrets instead)",
-                               "hosts.yaml:10 secrets: REDIS_PASSWORD is not set "
-                               "(export REDIS_PASSWORD=... or add it to .secrets.env)",
-                               "hosts.yaml:10 secrets: ADMIN_PASSWORD is not set "
-                               "(export ADMIN_PASSWORD=... or add it to .secrets.env)"]),
+                               "secrets instead)"]),
     "missing without env file": (DUAL, {"ADMIN_PASSWORD": "adm-secret-9"},
                                  ["hosts.yaml:1 secrets: REDIS_PASSWORD is not set "
                                   "(export REDIS_PASSWORD=... or name an env file that has it in secrets.env_file)"]),
@@ -612,6 +592,29 @@ def test_secret_messages(name):
     for value in environ.values():
         if value:
             assert not any(value in line for line in got)
+
+
+def test_missing_env_file_is_named_by_plan_and_refused_by_a_real_run():
+    """A secrets file that does not exist: plan (no secrets needed) says so plainly, naming the file;
+    a real run refuses with one sentence naming it."""
+    from comfyume_fab.plan.planner import make_plan
+    from comfyume_fab.plan.steps import render_json, render_text
+    with open("hosts.yaml", "w") as fh:
+        fh.write(DUAL + "secrets: {env_file: .secrets.env}\n")
+    inv = load_inventory("hosts.yaml", environ={}, need_secrets=False)
+    assert inv.env_file_missing
+    path = os.path.abspath(".secrets.env")
+    text = render_text(make_plan(inv))
+    assert f"NOTE: the secrets file {path} does not exist" in text
+    assert json.loads(render_json(make_plan(inv)))["missing_env_file"] == path
+    with pytest.raises(ConfigError) as info:
+        load_inventory("hosts.yaml", environ={})
+    assert info.value.problems == [
+        "hosts.yaml:10 secrets.env_file: '.secrets.env' does not exist (create it (mode 0600) with lines like "
+        "REDIS_PASSWORD=..., or remove secrets.env_file and export the secrets instead)"]
+    # Every secret exported: the file is not needed, and plan still says it is missing.
+    inv = load_inventory("hosts.yaml", environ=ENV)
+    assert inv.env_file_missing and "does not exist" in render_text(make_plan(inv))
 
 
 def test_env_file_problems():
@@ -834,6 +837,5 @@ def test_a_secrets_file_that_is_not_utf8_is_refused():
 def test_a_missing_secrets_file_is_named_only_when_it_was_needed():
     assert problems(SECRETS_TEXT, {"ADMIN_PASSWORD": "a"}) == [
         "hosts.yaml:10 secrets.env_file: 's.env' does not exist (create it (mode 0600) with lines like "
-        "REDIS_PASSWORD=..., or remove secrets.env_file and export the secrets instead)",
-        "hosts.yaml:10 secrets: REDIS_PASSWORD is not set (export REDIS_PASSWORD=... or add it to s.env)"]
-    assert load(SECRETS_TEXT).secrets["REDIS_PASSWORD"].reveal() == "redis-pw-1"  # all exported: fine
+        "REDIS_PASSWORD=..., or remove secrets.env_file and export the secrets instead)"]
+    assert load(SECRETS_TEXT).secrets["REDIS_PASSWORD"].reveal() == "s3cret-redis-pw"  # all exported: fine

@@ -22,7 +22,7 @@ from comfyume_fab.plan.planner import make_plan
 from comfyume_fab.present.logs import LogLines
 from comfyume_fab.present.reports import age, status_text
 from comfyume_fab.present.style import host_colour, use_colour
-from tests.unit.test_topology import ENV, inventory_text, load
+from tests.support import ENV, inventory_text, load
 
 SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "docs" / "status.schema.json").read_text())
 

@@ -13,7 +13,7 @@ from comfyume_fab.host.actions import stopped as stopact
 from comfyume_fab.host.actions import workdir as wdact
 from comfyume_fab.plan.steps import render_json, render_text, steps
 from comfyume_fab.plan.planner import make_plan
-from tests.unit.test_topology import ENV, MODES, load, inventory_text
+from tests.support import ENV, MODES, inventory_text, load, salted
 
 SECRETS = tuple(ENV.values())
 
@@ -22,7 +22,7 @@ SECRETS = tuple(ENV.values())
 @pytest.mark.parametrize("task", ["start-all", "stop-verda", "stop-all"])
 def test_plan_and_dry_run_never_show_a_secret(tmp_path, mode, task):
     topology = "one" if mode in ("frontend-testing", "serverless") or mode.startswith("single") else "three"
-    plan = make_plan(load(tmp_path, inventory_text(mode, topology)))
+    plan = salted(make_plan(load(tmp_path, inventory_text(mode, topology))))
     for text in (render_text(plan, task), render_json(plan, task)):
         for secret in SECRETS:
             assert secret not in text
@@ -30,7 +30,7 @@ def test_plan_and_dry_run_never_show_a_secret(tmp_path, mode, task):
 
 
 def test_dual_server_start_all_steps_are_in_order(tmp_path):
-    plan = make_plan(load(tmp_path, inventory_text("dual-server", "three")))
+    plan = salted(make_plan(load(tmp_path, inventory_text("dual-server", "three"))))
     order = [h for h, _ in steps(plan, "start-all")]
     app_up = next(i for i, (h, s) in enumerate(steps(plan, "start-all")) if h == "mello" and "up -d" in s)
     first_worker_up = next(i for i, (h, s) in enumerate(steps(plan, "start-all")) if h != "mello" and "up -d" in s)
@@ -73,7 +73,7 @@ def _deployed(hp):
 
 def test_diff_of_a_deployed_plan_is_all_unchanged(tmp_path):
     from comfyume_fab.plan.diff import changed, diff_host, summary_lines
-    plan = make_plan(load(tmp_path, inventory_text("dual-server", "two")))
+    plan = salted(make_plan(load(tmp_path, inventory_text("dual-server", "two"))))
     for hp in plan.hosts:
         containers, env = _deployed(hp)
         changes = diff_host(hp, containers, env)
@@ -83,11 +83,11 @@ def test_diff_of_a_deployed_plan_is_all_unchanged(tmp_path):
 
 def test_diff_names_one_new_user_and_the_removed_ones(tmp_path):
     from comfyume_fab.plan.diff import changed, diff_host
-    old = make_plan(load(tmp_path, inventory_text("dual-server", "two", num_users=20))).app
-    new = make_plan(load(tmp_path, inventory_text("dual-server", "two", num_users=21))).app
+    old = salted(make_plan(load(tmp_path, inventory_text("dual-server", "two", num_users=20)))).app
+    new = salted(make_plan(load(tmp_path, inventory_text("dual-server", "two", num_users=21)))).app
     containers, env = _deployed(old)
     assert [(c.service, c.action) for c in changed(diff_host(new, containers, env))] == [("user021", "create")]
-    fewer = make_plan(load(tmp_path, inventory_text("dual-server", "two", num_users=18))).app
+    fewer = salted(make_plan(load(tmp_path, inventory_text("dual-server", "two", num_users=18)))).app
     gone = changed(diff_host(fewer, containers, env))
     assert [(c.service, c.action) for c in gone] == [("user019", "remove"), ("user020", "remove")]
     assert "data/user_data/ folder is kept" in gone[0].reasons[0]
@@ -95,9 +95,9 @@ def test_diff_names_one_new_user_and_the_removed_ones(tmp_path):
 
 def test_diff_says_which_setting_changed_and_a_secret_only_as_changed(tmp_path):
     from comfyume_fab.plan.diff import changed, diff_host, summary_lines
-    old = make_plan(load(tmp_path, inventory_text("dual-server", "two"))).app
+    old = salted(make_plan(load(tmp_path, inventory_text("dual-server", "two")))).app
     text = inventory_text("dual-server", "two", extra="images: {frontend: 'comfyume-frontend:v0.12.0'}\n")
-    new = make_plan(load(tmp_path, text, {**ENV, "REDIS_PASSWORD": "brand-new-pw"})).app
+    new = salted(make_plan(load(tmp_path, text, {**ENV, "REDIS_PASSWORD": "brand-new-pw"}))).app
     containers, env = _deployed(old)
     todo = {c.service: c for c in changed(diff_host(new, containers, env))}
     assert set(todo) == {"redis", "queue-manager"} | set(new.frontends)
@@ -109,7 +109,7 @@ def test_diff_says_which_setting_changed_and_a_secret_only_as_changed(tmp_path):
 
 def test_diff_starts_a_stopped_service_without_recreating_it(tmp_path):
     from comfyume_fab.plan.diff import changed, diff_host
-    worker = make_plan(load(tmp_path, inventory_text("dual-server", "two"))).workers[0]
+    worker = salted(make_plan(load(tmp_path, inventory_text("dual-server", "two")))).workers[0]
     containers, env = _deployed(worker)
     stopped = [_container("worker", worker.service_hashes["worker"], state="exited", health="")]
     assert [(c.action, c.reasons) for c in changed(diff_host(worker, stopped, env))] == [("start", ("it is exited",))]
@@ -130,7 +130,7 @@ def test_stopped_record_round_trip_and_rejects_what_is_not_one():
 
 
 def test_stop_verda_dry_run_records_the_stop_and_start_all_clears_it(tmp_path):
-    plan = make_plan(load(tmp_path, inventory_text("dual-server", "two")))
+    plan = salted(make_plan(load(tmp_path, inventory_text("dual-server", "two"))))
     stop = [s for h, s in steps(plan, "stop-verda") if h == "verda"]
     assert any("stopped.json" in s for s in stop)
     start = [s for h, s in steps(plan, "start-all") if h == "verda"]

@@ -17,7 +17,7 @@ from comfyume_fab.checks.probe import busy_evidence, fresh_graph, run_probe
 from comfyume_fab.host.facts.comfyui import (Completed, QueueItem, QueueState, parse_last_completed, parse_queue,
                                              queue_delete_body)
 from comfyume_fab.host.facts import ParseError
-from tests.unit.test_standins import call, get_json, post_json, slow, start, wait_for  # noqa: F401 (fixture)
+from tests.support import call, get_json, post_json, slow, wait_for
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "comfyui-0.8.0-cpu"
 CAPTURE = json.loads((FIXTURES / "probe-capture.json").read_text())

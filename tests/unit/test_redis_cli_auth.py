@@ -15,7 +15,7 @@ import pytest
 
 from comfyume_fab.inventory import load_inventory
 from comfyume_fab.plan.planner import make_plan
-from tests.unit.test_compose_config import inventory_text, render
+from tests.support import inventory_text, render, salted
 
 PASSWORD = "a p@ss word, with signs & such"
 
@@ -56,7 +56,7 @@ def _ping(port: int, env: dict) -> str:
 def test_redis_cli_in_the_redis_container_is_authenticated_from_the_env_file(tmp_path, redis_server):
     (tmp_path / "hosts.yaml").write_text(inventory_text("dual-server", "two"))
     inv = load_inventory(str(tmp_path / "hosts.yaml"), environ={"REDIS_PASSWORD": PASSWORD, "ADMIN_PASSWORD": "x"})
-    app = make_plan(inv).app
+    app = salted(make_plan(inv)).app
     redis = render(tmp_path, app, inv.project)["services"]["redis"]
     env = {k: (v or "").replace("$$", "$") for k, v in redis["environment"].items()}
     assert env["REDISCLI_AUTH"] == env["REDIS_PASSWORD"] == PASSWORD

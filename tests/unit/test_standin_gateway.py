@@ -11,8 +11,8 @@ import pytest
 
 from comfyume_fab.checks.serverless import probe_endpoint
 
-from tests.unit.test_standins import (call, finished, free_port, get_json, post_json, probe, redis_server, start,  # noqa: F401
-                           wait_for, worker)
+from tests.support import call, free_port, get_json, post_json, wait_for  # noqa: F401
+from tests.unit.test_standins import finished, probe, redis_server, worker  # noqa: F401
 
 KEY = "lab-inference-key"
 CLIENT = {"GATEWAY_CLIENT_ID": "lab-client", "GATEWAY_CLIENT_SECRET": "lab-secret"}

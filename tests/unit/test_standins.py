@@ -25,97 +25,19 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests.support import STANDINS, call, free_port, get_json, post_json, slow, wait_for
+
 ROOT = Path(__file__).resolve().parents[2]
-STANDINS = ROOT / "comfyume_fab" / "lab" / "standins"
 CAPTURE = json.loads((ROOT / "tests/fixtures/comfyui-0.8.0-cpu/probe-capture.json").read_text())
 REDIS_SERVER = "/usr/bin/redis-server"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-PYTHON = os.environ.get("STANDIN_TEST_PYTHON") or sys.executable
-PYTHONPATH = {"PYTHONPATH": os.environ["STANDIN_TEST_PYTHONPATH"]} if os.environ.get("STANDIN_TEST_PYTHONPATH") else {}
 
 
 # ----------------------------------------------------------------------------- helpers
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(predicate, timeout: float = 10.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
-
-
-def call(method: str, url: str, body=None, headers: dict | None = None, timeout: float = 5.0):
-    """(status, headers, raw body) for any HTTP status."""
-    data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
-    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, response.headers, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.headers, exc.read()
-
-
-def get_json(url: str, **kwargs):
-    status, headers, raw = call("GET", url, **kwargs)
-    return status, json.loads(raw)
-
-
-def post_json(url: str, body, **kwargs):
-    status, headers, raw = call("POST", url, body, **kwargs)
-    return status, json.loads(raw)
-
-
 def probe(color: int = 14879940, width: int = 64, height: int = 64, prefix: str = "probe") -> dict:
     return {"1": {"class_type": "EmptyImage",
                   "inputs": {"width": width, "height": height, "batch_size": 1, "color": color}},
             "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": prefix}}}
-
-
-class Standin:
-    """One stand-in script running as a real subprocess."""
-
-    def __init__(self, script: str, port_var: str | None, env: dict, tmp: Path, ready_path: str | None = "/"):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.out, self.err = tmp / f"{script}.{self.port}.out", tmp / f"{script}.{self.port}.err"
-        full_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "PYTHONUNBUFFERED": "1",
-                    **PYTHONPATH, **({port_var: str(self.port)} if port_var else {}), **env}
-        with open(self.out, "wb") as out, open(self.err, "wb") as err:
-            self.proc = subprocess.Popen([PYTHON, str(STANDINS / f"{script}.py")], env=full_env,
-                                         stdout=out, stderr=err, cwd=tmp)
-        if ready_path is not None:
-            wait_for(self._answers(ready_path), what=f"{script} to answer on {self.url}\n{self.logs()}")
-
-    def _answers(self, path):
-        def check():
-            if self.proc.poll() is not None:
-                raise AssertionError(f"stand-in exited with {self.proc.returncode}\n{self.logs()}")
-            try:
-                call("GET", self.url + path, timeout=1)
-                return True
-            except (urllib.error.URLError, OSError):
-                return False
-        return check
-
-    def logs(self) -> str:
-        return f"--- stdout\n{self.out.read_text()}--- stderr\n{self.err.read_text()}"
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
 
 
 class RedisServer:
@@ -147,19 +69,6 @@ class RedisServer:
 
     def env(self) -> dict:
         return {"REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(self.port), "REDIS_PASSWORD": self.password}
-
-
-@pytest.fixture
-def start(tmp_path):
-    started: list[Standin] = []
-
-    def _start(script, port_var, env=None, ready_path="/"):
-        standin = Standin(script, port_var, env or {}, tmp_path, ready_path)
-        started.append(standin)
-        return standin
-    yield _start
-    for standin in started:
-        standin.stop()
 
 
 @pytest.fixture
@@ -374,16 +283,6 @@ def test_object_info_matches_the_recorded_definitions(worker):
         assert get_json(f"{worker.url}/object_info/{name}") == (200, recorded)
     assert get_json(worker.url + "/object_info/NoSuchNode") == (200, {})
     assert set(get_json(worker.url + "/object_info")[1]) == {"EmptyImage", "ImageBlur", "SaveImage"}
-
-
-def slow(seconds: float, color: int = 1) -> dict:
-    """EmptyImage -> ImageBlur -> SaveImage taking `seconds` on the stand-in (STANDIN_BLUR_RATE=1e6)."""
-    side = 1000
-    radius = max(1, round(seconds))
-    return {"1": {"class_type": "EmptyImage", "inputs": {"width": side, "height": side, "batch_size": 1,
-                                                         "color": color}},
-            "2": {"class_type": "ImageBlur", "inputs": {"image": ["1", 0], "blur_radius": radius, "sigma": 1.0}},
-            "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "slow"}}}
 
 
 def test_queue_front_delete_and_interrupt_like_comfyui(start, tmp_path):

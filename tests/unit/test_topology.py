@@ -10,42 +10,10 @@ from comfyume_fab.errors import ConfigError
 from comfyume_fab.inventory import load_inventory
 from comfyume_fab.inventory.secrets import Secret
 from comfyume_fab.plan.planner import make_plan
-
-ENV = {"REDIS_PASSWORD": "s3cret-redis-pw", "ADMIN_PASSWORD": "s3cret-admin-pw"}
-MODES = ("frontend-testing", "dual-server", "single-server-gpu", "single-server-cpu", "serverless")
-TOPOLOGIES = ("one", "two", "three")
-APP_IP = "100.101.216.71"  # not the example hosts.yaml's value, which plan warns about
-CORE = ("redis", "queue-manager", "admin")
-USERS = tuple(f"user{i:03d}" for i in range(1, 21))
-
-
-def inventory_text(mode: str, topology: str, num_users: int = 20, verda_gpu: str | None = None,
-                   extra: str = "") -> str:
-    """An inventory for `mode` on one host (box), two (mello + verda) or three (+ verda2)."""
-    lines = [f"mode: {mode}", f"num_users: {num_users}"]
-    if mode == "serverless":
-        lines.append("serverless: {endpoint: 'https://api.runpod.ai/v2/abc/run', provider: runpod}")
-    lines.append("hosts:")
-    if topology == "one":
-        roles = "[app, worker]" if mode.startswith(("single", "dual")) else "[app]"
-        lines.append(f"  box: {{address: box, roles: {roles}}}")
-    else:
-        lines.append(f"  mello: {{address: mello, roles: [app], tailscale_ip: {APP_IP}}}")
-        gpu = f", gpu: {verda_gpu}" if verda_gpu else ""
-        lines.append(f"  verda: {{address: verda, roles: [worker]{gpu}}}")
-        if topology == "three":
-            lines.append("  verda2: {address: verda2, roles: [worker]}")
-    return "\n".join(lines) + "\n" + extra
-
-
-def load(tmp_path, text: str, environ: dict | None = None):
-    path = tmp_path / "hosts.yaml"
-    path.write_text(text)
-    return load_inventory(str(path), environ=dict(ENV if environ is None else environ))
-
+from tests.support import APP_IP, CORE, ENV, MODES, TOPOLOGIES, USERS, inventory_text, load, salted
 
 def plan_for(tmp_path, mode, topology, gpu_present=None, **kw):
-    return make_plan(load(tmp_path, inventory_text(mode, topology, **kw)), gpu_present)
+    return salted(make_plan(load(tmp_path, inventory_text(mode, topology, **kw)), gpu_present))
 
 
 # --- the table ------------------------------------------------------------------------------------
@@ -131,7 +99,7 @@ def test_mode_by_topology(tmp_path, monkeypatch, mode, topology):
             load_inventory_rel(tmp_path, text)
         assert info.value.problems == expected
         return
-    plan = make_plan(load(tmp_path, text))
+    plan = salted(make_plan(load(tmp_path, text)))
     assert [h.name for h in plan.hosts] == list(expected)
     assert plan.mode == mode and plan.warnings == () and plan.errors == ()
     for host in plan.hosts:
@@ -208,7 +176,7 @@ def test_hosts_ordered_app_first(tmp_path):
     text = ("mode: dual-server\nhosts:\n  verda: {address: verda, roles: [worker]}\n"
             f"  mello: {{address: mello, roles: [app], tailscale_ip: {APP_IP}}}\n"
             "  verda2: {address: v2, roles: [worker], worker_id: gpu-b}\n")
-    plan = make_plan(load(tmp_path, text))
+    plan = salted(make_plan(load(tmp_path, text)))
     assert [h.name for h in plan.hosts] == ["mello", "verda", "verda2"]
     assert [h.env["WORKER_ID"] for h in plan.workers] == ["worker-1", "gpu-b"]
     assert plan.host("verda2").name == "verda2"
@@ -305,7 +273,7 @@ NASTY = "$(touch /tmp/x); rm -rf ~ `id` $HOME & | > <"  # shell metacharacters (
 
 def test_env_file_text_is_literal_and_sorted(tmp_path):
     environ = {"REDIS_PASSWORD": "$(touch /tmp/x); rm -rf ~", "ADMIN_PASSWORD": NASTY}
-    plan = make_plan(load(tmp_path, inventory_text("dual-server", "two"), environ))
+    plan = salted(make_plan(load(tmp_path, inventory_text("dual-server", "two"), environ)))
     mello = plan.hosts[0]
     text = mello.env_file_text()
     assert "REDIS_PASSWORD='$(touch /tmp/x); rm -rf ~'\n" in text
@@ -342,13 +310,15 @@ def test_env_hash_follows_values_not_secrets(tmp_path):
     assert [h.env_hash for h in again.hosts] == [h.env_hash for h in base.hosts]
     assert again.config_hash == base.config_hash
     # a changed secret changes the hash (so `start-all` redeploys it) ...
-    other_pw = make_plan(load(tmp_path, inventory_text("dual-server", "two"),
-                              {"REDIS_PASSWORD": "different", "ADMIN_PASSWORD": "s3cret-admin-pw"}))
+    other_pw = salted(make_plan(load(tmp_path, inventory_text("dual-server", "two"),
+                              {"REDIS_PASSWORD": "different", "ADMIN_PASSWORD": "s3cret-admin-pw"})))
     assert [h.env_hash for h in other_pw.hosts] != [h.env_hash for h in base.hosts]
     assert all(a.env_hash != b.env_hash for a, b in zip(other_pw.hosts, base.hosts))
-    assert other_pw.config_hash != base.config_hash
-    other_admin = make_plan(load(tmp_path, inventory_text("dual-server", "two"),
-                                 {"REDIS_PASSWORD": "s3cret-redis-pw", "ADMIN_PASSWORD": "changed"}))
+    assert all(a.host_hash != b.host_hash for a, b in zip(other_pw.hosts, base.hosts))
+    # ... while the config hash, which plan and status print, never follows a secret
+    assert other_pw.config_hash == base.config_hash
+    other_admin = salted(make_plan(load(tmp_path, inventory_text("dual-server", "two"),
+                                 {"REDIS_PASSWORD": "s3cret-redis-pw", "ADMIN_PASSWORD": "changed"})))
     assert other_admin.hosts[0].env_hash != base.hosts[0].env_hash
     assert other_admin.hosts[1].env_hash == base.hosts[1].env_hash  # the worker never gets ADMIN_PASSWORD
 
@@ -407,12 +377,12 @@ def test_a_frontend_image_changes_every_frontend_and_nothing_else(tmp_path):
 
 def test_redis_fingerprint_follows_only_its_own_settings(tmp_path):
     base = plan_for(tmp_path, "dual-server", "two")
-    admin_pw = make_plan(load(tmp_path, inventory_text("dual-server", "two"),
-                              {"REDIS_PASSWORD": "s3cret-redis-pw", "ADMIN_PASSWORD": "changed"}))
+    admin_pw = salted(make_plan(load(tmp_path, inventory_text("dual-server", "two"),
+                              {"REDIS_PASSWORD": "s3cret-redis-pw", "ADMIN_PASSWORD": "changed"})))
     old, new = base.hosts[0].service_hashes, admin_pw.hosts[0].service_hashes
     assert {svc for svc in old if old[svc] != new[svc]} == {"admin"}
-    redis_pw = make_plan(load(tmp_path, inventory_text("dual-server", "two"),
-                              {"REDIS_PASSWORD": "other", "ADMIN_PASSWORD": "s3cret-admin-pw"}))
+    redis_pw = salted(make_plan(load(tmp_path, inventory_text("dual-server", "two"),
+                              {"REDIS_PASSWORD": "other", "ADMIN_PASSWORD": "s3cret-admin-pw"})))
     new = redis_pw.hosts[0].service_hashes
     assert {svc for svc in old if old[svc] != new[svc]} == {"redis", "queue-manager"}
     assert redis_pw.hosts[1].service_hashes["worker"] != base.hosts[1].service_hashes["worker"]

@@ -7,14 +7,12 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from comfyume_fab.lab import manager
 from comfyume_fab.lab.system import LabError
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.support import REPO
 
 
 @pytest.fixture
@@ -64,7 +62,8 @@ def test_this_checkouts_own_lab_or_none_is_never_refused(owner_file):
 def test_a_unit_test_that_asks_for_the_lab_fails_before_the_lab_is_touched(tmp_path):
     tests = tmp_path / "tests"
     (tests / "unit").mkdir(parents=True)
-    shutil.copy2(REPO / "tests" / "conftest.py", tests / "conftest.py")
+    for name in ("conftest.py", "support.py"):  # the fixtures and what they share
+        shutil.copy2(REPO / "tests" / name, tests / name)
     (tests / "__init__.py").write_text("")
     (tests / "unit" / "__init__.py").write_text("")
     (tests / "unit" / "test_sneaky.py").write_text(

@@ -11,6 +11,7 @@ read learns is a `Fact`: its section name, command, parser and `HostState` field
 - `deployed`: the record start-all leaves in the workdir (`deployed.json`).
 - `envfile`: the uploaded `.env`'s fingerprints (`CFAB_ENV_HASH`, `CFAB_HASH_<SERVICE>`) and, on
   request, the Redis password.
+- `salt`: the host's fingerprint salt (`fingerprint.salt` in the workdir), never printed.
 - `lock`: the deploy lock as the host shows it (`lock_read`, `parse_lock`).
 - `stopped`: the "stopped on purpose" record a worker host keeps.
 - `git`: the team's repository as the host reads it, and the host's bare checkout.

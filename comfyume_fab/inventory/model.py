@@ -121,7 +121,7 @@ class Ports:
 @dataclass(frozen=True)
 class WorkerSettings:
     """How the worker polls the queue manager and which inference provider it reports."""
-    poll_interval: float = 2
+    poll_interval: int = 2  # whole seconds: the real worker does int(WORKER_POLL_INTERVAL)
     heartbeat_timeout: int = 60
     provider: str = "verda"
 

@@ -142,7 +142,7 @@ def worker_env(inv: Inventory, host: Host, app: Host, device: str) -> dict[str, 
     return {"WORKER_IMAGE": inv.images.worker, "WORKER_ID": host.worker_id or "worker-1",
             "QUEUE_MANAGER_URL": qm_url, "REDIS_HOST": redis_host, "WORKER_REDIS_PORT": redis_port,
             "REDIS_PASSWORD": inv.secrets["REDIS_PASSWORD"], "INFERENCE_PROVIDER": inv.worker.provider,
-            "WORKER_POLL_INTERVAL": f"{inv.worker.poll_interval:g}", "WORKER_DEVICE": device,
+            "WORKER_POLL_INTERVAL": str(int(inv.worker.poll_interval)), "WORKER_DEVICE": device,
             "WORKER_COMFYUI_PORT": str(inv.ports.worker_comfyui)}
 
 

@@ -43,7 +43,8 @@ def status_text(rep: StatusReport, colour: bool = False) -> str:
     """The status at a glance: one line per host, one per service, every frontend collapsed into
     one `users N/N healthy` line (only the failing ones expanded), then the checks, failures first."""
     d = rep.data
-    head = (_paint("HEALTHY", "ok", colour) if d["ok"] else
+    head = (_paint("DEGRADED", "warn", colour) if d["ok"] and d.get("verdict") == "degraded" else
+            _paint("HEALTHY", "ok", colour) if d["ok"] else
             _paint("STOPPED ON PURPOSE", "warn", colour) if int(rep.code) == 6 else _paint("NOT HEALTHY", "FAIL", colour))
     lines = [f"comfyume status: {head}   mode {d['mode']}   local config {d['config_hash']} rev {d['revision']}"]
     for name, h in d["hosts"].items():

@@ -8,7 +8,8 @@ import json
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..checks.links import http_check, prefetch_redis, redis_ping
+from ..checks import jobprobe, qmhealth
+from ..checks.links import prefetch_redis, redis_ping
 from ..checks.probe import run_probe
 from ..checks.queue import queue_checks
 from ..checks.result import CheckResult
@@ -83,6 +84,9 @@ def status(inv: Inventory, probe: bool = True, say=None, fetch: bool = False) ->
         states = {hp.name: read[hp.name] for hp in plan.hosts if hp.name in read}
         held = {hp.name: rec for hp in plan.hosts if hp.name in states
                 for rec in [_on_purpose(hp, states[hp.name])] if rec is not None}
+        # The job probe (a user's path through the queue manager) from the app host, beside the rest.
+        job_path = (Background(_job_path, inv, plan, s, held, probe, name="cfab-job-probe")
+                    if _job_path_planned(inv, plan) and plan.app.name in states else None)
         for hp in plan.hosts:
             if hp.name in states:
                 hosts_out[hp.name] = _host_block(inv, hp, states[hp.name], s.connect_s[hp.name], revision,
@@ -101,14 +105,19 @@ def status(inv: Inventory, probe: bool = True, say=None, fetch: bool = False) ->
         for c in queue_found:  # a worker stopped on purpose sends no heartbeat: expected, not a fault
             if not c.ok and c.name.removeprefix("heartbeat-") in stopped_ids:
                 c.data["stopped_on_purpose"] = True
+        path_checks = job_path.result() if job_path is not None else []
+        checks.extend(path_checks)
         checks.extend(queue_found)
+        _settle(checks, plan)
     unreachable = any(not h.get("reachable") for h in hosts_out.values())
     failing = [c for c in checks if not c.ok]
     ok = not unreachable and not failing
+    stopped_only = bool(failing) and all(c.data.get("stopped_on_purpose") for c in failing)
     code = ExitCode.OK if ok else (ExitCode.UNREACHABLE if unreachable else
-                                   ExitCode.STOPPED if all(c.data.get("stopped_on_purpose") for c in failing)
-                                   else ExitCode.UNHEALTHY)
-    data = {"schema_version": SCHEMA_VERSION, "ok": ok, "mode": inv.mode, "inventory": inv.path, "revision": revision,
+                                   ExitCode.STOPPED if stopped_only else ExitCode.UNHEALTHY)
+    data = {"schema_version": SCHEMA_VERSION, "ok": ok,
+            "verdict": qmhealth.verdict(ok, unreachable, stopped_only, checks),
+            "mode": inv.mode, "inventory": inv.path, "revision": revision,
             "config_hash": plan.config_hash,
             "hosts": {h.name: hosts_out[h.name] for h in inv.hosts if h.name in hosts_out}, "queue": queue}
     return StatusReport(data, checks, code)
@@ -258,19 +267,68 @@ def _worker_early(inv: Inventory, s: Session, hp: HostPlan, probe: bool) -> list
     parts = urlsplit(str(url))
 
     def queue_manager() -> CheckResult:
+        name = f"queue-manager-from-{hp.name}"
         if parts.hostname and parts.hostname[0].isdigit():
-            return http_check(remote, parts.hostname, parts.port or 80, "/health", f"queue-manager-from-{hp.name}",
-                              inv.timeouts.redis, f"QUEUE_MANAGER_URL {url} from {hp.name}")
-        res = remote.run(hp.compose.run("exec", "-T", "worker", "curl", "-fsS", "-m", "5", f"{url}/health"),
+            return qmhealth.health_check(remote, parts.hostname, parts.port or 80, name, inv.timeouts.redis,
+                                         f"QUEUE_MANAGER_URL {url} from {hp.name}")
+        what = f"QUEUE_MANAGER_URL {url} from inside the worker container"
+        res = remote.run(hp.compose.run("exec", "-T", "worker", *qmhealth.curl_health_command(url)),
                          step="queue manager check")
-        return CheckResult(f"queue-manager-from-{hp.name}", res.ok,
-                           f"QUEUE_MANAGER_URL {url} from inside the worker container: "
-                           + ("answers" if res.ok else res.tail(160)), res.duration, hp.name)
+        code, body = qmhealth.split_curl(res.stdout) if res.ok else (0, b"")
+        if not code:
+            return CheckResult(name, False, f"{what}: {res.tail(160)}", res.duration, hp.name)
+        return qmhealth.health_result(name, hp.name, what, code, body, res.duration)
     jobs = [queue_manager, lambda: device_check(remote, inv.ports.worker_comfyui, inv.timeouts.redis, inv.mode)]
     if probe:
         jobs.append(lambda: run_probe(remote, inv.ports.worker_comfyui, inv.timeouts.probe, inv.probe.workflow_graph,
                                       name=f"inference-{hp.name}", busy_after=inv.timeouts.busy))
     return list(each(lambda job: job[1](), list(enumerate(jobs)), key=lambda job: job[0]).raise_first().values())
+
+
+def _job_path_planned(inv: Inventory, plan: Plan) -> bool:
+    """A queue manager and something to run jobs: workers, or the serverless endpoint."""
+    return "queue-manager" in plan.app.services and (bool(plan.workers) or inv.mode == "serverless")
+
+
+def _job_path(inv: Inventory, plan: Plan, s: Session, held: dict, probe: bool) -> list[CheckResult]:
+    """The queue manager's health as the app host sees it, then the job probe (unless --no-probe)."""
+    app = plan.app
+    remote = s[app.name]
+    host = str(app.env.get("QUEUE_MANAGER_BIND_IP", "127.0.0.1")).strip("[]")
+    port = inv.ports.queue_manager
+    out = [qmhealth.health_check(remote, host, port, f"queue-manager-{app.name}", inv.timeouts.redis,
+                                 f"the queue manager at {host}:{port} on {app.name}")]
+    if not probe:
+        return out
+    workers = [hp for hp in plan.workers]
+    if workers and all(hp.name in held for hp in workers):
+        out.append(jobprobe.skipped(app.name, "every worker is stopped on purpose, so users' jobs wait in the queue "
+                                              "(start-all starts them again)"))
+        return out
+    redis_host = str(app.env.get("REDIS_BIND_IP", "127.0.0.1")).strip("[]")
+    cleanup = jobprobe.redis_cleanup(remote, redis_host, inv.ports.redis, inv.secrets["REDIS_PASSWORD"].reveal(),
+                                     inv.timeouts.redis)
+    out.append(jobprobe.job_probe(remote, host, port, inv.timeouts.probe, inv.probe.workflow_graph, cleanup))
+    return out
+
+
+def _settle(checks: list[CheckResult], plan: Plan) -> None:
+    """Judge the checks together: a heartbeat the queue manager could not record or a busy worker's
+    aged heartbeat is not the worker's fault; Redis from an HTTP-only worker degrades while jobs complete."""
+    ids = {hp.name: hp.host.worker_id for hp in plan.workers}
+    busy: dict[str, str] = {}
+    for c in checks:
+        info = c.data.get("busy") if c.name.startswith("inference-") else None
+        if isinstance(info, dict) and info.get("running"):
+            wid = ids.get(c.host or "")
+            if wid:
+                busy[wid] = f"its ComfyUI runs prompt {str(info['running'])[:8]}"
+    job = next((c for c in checks if c.name == jobprobe.NAME), None)
+    if job is not None and job.data.get("stage") == "queued-progress":
+        for wid in ids.values():
+            busy.setdefault(wid, "the job probe saw the queue make progress")
+    qmhealth.settle_heartbeats(checks, busy, qmhealth.lost_redis(checks))
+    qmhealth.degrade_unused_links(checks, job is not None and job.ok and job.data.get("stage") != "skipped")
 
 
 def _redis_from(inv: Inventory, plan: Plan, s: Session, hp: HostPlan, st) -> CheckResult:

@@ -146,3 +146,47 @@ def test_job_probe_never_taken_is_withdrawn(start, redis_server):
     assert not check.ok and check.data["stage"] == "not-taken"
     assert "never taken" in check.detail and "was withdrawn" in check.detail
     assert leftovers(r) == []
+
+
+# ----------------------------------------------------------------------------- judging the checks together
+from comfyume_fab.checks import qmhealth  # noqa: E402
+from comfyume_fab.checks.result import CheckResult  # noqa: E402
+
+
+def test_health_result_fails_on_a_200_unhealthy_body_naming_the_cause():
+    c = qmhealth.health_result("queue-manager-mello", "mello", "the queue manager", 200,
+                               json.dumps({**REAL_HEALTHY, "status": "unhealthy", "redis_connected": False}).encode(), 0.01)
+    assert not c.ok and "the queue manager lost Redis" in c.detail and c.data["redis_connected"] is False
+    assert qmhealth.health_result("q", "m", "w", 200, json.dumps(REAL_HEALTHY).encode(), 0.01).ok
+
+
+def test_heartbeat_is_not_blamed_on_the_worker_when_the_queue_manager_lost_redis_or_it_is_busy():
+    lost = [CheckResult("queue-manager-mello", False, "x", data={"redis_connected": False}),
+            CheckResult("heartbeat-worker-1", False, "no key")]
+    qmhealth.settle_heartbeats(lost, {}, qmhealth.lost_redis(lost))
+    assert lost[1].ok and lost[1].warning and "cannot record heartbeats" in lost[1].detail
+    busy = [CheckResult("heartbeat-worker-1", False, "no key"), CheckResult("heartbeat-worker-2", False, "no key")]
+    qmhealth.settle_heartbeats(busy, {"worker-1": "its ComfyUI runs prompt abc"}, False)
+    assert busy[0].ok and "busy with a job" in busy[0].detail
+    assert not busy[1].ok and busy[1].data["diagnosis"] == "stopped-polling"
+
+
+def test_redis_from_a_worker_degrades_only_while_jobs_complete():
+    def link():
+        return [CheckResult("redis-from-verda", False, "no answer from 100.64.0.1:6379", host="verda"),
+                CheckResult("services-verda", True, "ok")]
+    failed = link()
+    qmhealth.degrade_unused_links(failed, jobs_complete=False)
+    assert not failed[0].ok
+    assert qmhealth.verdict(False, False, False, failed) == "not healthy"
+    degraded = link()
+    qmhealth.degrade_unused_links(degraded, jobs_complete=True)
+    assert degraded[0].ok and degraded[0].warning and degraded[0].data["verdict"] == "degraded"
+    assert "the link verda -> Redis fails" in degraded[0].detail
+    assert qmhealth.verdict(True, False, False, degraded) == "degraded"
+    assert qmhealth.verdict(True, False, False, link()[1:]) == "healthy"
+
+
+def test_curl_output_is_split_into_code_and_body():
+    assert qmhealth.split_curl('{"status": "healthy"}\n200') == (200, b'{"status": "healthy"}')
+    assert qmhealth.split_curl("curl: (7) Failed to connect\n000") == (0, b"curl: (7) Failed to connect")

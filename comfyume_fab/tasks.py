@@ -108,7 +108,9 @@ def stop_verda(c, hosts=None, host=None, down=False, when_idle=False, force=Fals
         out = stop_workers(inv, ui, only=host, down=down, when_idle=when_idle, idle_timeout=inv.timeouts.lock_wait,
                            wait_lock=inv.timeouts.lock_wait if wait_lock else 0.0, force=force, warn=ui.warn)
         tail = ("app host NOT checked (unreachable)" if out.get("unchecked") else "app host untouched")
-        print(f"stop-verda: stopped the worker on {', '.join(out['stopped']) or 'no host'}; {tail}")
+        killed = [h for h, found in (out.get("ended") or {}).items() if any(e["killed"] for e in found)]
+        how = f"; KILLED (not a clean stop) on {', '.join(killed)}" if killed else ""
+        print(f"stop-verda: stopped the worker on {', '.join(out['stopped']) or 'no host'}; {tail}{how}")
 
 
 @task(klass=FabTask, help={"hosts": HOSTS_HELP, "down": "remove containers too (volumes, so Redis data, are kept)",

@@ -299,5 +299,10 @@ def job_probe(via: Remote, host: str, port: int, timeout: float, user_graph: Map
     return run_job_probe(call, f"at {host}:{port} on {via.name}", via.name, timeout, user_graph, cleanup)
 
 
+def planned(mode: str, plan) -> bool:
+    """Where the job probe runs: a queue manager is planned, and workers or the serverless endpoint."""
+    return "queue-manager" in plan.app.services and (bool(plan.workers) or mode == "serverless")
+
+
 def skipped(host: str | None, why: str) -> CheckResult:
     return result("skipped", f"skipped: {why}", host)

@@ -86,7 +86,7 @@ def status(inv: Inventory, probe: bool = True, say=None, fetch: bool = False) ->
                 for rec in [_on_purpose(hp, states[hp.name])] if rec is not None}
         # The job probe (a user's path through the queue manager) from the app host, beside the rest.
         job_path = (Background(_job_path, inv, plan, s, held, probe, name="cfab-job-probe")
-                    if _job_path_planned(inv, plan) and plan.app.name in states else None)
+                    if jobprobe.planned(inv.mode, plan) and plan.app.name in states else None)
         for hp in plan.hosts:
             if hp.name in states:
                 hosts_out[hp.name] = _host_block(inv, hp, states[hp.name], s.connect_s[hp.name], revision,
@@ -148,10 +148,13 @@ def _host_block(inv, hp: HostPlan, st, connect_s: float, revision: str, config_h
     current = by_service(st.containers)
     services = []
     bad = []
+    held_down = []
     for svc in hp.services:
         c = current.get(svc)
         ok = service_ok(c)
-        if not ok and not (held and svc in hp.worker_services):  # stopped on purpose: its own check below
+        if not ok and held and svc in hp.worker_services:  # stopped on purpose: its own check below
+            held_down.append(f"{svc} {describe(c)}" + (f" (exit {c.exit_code})" if c and c.state == "exited" else ""))
+        elif not ok:
             bad.append(f"{svc} {describe(c)}")
         services.append({"service": svc, "state": c.state if c else "missing", "health": (c.health or "none") if c else "none",
                          "restarts": c.restart_count if c else 0, "ok": ok, "container": c.id[:12] if c else None,
@@ -166,11 +169,14 @@ def _host_block(inv, hp: HostPlan, st, connect_s: float, revision: str, config_h
                                   f"({st.engine_error})", host=hp.name))
     loops = [f"{svc} ({c.restart_count} restarts)" for svc, c in current.items()
              if svc in hp.services and c.crash_looping]
-    detail = "all running and healthy" if not bad else "; ".join(bad)
+    detail = "all running and healthy" if not bad and not held_down else "; ".join(bad)
+    if held_down:
+        detail += ("; " if bad else "") + f"stopped on purpose: {', '.join(held_down)}"
     if loops:
         detail += f"; CRASH LOOP: {', '.join(loops)}"
-    checks.append(CheckResult(f"services-{hp.name}", not bad, f"{len(hp.services) - len(bad)}/{len(hp.services)} "
-                              f"services ok: {detail}", host=hp.name))
+    running_ok = len(hp.services) - len(bad) - len(held_down)
+    checks.append(CheckResult(f"services-{hp.name}", not bad, f"{running_ok}/{len(hp.services)} "
+                              f"services {'ok' if not held_down else 'running'}: {detail}", host=hp.name))
     dep = st.deployed or {}
     in_sync = dep.get("config_hash") == config_hash and dep.get("host_hash") == hp.host_hash
     checks.append(CheckResult(f"config-{hp.name}", True,
@@ -283,11 +289,6 @@ def _worker_early(inv: Inventory, s: Session, hp: HostPlan, probe: bool) -> list
         jobs.append(lambda: run_probe(remote, inv.ports.worker_comfyui, inv.timeouts.probe, inv.probe.workflow_graph,
                                       name=f"inference-{hp.name}", busy_after=inv.timeouts.busy))
     return list(each(lambda job: job[1](), list(enumerate(jobs)), key=lambda job: job[0]).raise_first().values())
-
-
-def _job_path_planned(inv: Inventory, plan: Plan) -> bool:
-    """A queue manager and something to run jobs: workers, or the serverless endpoint."""
-    return "queue-manager" in plan.app.services and (bool(plan.workers) or inv.mode == "serverless")
 
 
 def _job_path(inv: Inventory, plan: Plan, s: Session, held: dict, probe: bool) -> list[CheckResult]:

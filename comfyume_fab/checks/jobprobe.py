@@ -120,8 +120,11 @@ def run_job_probe(call: Call, where: str, host: str | None, timeout: float, user
                       took=took())
     if status not in (200, 201):
         msg = qm.message(raw)
-        return result("rejected", rejected_sentence(status, msg, where), host, http_status=status, message=msg,
-                      took=took())
+        # The pinned real queue manager stores the job before it fails to answer (500): sweep the probe
+        # user's jobs so nothing is left for a worker to take.
+        swept = _cleanup(cleanup, None) if status >= 500 else ""
+        return result("rejected", rejected_sentence(status, msg, where) + swept, host, http_status=status,
+                      message=msg, took=took())
     try:
         job = qm.parse_job(raw)
     except ParseError as exc:
@@ -246,19 +249,27 @@ def _withdraw(call: Call, job_id: str, cleanup) -> str:
             f"{qm.message(raw)}")
 
 
-def _cleanup(cleanup, job_id: str) -> str:
+def _cleanup(cleanup, job_id: str | None) -> str:
+    """Remove the probe job (None: every job of the probe user) from Redis; a clause when that failed."""
     if cleanup is None:
         return ""
     try:
         problem = cleanup(job_id)
     except Exception as exc:  # noqa: BLE001 - reported in the sentence, never a traceback
         problem = str(exc) or type(exc).__name__
-    return f"; removing the probe job {job_id[:8]} from Redis failed: {problem}" if problem else ""
+    what = f"the probe job {job_id[:8]}" if job_id else "the probe user's jobs"
+    return f"; removing {what} from Redis failed: {problem}" if problem else ""
 
 
-def forget(r, job_id: str) -> None:
+def forget(r, job_id: str | None) -> None:
     """Remove a probe job's every trace with the redis-py client `r`: job:{id}, its id in each
-    queue, the probe user's job set (when empty) and completed counter (round-robin's fairness count)."""
+    queue, the probe user's job set (when empty) and completed counter (round-robin's fairness count).
+    `job_id` None: every job of the probe user (after a submission that failed once stored)."""
+    if job_id is None:
+        for one in r.smembers(f"user:{PROBE_USER}:jobs") or ():
+            forget(r, one)
+        r.delete(f"user:{PROBE_USER}:jobs", f"user:{PROBE_USER}:completed")
+        return
     pipe = r.pipeline(transaction=False)
     pipe.delete(f"job:{job_id}")
     for name in ("pending", "running", "completed", "failed"):
@@ -276,7 +287,7 @@ def redis_cleanup(via: Remote, host: str, port: int, password: str | None, timeo
     delete a finished job). Returns "" when done, else what failed."""
     from .links import redis_client
 
-    def clean(job_id: str) -> str:
+    def clean(job_id: str | None) -> str:
         try:
             with via.tunnel(host, port, timeout) as sock:
                 forget(redis_client(sock, password, timeout), job_id)

@@ -190,3 +190,14 @@ def test_redis_from_a_worker_degrades_only_while_jobs_complete():
 def test_curl_output_is_split_into_code_and_body():
     assert qmhealth.split_curl('{"status": "healthy"}\n200') == (200, b'{"status": "healthy"}')
     assert qmhealth.split_curl("curl: (7) Failed to connect\n000") == (0, b"curl: (7) Failed to connect")
+
+
+def test_a_job_stored_before_a_failed_submission_is_swept(redis_server):
+    """The pinned real queue manager stores the job, then answers 500: the probe user's jobs are removed."""
+    r = redis_server.client
+    r.set("job:j1", "{}")
+    r.zadd("queue:pending", {"j1": 1.0})
+    r.sadd(f"user:{jobprobe.PROBE_USER}:jobs", "j1")
+    r.zadd("queue:pending", {"user-job": 2.0})  # a user's job is never touched
+    jobprobe.forget(r, None)
+    assert leftovers(r) == ["queue:pending"] and r.zrange("queue:pending", 0, -1) == ["user-job"]

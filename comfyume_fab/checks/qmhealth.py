@@ -4,6 +4,7 @@ with a long job, a link jobs do not go through (pure judgements apart from `heal
 from __future__ import annotations
 
 import http.client
+import json
 import time
 from typing import Iterable
 
@@ -50,6 +51,19 @@ def split_curl(out: str) -> tuple[int, bytes]:
     """(HTTP status, body) from `curl -w '\\n%{http_code}'` output (0 when there is no code)."""
     body, _, code = out.rstrip("\n").rpartition("\n")
     return (int(code) if code.strip().isdigit() else 0), body.encode()
+
+
+def running_prompt(via: Remote, port: int, timeout: float) -> str | None:
+    """The prompt the worker's own ComfyUI runs now (GET /queue on its loopback), None when idle or
+    unreadable: the busy evidence for the heartbeat when the inference probe does not run."""
+    from ..host.facts import ParseError
+    from ..host.facts.comfyui import QUEUE, parse_queue
+    try:
+        status, body = http_via(via, "127.0.0.1", port, "GET", QUEUE, timeout=timeout)
+        queue = parse_queue(json.loads(body or b"{}")) if status == 200 else None
+    except (TunnelError, OSError, http.client.HTTPException, ParseError, ValueError):
+        return None
+    return queue.running[0].prompt_id if queue and queue.running else None
 
 
 def lost_redis(checks: Iterable[CheckResult]) -> bool:

@@ -284,7 +284,13 @@ def _worker_early(inv: Inventory, s: Session, hp: HostPlan, probe: bool) -> list
         if not code:
             return CheckResult(name, False, f"{what}: {res.tail(160)}", res.duration, hp.name)
         return qmhealth.health_result(name, hp.name, what, code, body, res.duration)
-    jobs = [queue_manager, lambda: device_check(remote, inv.ports.worker_comfyui, inv.timeouts.redis, inv.mode)]
+    def device() -> CheckResult:
+        check = device_check(remote, inv.ports.worker_comfyui, inv.timeouts.redis, inv.mode)
+        if not probe:  # the inference probe's busy evidence is missing: read what ComfyUI runs now
+            check.data["running_prompt"] = qmhealth.running_prompt(remote, inv.ports.worker_comfyui,
+                                                                   inv.timeouts.redis)
+        return check
+    jobs = [queue_manager, device]
     if probe:
         jobs.append(lambda: run_probe(remote, inv.ports.worker_comfyui, inv.timeouts.probe, inv.probe.workflow_graph,
                                       name=f"inference-{hp.name}", busy_after=inv.timeouts.busy))
@@ -320,10 +326,10 @@ def _settle(checks: list[CheckResult], plan: Plan) -> None:
     busy: dict[str, str] = {}
     for c in checks:
         info = c.data.get("busy") if c.name.startswith("inference-") else None
-        if isinstance(info, dict) and info.get("running"):
-            wid = ids.get(c.host or "")
-            if wid:
-                busy[wid] = f"its ComfyUI runs prompt {str(info['running'])[:8]}"
+        running = (info.get("running") if isinstance(info, dict) else None) or c.data.get("running_prompt")
+        wid = ids.get(c.host or "")
+        if running and wid:
+            busy[wid] = f"its ComfyUI runs prompt {str(running)[:8]}"
     job = next((c for c in checks if c.name == jobprobe.NAME), None)
     if job is not None and job.data.get("stage") == "queued-progress":
         for wid in ids.values():

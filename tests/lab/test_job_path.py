@@ -152,3 +152,30 @@ def test_poll_interval_must_be_whole_seconds(lab, tmp_path):
     assert "worker.poll_interval: 0.5 is not a whole number of seconds: the worker reads WORKER_POLL_INTERVAL " \
            "with int() and would not start (give a whole number of seconds, e.g. poll_interval: 1)" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_a_busy_workers_aged_heartbeat_is_not_reported_dead(lab, healed, tmp_path):
+    """The queue manager refreshes the heartbeat only on next-job: a worker running a job longer than
+    heartbeat_timeout (4 s here) is busy, not dead."""
+    inv = lab.inventory(tmp_path, worker={"heartbeat_timeout": 4})
+    try:
+        assert invoke("start-all", "--hosts", str(inv)).returncode == 0
+        job = submit("user001", slow(12, 0x123456))
+        deadline = time.monotonic() + 20
+        while job_status(job) != "running" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(6)  # the heartbeat (TTL 4 s) expires while the job runs
+        code, data, checks = status_json_args(inv, "--no-probe")
+        beat = checks["heartbeat-worker-1"]
+        assert beat["ok"] and beat["warning"] and beat["diagnosis"] == "busy", beat
+        assert "busy with a job (its ComfyUI runs prompt" in beat["detail"]
+        assert code == 0
+    finally:
+        invoke("start-all", "--hosts", str(lab.inventory(tmp_path / "restore")))
+
+
+def status_json_args(inv, *args: str) -> tuple[int, dict, dict]:
+    res = invoke("status", "--json", *args, "--hosts", str(inv))
+    assert "Traceback" not in res.stdout + res.stderr, res.stderr
+    data = json.loads(res.stdout)
+    return res.returncode, data, {c["name"]: c for c in data["checks"]}

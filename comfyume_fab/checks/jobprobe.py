@@ -116,8 +116,8 @@ def run_job_probe(call: Call, where: str, host: str | None, timeout: float, user
         return result("rejected", rejected_sentence(None, exc.cause, where), host, message=exc.cause, took=took())
     except (OSError, http.client.HTTPException) as exc:
         text = str(exc) or type(exc).__name__
-        return result("rejected", rejected_sentence(None, f"no answer ({text})", where), host, message=text,
-                      took=took())
+        return result("rejected", f"users' jobs fail at submission: the queue manager {where} gave no answer "
+                      f"to POST /api/jobs ({text})", host, message=text, took=took())
     if status not in (200, 201):
         msg = qm.message(raw)
         # The pinned real queue manager stores the job before it fails to answer (500): sweep the probe

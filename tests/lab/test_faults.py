@@ -439,8 +439,10 @@ def test_07_redis_down_is_diagnosed_and_the_next_start_all_brings_it_back(lab, d
         "127.0.0.1 or not running; set REDIS_BIND_IP to the tailnet address 100.64.0.1 (the planner does this "
         "for a remote worker) and rerun start-all")
     assert checks["queue"][0] == "FAIL"
-    # the queue manager says it lost Redis, and the job probe fails at submission with its own answer
-    assert checks["queue-manager-mello"][0] == "FAIL" and "the queue manager lost Redis" in checks["queue-manager-mello"][1]
+    # the queue manager says it lost Redis, or (its Redis client waiting on a name that no longer
+    # resolves) does not answer in time; either way users' jobs fail at submission
+    qm_mark, qm_detail = checks["queue-manager-mello"]
+    assert qm_mark == "FAIL" and ("the queue manager lost Redis" in qm_detail or "within 2 s" in qm_detail)
     assert checks["job-probe"][0] == "FAIL" and checks["job-probe"][1].startswith("users' jobs fail at submission")
     # the job probe waits for the queue manager's answer, bounded by timeouts.probe
     assert took < FAST["connect"] + 2 * FAST["redis"] + FAST["probe"] + SLACK

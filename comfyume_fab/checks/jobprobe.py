@@ -310,6 +310,20 @@ def job_probe(via: Remote, host: str, port: int, timeout: float, user_graph: Map
     return run_job_probe(call, f"at {host}:{port} on {via.name}", via.name, timeout, user_graph, cleanup)
 
 
+def settle_with_workers(job: CheckResult | None, busy: list[str]) -> None:
+    """A probe job left waiting behind users' jobs while no job completed is still served when a
+    worker's own ComfyUI shows it progressing on a user's job (a long job: up to 1800 s): then it is
+    queued-progress, judged by the worker-side evidence `busy` (one text per busy worker)."""
+    if job is None or job.data.get("stage") != "not-taken" or not busy:
+        return
+    ahead = job.data.get("queued_behind") or 0
+    if ahead <= 0:
+        return
+    job.ok = True
+    job.data["stage"] = "queued-progress"
+    job.detail = progress_sentence(ahead, 0, job.duration, f"no job completed yet, but {'; '.join(busy)}")
+
+
 def planned(mode: str, plan) -> bool:
     """Where the job probe runs: a queue manager is planned, and workers or the serverless endpoint."""
     return "queue-manager" in plan.app.services and (bool(plan.workers) or mode == "serverless")

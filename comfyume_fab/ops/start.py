@@ -116,6 +116,9 @@ def start_all(inv: Inventory, say: Callable[[str], None], warn: Callable[[str], 
             # 4b. the final proof: a user's job through the queue manager completes
             if jobprobe.planned(inv.mode, plan):
                 job = _app_job_probe(inv, plan, s)
+                jobprobe.settle_with_workers(job, [f"{n}'s ComfyUI is busy and making progress" for n, c in
+                                                   probes.items() if c.ok and isinstance(c.data.get("busy"), dict)
+                                                   and c.data["busy"].get("progressing")])
                 _require({app.name: job}, checks, say, "job probe", "",
                          "everything was left running; see the queue manager's and the worker's logs "
                          "(invoke logs), and the checks of invoke status")

@@ -331,11 +331,19 @@ def _settle(checks: list[CheckResult], plan: Plan) -> None:
         if running and wid:
             busy[wid] = f"its ComfyUI runs prompt {str(running)[:8]}"
     job = next((c for c in checks if c.name == jobprobe.NAME), None)
+    jobprobe.settle_with_workers(job, _progressing(checks))
     if job is not None and job.data.get("stage") == "queued-progress":
         for wid in ids.values():
             busy.setdefault(wid, "the job probe saw the queue make progress")
     qmhealth.settle_heartbeats(checks, busy, qmhealth.lost_redis(checks))
     qmhealth.degrade_unused_links(checks, job is not None and job.ok and job.data.get("stage") != "skipped")
+
+
+def _progressing(checks: list[CheckResult]) -> list[str]:
+    """Each worker whose inference probe found its ComfyUI busy with users' prompts and progressing."""
+    return [f"{c.host}'s ComfyUI is busy and making progress ({c.data['busy'].get('running_for_s') or 0:.0f} s "
+            "into a user's prompt)" for c in checks if c.name.startswith("inference-") and c.ok
+            and isinstance(c.data.get("busy"), dict) and c.data["busy"].get("progressing")]
 
 
 def _redis_from(inv: Inventory, plan: Plan, s: Session, hp: HostPlan, st) -> CheckResult:

@@ -201,3 +201,19 @@ def test_a_job_stored_before_a_failed_submission_is_swept(redis_server):
     r.zadd("queue:pending", {"user-job": 2.0})  # a user's job is never touched
     jobprobe.forget(r, None)
     assert leftovers(r) == ["queue:pending"] and r.zrange("queue:pending", 0, -1) == ["user-job"]
+
+
+def test_a_probe_behind_a_long_user_job_is_served_when_the_worker_progresses():
+    def waiting():
+        return jobprobe.result("not-taken", jobprobe.not_taken_sentence("abcdef123", 5, 1, 0), "mello",
+                               job_id="abcdef123", queued_behind=1)
+    alone = waiting()
+    jobprobe.settle_with_workers(alone, [])
+    assert not alone.ok and alone.data["stage"] == "not-taken"
+    busy = waiting()
+    jobprobe.settle_with_workers(busy, ["verda's ComfyUI is busy and making progress"])
+    assert busy.ok and busy.data["stage"] == "queued-progress"
+    assert busy.detail.startswith("queued behind 1 jobs, making progress (no job completed yet, but verda's")
+    nothing_ahead = jobprobe.result("not-taken", "x", "mello", queued_behind=0)
+    jobprobe.settle_with_workers(nothing_ahead, ["verda's ComfyUI is busy"])
+    assert not nothing_ahead.ok

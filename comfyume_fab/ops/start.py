@@ -126,6 +126,7 @@ def start_all(inv: Inventory, say: Callable[[str], None], warn: Callable[[str], 
                 for c in checks:
                     if c.data.get("verdict") == "degraded":
                         warn(f"{c.host}: {c.detail}")
+                        warnings.append(f"{c.host}: {c.detail}")
             # 5. record who deployed what on every host
             changed = any(not o.unchanged for o in outcomes.values())
             gather(lambda hp: _record(s, hp, plan, revision, "start-all" if image_tags is None else "rollback",

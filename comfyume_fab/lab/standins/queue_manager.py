@@ -24,8 +24,13 @@ those endpoints declare.
                                  JSON), queue:pending (score priority*1e6 + created_at), user:{u}:jobs (a set).
                                  INFERENCE_MODE=serverless: posted to {SERVERLESS_ENDPOINT}/prompt and
                                  answered 201 status "completed", worker_id "serverless", result
-                                 {"prompt_id", "number", "node_errors"}, never stored (the newer main);
-                                 502 "Serverless error: ..." when the endpoint fails, 503 without one
+                                 {"prompt_id", "number", "node_errors"}, never stored (the newer main).
+                                 The endpoint is the active tier's SERVERLESS_ENDPOINT_<TIER> (the four
+                                 tiers that queue manager knows), else SERVERLESS_ENDPOINT, called with
+                                 Authorization: Bearer SERVERLESS_API_KEY; errors: the endpoint's 4xx/5xx
+                                 with httpx's "Client error '404 Not Found' for url ..." text, 502
+                                 "Serverless error: All connection attempts failed", 503 "Serverless
+                                 client not initialized. Check SERVERLESS_ENDPOINT."
   GET  /api/jobs/{id}            JobResponse (position_in_queue while pending); 404 {"detail": "Job not found"}
   DELETE /api/jobs/{id}          204: a pending job is deleted everywhere, a running one marked
                                  cancelled; 400 "Cannot cancel job in <status> state" otherwise; 404
@@ -40,7 +45,8 @@ those endpoints declare.
                                  another body shape; 404 for an unknown job
 
 Env: QUEUE_MANAGER_LISTEN_PORT (3000), REDIS_HOST (redis), REDIS_PORT (6379), REDIS_PASSWORD,
-INFERENCE_MODE (local|redis|serverless), SERVERLESS_ENDPOINT, SERVERLESS_ACTIVE, QUEUE_MODE (fifo),
+INFERENCE_MODE (local|redis|serverless), SERVERLESS_ACTIVE, SERVERLESS_ENDPOINT_H200_SPOT (and the other
+three tiers), SERVERLESS_ENDPOINT, SERVERLESS_API_KEY, QUEUE_MODE (fifo),
 WORKER_HEARTBEAT_TIMEOUT (60), NUM_WORKERS (1), MAX_QUEUE_DEPTH (100). A Redis error on an API
 route answers 500 {"detail": ...} (as upstream); it never stops the server.
 """
@@ -50,6 +56,8 @@ import datetime
 import json
 import re
 import time
+import urllib.error
+import urllib.request
 import uuid
 
 import redis
@@ -68,7 +76,16 @@ QUEUES = ("pending", "running", "completed", "failed")
 START = time.time()
 MODE = common.env_str("INFERENCE_MODE", "local")
 HEARTBEAT_TIMEOUT = common.env_int("WORKER_HEARTBEAT_TIMEOUT", 60)
-ENDPOINT = common.env_str("SERVERLESS_ENDPOINT")
+ACTIVE = common.env_str("SERVERLESS_ACTIVE", "default")
+# The team's newer queue manager knows exactly these four tiers; any other SERVERLESS_ACTIVE uses the fallback.
+TIER_ENDPOINTS = {tier: common.env_str("SERVERLESS_ENDPOINT_" + tier.upper().replace("-", "_"))
+                  for tier in GPU_TYPES}
+ENDPOINT = TIER_ENDPOINTS.get(ACTIVE) or common.env_str("SERVERLESS_ENDPOINT")
+ACTIVE_GPU = GPU_TYPES[ACTIVE] if TIER_ENDPOINTS.get(ACTIVE) else "serverless"
+API_KEY = common.env_str("SERVERLESS_API_KEY")
+REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+           408: "Request Timeout", 429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway",
+           503: "Service Unavailable", 504: "Gateway Timeout"}
 USER_ID = re.compile(r"^[a-zA-Z0-9_-]{1,100}$")
 RESPONSE_FIELDS = ("id", "user_id", "status", "priority", "created_at", "started_at", "completed_at",
                    "worker_id", "result", "error")
@@ -204,11 +221,22 @@ def submit_serverless(request: dict) -> dict:
     the job is never stored (GET /api/jobs/{id} then answers 404)."""
     if not ENDPOINT:
         raise common.HTTPError(503, {"detail": "Serverless client not initialized. Check SERVERLESS_ENDPOINT."})
+    url = ENDPOINT.rstrip("/") + "/prompt"
+    body = json.dumps({"prompt": request["workflow"], "client_id": request["user_id"]}).encode()
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {API_KEY}"} if API_KEY else {})}
     try:
-        result = common.http_json("POST", ENDPOINT.rstrip("/") + "/prompt",
-                                  {"prompt": request["workflow"], "client_id": request["user_id"]}, timeout=300)
-    except Exception as exc:  # noqa: BLE001 - any endpoint failure is a 502, as upstream
-        raise common.HTTPError(502, {"detail": f"Serverless error: {common.describe_http_error(exc)}"})
+        with urllib.request.urlopen(urllib.request.Request(url, data=body, method="POST", headers=headers),
+                                    timeout=300) as response:
+            raw = response.read()
+    except urllib.error.HTTPError as exc:  # httpx's raise_for_status() text, passed on with its status
+        kind = "Client error" if exc.code < 500 else "Server error"
+        reason = REASONS.get(exc.code, exc.reason)
+        raise common.HTTPError(exc.code, {"detail": (
+            f"{kind} '{exc.code} {reason}' for url '{url}'\nFor more information check: "
+            f"https://developer.mozilla.org/en-US/docs/Web/HTTP/Status/{exc.code}")})
+    except Exception:  # noqa: BLE001 - no answer at all: httpx's ConnectError text, as upstream
+        raise common.HTTPError(502, {"detail": "Serverless error: All connection attempts failed"})
+    result = json.loads(raw) if raw.strip() else None
     stamp = iso(now())
     return {"id": str(uuid.uuid4()), "user_id": request["user_id"], "status": "completed",
             "priority": request["priority"], "created_at": stamp, "started_at": stamp, "completed_at": stamp,
@@ -237,8 +265,7 @@ class Handler(common.StandinHandler):
                 ok = False
         self.send_json(200, {
             "status": "healthy" if ok else "unhealthy", "version": VERSION, "inference_mode": MODE,
-            "active_gpu": "local" if MODE != "serverless" else GPU_TYPES.get(
-                common.env_str("SERVERLESS_ACTIVE", "default"), "serverless"),
+            "active_gpu": "local" if MODE != "serverless" else ACTIVE_GPU,
             "serverless_endpoint": endpoint_display(), "redis_connected": ok, "workers_active": 0,
             "queue_depth": depth, "uptime_seconds": int(time.time() - START)})
 

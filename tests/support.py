@@ -7,6 +7,7 @@ import ctypes
 import json
 import os
 import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -511,3 +512,56 @@ def remove(path):
         p.unlink()
     if path.exists():
         path.rmdir()
+
+
+# --- stand-ins run as local processes (tests/unit/conftest.py `redis_server`, `worker`)
+
+REDIS_SERVER = "/usr/bin/redis-server"
+
+
+def probe(color: int = 14879940, width: int = 64, height: int = 64, prefix: str = "probe") -> dict:
+    return {"1": {"class_type": "EmptyImage",
+                  "inputs": {"width": width, "height": height, "batch_size": 1, "color": color}},
+            "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": prefix}}}
+
+
+class RedisServer:
+    def __init__(self, tmp: Path):
+        self.port, self.password, self.dir = free_port(), "lab-" + secrets.token_hex(8), tmp / "redis"
+        self.dir.mkdir(exist_ok=True)
+        self.proc = None
+        import redis
+        self.client = redis.Redis(host="127.0.0.1", port=self.port, password=self.password,
+                                  socket_timeout=2, decode_responses=True)
+
+    def start(self):
+        log = open(self.dir / "redis.log", "ab")
+        self.proc = subprocess.Popen([REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
+                                      "--requirepass", self.password, "--save", "", "--appendonly", "no",
+                                      "--dir", str(self.dir), "--daemonize", "no"], stdout=log, stderr=log)
+        log.close()
+
+        import redis
+
+        def pong():
+            try:
+                return self.client.ping()
+            except redis.RedisError:
+                return False
+        wait_for(pong, what=f"redis-server on port {self.port}")
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+    def env(self) -> dict:
+        return {"REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(self.port), "REDIS_PASSWORD": self.password}
+
+
+def finished(url: str, prompt_id: str) -> dict:
+    def done():
+        status, body = get_json(f"{url}/history/{prompt_id}")
+        assert status == 200
+        return body.get(prompt_id)
+    return wait_for(done, what=f"history of {prompt_id}")

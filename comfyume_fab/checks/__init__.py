@@ -10,6 +10,10 @@
 - `queue`: the job queue and the workers' heartbeats, read from Redis on the app host.
 - `worker`: what the worker's own ComfyUI says about its device (GPU or CPU).
 - `probe`: the inference probe (a tiny graph really executed by the worker's ComfyUI).
+- `jobprobe`: a user's path proved: a probe job submitted through the queue manager, followed until a
+  worker completed it with output, withdrawn when giving up.
+- `qmhealth`: the queue manager's health by its `/health` body, and what that means for the other
+  checks (heartbeats it could not record, busy workers, links jobs do not go through).
 - `serverless`: a serverless tier's endpoint proved from the app host (key refused without it, a graph executed).
 - `deployments`: the provider's container-deployment API (replicas and scaling of one deployment).
 """

@@ -96,17 +96,19 @@ def _in_threads(guard: Callable, items: list, names: list[str]) -> list:
             results[i] = (False, exc)
         finally:
             finished[i].set()
-    started = 0
+    threads = [threading.Thread(target=run, args=(i,), name=f"cfab-{names[i]}", daemon=True)
+               for i in range(len(items))]
     try:
-        for i in range(len(items)):
-            threading.Thread(target=run, args=(i,), name=f"cfab-{names[i]}", daemon=True).start()
-            started += 1
+        for thread in threads:
+            thread.start()
         _wait_all(finished)
     except BaseException:
         # Ctrl-C: what the caller does next (release the deploy lock) should come after the
         # commands already running on the other hosts; bounded, and a second Ctrl-C stops waiting.
+        # A thread counts as running once it has an ident (a Ctrl-C can land just after start()).
+        running = [done for done, thread in zip(finished, threads) if thread.ident is not None]
         try:
-            _wait_all(finished[:started], deadline=time.monotonic() + WAIT_AFTER_INTERRUPT_S)
+            _wait_all(running, deadline=time.monotonic() + WAIT_AFTER_INTERRUPT_S)
         except KeyboardInterrupt:
             pass
         raise

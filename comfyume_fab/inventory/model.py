@@ -122,9 +122,13 @@ class Ports:
 @dataclass(frozen=True)
 class WorkerSettings:
     """How the worker polls the queue manager and which inference provider it reports."""
-    poll_interval: float = 2
+    poll_interval: int = 2  # whole seconds: the real worker does int(WORKER_POLL_INTERVAL)
     heartbeat_timeout: int = 60
     provider: str = "verda"
+    # Whether the worker IMAGE runs on CPU where no GPU works. The team's real image does not (its
+    # start-worker.sh never passes --cpu and ignores WORKER_DEVICE: ComfyUI exits "Torch not compiled
+    # with CUDA enabled" and the container crash-loops); the lab's stand-in does.
+    cpu_fallback: bool = False
 
 
 @dataclass(frozen=True)

@@ -110,15 +110,27 @@ def _timeouts(c: Checker, top: dict) -> model.Timeouts:
 
 
 def _worker(c: Checker, top: dict) -> model.WorkerSettings:
-    sec = c.mapping(("worker",), top.get("worker"), ("poll_interval", "heartbeat_timeout", "provider"),
-                    "poll_interval: 2")
+    sec = c.mapping(("worker",), top.get("worker"), ("poll_interval", "heartbeat_timeout", "provider",
+                                                     "cpu_fallback"), "poll_interval: 2")
     d = model.WorkerSettings()
     return model.WorkerSettings(
-        poll_interval=c.get(sec, ("worker",), "poll_interval", "number", d.poll_interval, check=positive),
+        poll_interval=int(c.get(sec, ("worker",), "poll_interval", "number", d.poll_interval, check=whole_seconds)),
         heartbeat_timeout=c.get(sec, ("worker",), "heartbeat_timeout", "int", d.heartbeat_timeout,
                                 check=positive),
         provider=c.get(sec, ("worker",), "provider", "str", d.provider,
-                       check=one_of(model.PROVIDERS, "provider")))
+                       check=one_of(model.PROVIDERS, "provider")),
+        cpu_fallback=c.get(sec, ("worker",), "cpu_fallback", "bool", d.cpu_fallback))
+
+
+def whole_seconds(value: Any) -> tuple[str, str] | None:
+    """The real worker reads WORKER_POLL_INTERVAL with int(): only a whole number of seconds > 0."""
+    bad = positive(value)
+    if bad:
+        return bad
+    if value != int(value):
+        return (f"{value} is not a whole number of seconds: the worker reads WORKER_POLL_INTERVAL with int() "
+                "and would not start", f"give a whole number of seconds, e.g. poll_interval: {max(1, round(value))}")
+    return None
 
 
 def _probe(c: Checker, top: dict, base: str) -> model.Probe:

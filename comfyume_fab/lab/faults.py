@@ -61,6 +61,23 @@ def block_port(host, port: int, peer) -> None:
     _ipt(p, "-A", CHAIN, "-d", h.address, "-p", "tcp", "--dport", str(port), "-j", "DROP")
 
 
+def _container_ipt(host, container: str, *args: str, check: bool = True):
+    """iptables inside one container's own network namespace (by its PID on the host's engine)."""
+    pid = hostsvc.docker(_h(host), "inspect", "--format", "{{.State.Pid}}", container).stdout.strip()
+    return sh(["nsenter", "-t", pid, "-n", "iptables", "-w", *args], check=check)
+
+
+def cut_container_from_port(host, container: str, port: int) -> None:
+    """Refuse every TCP connection `container` opens to `port` (e.g. the queue manager to Redis),
+    while everything else reaches it; `mend_container` undoes it (a recreated container is clean)."""
+    _container_ipt(host, container, "-A", "OUTPUT", "-p", "tcp", "--dport", str(port), "-j", "REJECT",
+                   "--reject-with", "tcp-reset")
+
+
+def mend_container(host, container: str) -> None:
+    _container_ipt(host, container, "-F", "OUTPUT", check=False)
+
+
 def heal_network(host) -> None:
     h = _h(host)
     if _ipt(h, "-L", CHAIN, "-n", check=False).returncode == 0:

@@ -48,7 +48,8 @@ def inventory_dict(hosts: list[LabHost], key: Path, known_hosts: Path, num_users
         "num_users": num_users,
         "health": {"interval": "1s", "start_period": "5s"},
         "timeouts": {"connect": 5, "health": 90, "redis": 3, "probe": 30},
-        "worker": {"poll_interval": 1, "heartbeat_timeout": 60},
+        # the lab's stand-in worker image falls back to CPU (the team's real one does not)
+        "worker": {"poll_interval": 1, "heartbeat_timeout": 60, "cpu_fallback": True},
         "ssh": {"known_hosts": str(known_hosts)},
         "secrets": {"env_file": secrets_file},
         "hosts": {},

@@ -8,10 +8,12 @@ import dataclasses
 import hashlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
+from urllib.parse import urlsplit
 
 from ..checks.images import state_parts as image_state_parts
 from ..checks.links import prefetch_redis, redis_ping
 from ..checks.preflight import preflight_problems
+from ..checks import jobprobe, qmhealth
 from ..checks.probe import run_probe
 from ..checks.result import CheckResult
 from ..errors import UnhealthyError
@@ -105,8 +107,7 @@ def start_all(inv: Inventory, say: Callable[[str], None], warn: Callable[[str], 
             # 2. Redis reachable from every worker host, from the worker's vantage point
             worker_plans = [hp for hp in plan.hosts if hp.worker_services]
             pings = gather(lambda hp: _redis_from_worker(inv, s, plan, hp), worker_plans)
-            _require(pings, checks, say, "redis from worker", "",
-                     "the app host was left running; fix this and rerun start-all")
+            _require_link(inv, s, pings, worker_plans, checks, say, warn)
             # 3. workers up, in parallel
             gather(lambda hp: _deploy_worker(inv, s, hp, states[hp.name], outcomes[hp.name], say),
                    worker_plans, hint="the app host was left running")
@@ -121,6 +122,20 @@ def start_all(inv: Inventory, say: Callable[[str], None], warn: Callable[[str], 
                 tier_check, _ = health_check(inv, s[app.name])
                 _require({app.name: tier_check}, checks, say, "serverless tier", "",
                          "the app host was left running; see `invoke logs --service queue-manager`")
+            # 4b. the final proof: a user's job through the queue manager completes
+            if jobprobe.planned(inv.mode, plan):
+                job = _app_job_probe(inv, plan, s)
+                jobprobe.settle_with_workers(job, [f"{n}'s ComfyUI is busy and making progress" for n, c in
+                                                   probes.items() if c.ok and isinstance(c.data.get("busy"), dict)
+                                                   and c.data["busy"].get("progressing")])
+                _require({app.name: job}, checks, say, "job probe", "",
+                         "everything was left running; see the queue manager's and the worker's logs "
+                         "(invoke logs), and the checks of invoke status")
+                qmhealth.degrade_unused_links(checks, jobs_complete=True)
+                for c in checks:
+                    if c.data.get("verdict") == "degraded":
+                        warn(f"{c.host}: {c.detail}")
+                        warnings.append(f"{c.host}: {c.detail}")
             # 5. record who deployed what on every host
             changed = any(not o.unchanged for o in outcomes.values())
             gather(lambda hp: _record(s, hp, plan, revision, "start-all" if image_tags is None else "rollback",
@@ -327,6 +342,44 @@ def _warm_plan(inv: Inventory) -> None:
         make_plan(inv)
     except Exception:  # noqa: BLE001 - the real make_plan reports it, in its place
         pass
+
+
+def _require_link(inv: Inventory, s: Session, pings: dict[str, CheckResult], worker_plans, checks, say, warn
+                  ) -> None:
+    """Redis from each worker host: required by the design, but the real worker talks HTTP only to
+    the queue manager. A failed ping stops start-all only when the queue manager is not reachable
+    from that host either; else it goes on and the job probe decides (degraded while jobs complete)."""
+    by_name = {hp.name: hp for hp in worker_plans}
+    for name, check in pings.items():
+        if check.ok:
+            continue
+        url = urlsplit(str(by_name[name].env.get("QUEUE_MANAGER_URL", "")))
+        if not (url.hostname and url.hostname[0].isdigit()):
+            continue
+        qm = qmhealth.health_check(s[name], url.hostname, url.port or 80, f"queue-manager-from-{name}",
+                                   inv.timeouts.redis, f"QUEUE_MANAGER_URL from {name}")
+        if qm.ok:
+            warn(f"{name}: Redis is not reachable from {name} ({check.detail}); the worker talks HTTP only to the "
+                 "queue manager, which answers: going on, the job probe decides")
+            check.data["checked_with_queue_manager"] = True
+    failed = {n for n, c in pings.items() if not c.ok and not c.data.get("checked_with_queue_manager")}
+    for name, check in pings.items():
+        checks.append(check)
+        if not check.ok and name in failed:
+            raise UnhealthyError(check.detail, host=name, step="redis from worker",
+                                 hint="the app host was left running; fix this and rerun start-all")
+        if check.ok:
+            say(f"{name}: {check.detail}")
+
+
+def _app_job_probe(inv: Inventory, plan: Plan, s: Session) -> CheckResult:
+    app = plan.app
+    host = str(app.env.get("QUEUE_MANAGER_BIND_IP", "127.0.0.1")).strip("[]")
+    redis_host = str(app.env.get("REDIS_BIND_IP", "127.0.0.1")).strip("[]")
+    cleanup = jobprobe.redis_cleanup(s[app.name], redis_host, inv.ports.redis,
+                                     inv.secrets["REDIS_PASSWORD"].reveal(), inv.timeouts.redis)
+    return jobprobe.job_probe(s[app.name], host, inv.ports.queue_manager, inv.timeouts.probe,
+                              inv.probe.workflow_graph, cleanup)
 
 
 def _redis_from_worker(inv: Inventory, s: Session, plan: Plan, hp: HostPlan) -> CheckResult:

@@ -8,8 +8,8 @@ import json
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..checks import images
-from ..checks.links import http_check, prefetch_redis, redis_ping
+from ..checks import images, jobprobe, qmhealth
+from ..checks.links import prefetch_redis, redis_ping
 from ..checks.probe import run_probe
 from ..checks.queue import queue_checks
 from ..checks.result import CheckResult
@@ -91,6 +91,9 @@ def status(inv: Inventory, probe: bool = True, say=None, fetch: bool = False) ->
         # Each host's hashes made with its salt: what its deploy record is compared with (a host
         # without one was never deployed by this version: its record cannot match).
         salted = plan.with_salts({n: st.salt for n, st in states.items()})
+        # The job probe (a user's path through the queue manager) from the app host, beside the rest.
+        job_path = (Background(_job_path, inv, plan, s, held, probe, name="cfab-job-probe")
+                    if jobprobe.planned(inv.mode, plan) and plan.app.name in states else None)
         for hp in salted.hosts:
             if hp.name in states:
                 hosts_out[hp.name] = _host_block(inv, hp, states[hp.name], s.connect_s[hp.name], revision,
@@ -109,17 +112,22 @@ def status(inv: Inventory, probe: bool = True, say=None, fetch: bool = False) ->
         for c in queue_found:  # a worker stopped on purpose sends no heartbeat: expected, not a fault
             if not c.ok and c.name.removeprefix("heartbeat-") in stopped_ids:
                 c.data["stopped_on_purpose"] = True
+        path_checks = job_path.result() if job_path is not None else []
+        checks.extend(path_checks)
         checks.extend(queue_found)
         serverless, serverless_found = (found.pop(SERVERLESS_JOB) if plan.app.name in states
                                         and SERVERLESS_JOB in found else (None, []))
         checks.extend(serverless_found)
+        _settle(checks, plan)
     unreachable = any(not h.get("reachable") for h in hosts_out.values())
     failing = [c for c in checks if not c.ok]
     ok = not unreachable and not failing
+    stopped_only = bool(failing) and all(c.data.get("stopped_on_purpose") for c in failing)
     code = ExitCode.OK if ok else (ExitCode.UNREACHABLE if unreachable else
-                                   ExitCode.STOPPED if all(c.data.get("stopped_on_purpose") for c in failing)
-                                   else ExitCode.UNHEALTHY)
-    data = {"schema_version": SCHEMA_VERSION, "ok": ok, "mode": inv.mode, "inventory": inv.path, "revision": revision,
+                                   ExitCode.STOPPED if stopped_only else ExitCode.UNHEALTHY)
+    data = {"schema_version": SCHEMA_VERSION, "ok": ok,
+            "verdict": qmhealth.verdict(ok, unreachable, stopped_only, checks),
+            "mode": inv.mode, "inventory": inv.path, "revision": revision,
             "config_hash": plan.config_hash,
             "hosts": {h.name: hosts_out[h.name] for h in inv.hosts if h.name in hosts_out}, "queue": queue}
     if inv.mode == "serverless":
@@ -153,10 +161,13 @@ def _host_block(inv, hp: HostPlan, st, connect_s: float, revision: str, config_h
     current = by_service(st.containers)
     services = []
     bad = []
+    held_down = []
     for svc in hp.services:
         c = current.get(svc)
         ok = service_ok(c)
-        if not ok and not (held and svc in hp.worker_services):  # stopped on purpose: its own check below
+        if not ok and held and svc in hp.worker_services:  # stopped on purpose: its own check below
+            held_down.append(f"{svc} {describe(c)}" + (f" (exit {c.exit_code})" if c and c.state == "exited" else ""))
+        elif not ok:
             bad.append(f"{svc} {describe(c)}")
         services.append({"service": svc, "state": c.state if c else "missing", "health": (c.health or "none") if c else "none",
                          "restarts": c.restart_count if c else 0, "ok": ok, "container": c.id[:12] if c else None,
@@ -171,11 +182,14 @@ def _host_block(inv, hp: HostPlan, st, connect_s: float, revision: str, config_h
                                   f"({st.engine_error})", host=hp.name))
     loops = [f"{svc} ({c.restart_count} restarts)" for svc, c in current.items()
              if svc in hp.services and c.crash_looping]
-    detail = "all running and healthy" if not bad else "; ".join(bad)
+    detail = "all running and healthy" if not bad and not held_down else "; ".join(bad)
+    if held_down:
+        detail += ("; " if bad else "") + f"stopped on purpose: {', '.join(held_down)}"
     if loops:
         detail += f"; CRASH LOOP: {', '.join(loops)}"
-    checks.append(CheckResult(f"services-{hp.name}", not bad, f"{len(hp.services) - len(bad)}/{len(hp.services)} "
-                              f"services ok: {detail}", host=hp.name))
+    running_ok = len(hp.services) - len(bad) - len(held_down)
+    checks.append(CheckResult(f"services-{hp.name}", not bad, f"{running_ok}/{len(hp.services)} "
+                              f"services {'ok' if not held_down else 'running'}: {detail}", host=hp.name))
     dep = st.deployed or {}
     in_sync = dep.get("config_hash") == config_hash and dep.get("host_hash") == hp.host_hash
     checks.append(CheckResult(f"config-{hp.name}", True,
@@ -274,19 +288,77 @@ def _worker_early(inv: Inventory, s: Session, hp: HostPlan, probe: bool) -> list
     parts = urlsplit(str(url))
 
     def queue_manager() -> CheckResult:
+        name = f"queue-manager-from-{hp.name}"
         if parts.hostname and parts.hostname[0].isdigit():
-            return http_check(remote, parts.hostname, parts.port or 80, "/health", f"queue-manager-from-{hp.name}",
-                              inv.timeouts.redis, f"QUEUE_MANAGER_URL {url} from {hp.name}")
-        res = remote.run(hp.compose.run("exec", "-T", "worker", "curl", "-fsS", "-m", "5", f"{url}/health"),
+            return qmhealth.health_check(remote, parts.hostname, parts.port or 80, name, inv.timeouts.redis,
+                                         f"QUEUE_MANAGER_URL {url} from {hp.name}")
+        what = f"QUEUE_MANAGER_URL {url} from inside the worker container"
+        res = remote.run(hp.compose.run("exec", "-T", "worker", *qmhealth.curl_health_command(url)),
                          step="queue manager check")
-        return CheckResult(f"queue-manager-from-{hp.name}", res.ok,
-                           f"QUEUE_MANAGER_URL {url} from inside the worker container: "
-                           + ("answers" if res.ok else res.tail(160)), res.duration, hp.name)
-    jobs = [queue_manager, lambda: device_check(remote, inv.ports.worker_comfyui, inv.timeouts.redis, inv.mode)]
+        code, body = qmhealth.split_curl(res.stdout) if res.ok else (0, b"")
+        if not code:
+            return CheckResult(name, False, f"{what}: {res.tail(160)}", res.duration, hp.name)
+        return qmhealth.health_result(name, hp.name, what, code, body, res.duration)
+    def device() -> CheckResult:
+        check = device_check(remote, inv.ports.worker_comfyui, inv.timeouts.redis, inv.mode)
+        if not probe:  # the inference probe's busy evidence is missing: read what ComfyUI runs now
+            check.data["running_prompt"] = qmhealth.running_prompt(remote, inv.ports.worker_comfyui,
+                                                                   inv.timeouts.redis)
+        return check
+    jobs = [queue_manager, device]
     if probe:
         jobs.append(lambda: run_probe(remote, inv.ports.worker_comfyui, inv.timeouts.probe, inv.probe.workflow_graph,
                                       name=f"inference-{hp.name}", busy_after=inv.timeouts.busy))
     return list(each(lambda job: job[1](), list(enumerate(jobs)), key=lambda job: job[0]).raise_first().values())
+
+
+def _job_path(inv: Inventory, plan: Plan, s: Session, held: dict, probe: bool) -> list[CheckResult]:
+    """The queue manager's health as the app host sees it, then the job probe (unless --no-probe)."""
+    app = plan.app
+    remote = s[app.name]
+    host = str(app.env.get("QUEUE_MANAGER_BIND_IP", "127.0.0.1")).strip("[]")
+    port = inv.ports.queue_manager
+    out = [qmhealth.health_check(remote, host, port, f"queue-manager-{app.name}", inv.timeouts.redis,
+                                 f"the queue manager at {host}:{port} on {app.name}")]
+    if not probe:
+        return out
+    workers = [hp for hp in plan.workers]
+    if workers and all(hp.name in held for hp in workers):
+        out.append(jobprobe.skipped(app.name, "every worker is stopped on purpose, so users' jobs wait in the queue "
+                                              "(start-all starts them again)"))
+        return out
+    redis_host = str(app.env.get("REDIS_BIND_IP", "127.0.0.1")).strip("[]")
+    cleanup = jobprobe.redis_cleanup(remote, redis_host, inv.ports.redis, inv.secrets["REDIS_PASSWORD"].reveal(),
+                                     inv.timeouts.redis)
+    out.append(jobprobe.job_probe(remote, host, port, inv.timeouts.probe, inv.probe.workflow_graph, cleanup))
+    return out
+
+
+def _settle(checks: list[CheckResult], plan: Plan) -> None:
+    """Judge the checks together: a heartbeat the queue manager could not record or a busy worker's
+    aged heartbeat is not the worker's fault; Redis from an HTTP-only worker degrades while jobs complete."""
+    ids = {hp.name: hp.host.worker_id for hp in plan.workers}
+    busy: dict[str, str] = {}
+    for c in checks:
+        info = c.data.get("busy") if c.name.startswith("inference-") else None
+        running = (info.get("running") if isinstance(info, dict) else None) or c.data.get("running_prompt")
+        wid = ids.get(c.host or "")
+        if running and wid:
+            busy[wid] = f"its ComfyUI runs prompt {str(running)[:8]}"
+    job = next((c for c in checks if c.name == jobprobe.NAME), None)
+    jobprobe.settle_with_workers(job, _progressing(checks))
+    if job is not None and job.data.get("stage") == "queued-progress":
+        for wid in ids.values():
+            busy.setdefault(wid, "the job probe saw the queue make progress")
+    qmhealth.settle_heartbeats(checks, busy, qmhealth.lost_redis(checks))
+    qmhealth.degrade_unused_links(checks, job is not None and job.ok and job.data.get("stage") != "skipped")
+
+
+def _progressing(checks: list[CheckResult]) -> list[str]:
+    """Each worker whose inference probe found its ComfyUI busy with users' prompts and progressing."""
+    return [f"{c.host}'s ComfyUI is busy and making progress ({c.data['busy'].get('running_for_s') or 0:.0f} s "
+            "into a user's prompt)" for c in checks if c.name.startswith("inference-") and c.ok
+            and isinstance(c.data.get("busy"), dict) and c.data["busy"].get("progressing")]
 
 
 def _redis_from(inv: Inventory, plan: Plan, s: Session, hp: HostPlan, st) -> CheckResult:

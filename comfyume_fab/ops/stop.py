@@ -12,9 +12,10 @@ from ..host.actions import compose as composeact
 from ..host.actions import stopped as stopact
 from ..host.actions import workdir as wdact
 from ..host import state as hoststate
-from ..host.facts import stopped
+from ..host.facts import ParseError, ended, stopped
 from ..host.session import Session, gather
 from ..inventory.model import Inventory
+from ..plan import compose as cg
 from ..plan.planner import HostPlan, make_plan
 from .audit import audit_line, local_revision, now_iso, who
 from .lock import DeployLock
@@ -65,8 +66,8 @@ def stop_workers(inv: Inventory, say: Callable[[str], None], only: str | None = 
                          f"the deploy lock and the app host's state ({app.name})"]
             warn(f"{app.name} is unreachable ({app_err.cause}): stopping the worker(s) anyway; not checked: "
                  + "; ".join(unchecked))
-            _stop_all_workers(inv, s, plan, workers, down, say, revision)
-            return {"stopped": [hp.name for hp in workers], "unchecked": unchecked}
+            how = _stop_all_workers(inv, s, plan, workers, down, say, revision, warn=warn)
+            return {"stopped": [hp.name for hp in workers], "unchecked": unchecked, "ended": how}
         before = _app_snapshot(s, inv, app)
         with DeployLock(s[app.name], app.host.workdir, "stop-verda", revision, wait=wait_lock, say=say,
                           stale_after=inv.timeouts.lock_wait):
@@ -74,22 +75,23 @@ def stop_workers(inv: Inventory, say: Callable[[str], None], only: str | None = 
                 say("--force: not waiting for the queue to drain")
             elif when_idle:
                 _wait_idle(inv, plan, s, say, idle_timeout)
-            _stop_all_workers(inv, s, plan, workers, down, say, revision)
+            how = _stop_all_workers(inv, s, plan, workers, down, say, revision, warn=warn)
             after = _app_snapshot(s, inv, app)
             if before != after:
                 raise UnhealthyError(f"app-host containers changed during stop-verda: before {before}, after {after}",
                                      host=app.name, step="confirm app host untouched")
     say(f"{app.name}: untouched ({len(before)} app container(s) still running with the same ids)")
-    return {"stopped": [hp.name for hp in workers], "unchecked": unchecked}
+    return {"stopped": [hp.name for hp in workers], "unchecked": unchecked, "ended": how}
 
 
 def _stop_all_workers(inv: Inventory, s: Session, plan, workers, down: bool, say, revision: str,
-                      task: str = "stop-verda") -> None:
+                      task: str = "stop-verda", warn=None) -> dict[str, list[dict]]:
     """Stop every worker in parallel, record the deliberate stop on each, and append the audit line."""
-    gather(lambda hp: _stop_worker(inv, s, hp, down, say, task), workers)
+    found = gather(lambda hp: _stop_worker(inv, s, hp, down, say, task, warn), workers)
     for hp in workers:
         s[hp.name].run(wdact.audit(hp.host.workdir, audit_line(
             task, revision, plan.config_hash, plan.mode, "down" if down else "stopped")), step="audit")
+    return {name: found[name] for name in found}
 
 
 def _app_snapshot(s: Session, inv: Inventory, app: HostPlan) -> dict[str, str]:
@@ -97,13 +99,27 @@ def _app_snapshot(s: Session, inv: Inventory, app: HostPlan) -> dict[str, str]:
     return {c.service: c.id for c in containers if c.service in app.app_services and c.state == "running"}
 
 
-def _stop_worker(inv: Inventory, s: Session, hp: HostPlan, down: bool, say, task: str = "stop-verda") -> None:
+def _stop_worker(inv: Inventory, s: Session, hp: HostPlan, down: bool, say, task: str = "stop-verda",
+                 warn=None) -> list[dict]:
+    """Stop the worker, then say how each of its containers ended (exit code, killed or not), read
+    from `docker inspect` before a --down removes them; returns those findings."""
+    warn = warn or say
     remote = s[hp.name]
     say(f"{hp.name}: {'removing' if down else 'stopping'} {', '.join(hp.worker_services)}")
-    res = remote.run(composeact.stop(hp.compose, hp.worker_services, remove=down), timeout=inv.timeouts.command,
+    before = hoststate.read_containers(remote, inv.project, step="read host state")
+    ids = [c.id for c in before if c.service in hp.worker_services and c.state in ("running", "restarting", "paused")]
+    t0 = time.monotonic()
+    res = remote.run(composeact.stop(hp.compose, hp.worker_services), timeout=inv.timeouts.command,
                      step="stop worker")
+    took = time.monotonic() - t0
     if not res.ok and "no such file" not in res.tail().lower():
         raise UnhealthyError(f"stopping the worker failed: {res.tail()}", host=hp.name, step="stop worker")
+    findings = _how_they_ended(remote, hp, ids, took, say, warn)
+    if down:
+        res = remote.run(composeact.stop(hp.compose, hp.worker_services, remove=True), timeout=inv.timeouts.command,
+                         step="remove worker")
+        if not res.ok and "no such file" not in res.tail().lower():
+            raise UnhealthyError(f"removing the worker failed: {res.tail()}", host=hp.name, step="remove worker")
     containers = hoststate.read_containers(remote, inv.project, step="read host state")
     running = [c.name for c in containers if c.service in hp.worker_services and c.state == "running"]
     if running:
@@ -114,6 +130,29 @@ def _stop_worker(inv: Inventory, s: Session, hp: HostPlan, down: bool, say, task
     remote.put(cmd.workdir_path(hp.host.workdir, stopped.STOPPED_FILE), stopact.record_text(task, who(), now_iso()),
                mode=0o600)
     say(f"{hp.name}: no worker container runs (recorded: {task} by {who()})")
+    return findings
+
+
+def _how_they_ended(remote, hp: HostPlan, ids: list[str], took: float, say, warn) -> list[dict]:
+    """`docker inspect` of the containers just stopped: one line each, a warning for a killed one."""
+    if not ids:
+        return []
+    res = remote.run(ended.command(ids), step="how the worker ended")
+    try:
+        found = ended.parse(res.stdout) if res.ok else []
+    except ParseError:
+        found = []
+    if not found:
+        warn(f"{hp.name}: could not read how the worker container(s) ended ({res.tail(160) or 'no output'})")
+        return []
+    grace = ended.grace_seconds(hp.files.get(cg.WORKER_FILE, ""))
+    out = []
+    for e in found:
+        line = e.sentence(took, grace)
+        (warn if e.killed or e.state in ("running", "restarting") else say)(f"{hp.name}: {line}")
+        out.append({"container": e.name, "exit_code": e.exit_code, "oom_killed": e.oom_killed, "killed": e.killed,
+                    "seconds": round(took, 1), "detail": line})
+    return out
 
 
 def _wait_idle(inv, plan, s, say, timeout: float) -> None:

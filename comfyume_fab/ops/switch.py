@@ -19,7 +19,7 @@ import time
 from typing import Callable
 
 from ..checks.serverless import probe_endpoint, qm_health
-from ..errors import ConfigError, UnhealthyError
+from ..errors import UnhealthyError
 from ..host import state as hoststate
 from ..host.session import Session
 from ..inventory.model import Inventory

@@ -24,7 +24,7 @@ from ..host.facts.docker import by_service
 from ..host.session import target
 from ..host.ssh.heldshell import HeldShell, open_shell
 from ..host.ssh.remote import Remote
-from ..inventory.model import Host, Inventory
+from ..inventory.model import Inventory
 from ..plan.planner import HostPlan, make_plan
 
 QUEUE_COMPLETED = "queue:completed"

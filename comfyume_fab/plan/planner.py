@@ -162,7 +162,7 @@ def worker_env(inv: Inventory, host: Host, app: Host, device: str) -> dict[str, 
     return {"WORKER_IMAGE": inv.images.worker, "WORKER_ID": host.worker_id or "worker-1",
             "QUEUE_MANAGER_URL": qm_url, "REDIS_HOST": redis_host, "WORKER_REDIS_PORT": redis_port,
             "REDIS_PASSWORD": inv.secrets["REDIS_PASSWORD"], "INFERENCE_PROVIDER": inv.worker.provider,
-            "WORKER_POLL_INTERVAL": f"{inv.worker.poll_interval:g}", "WORKER_DEVICE": device,
+            "WORKER_POLL_INTERVAL": str(int(inv.worker.poll_interval)), "WORKER_DEVICE": device,
             "WORKER_COMFYUI_PORT": str(inv.ports.worker_comfyui)}
 
 
@@ -289,8 +289,15 @@ def _gpu_check(inv: Inventory, host: Host, present: bool | None, device: str
         return False, None, (f"{inv.path}:{inv.line_of(('hosts', host.name, 'gpu'))} hosts.{host.name}.gpu: "
                              f"gpu: required, but no GPU was found on {host.name} (install the NVIDIA driver "
                              f"and container toolkit there, or set gpu: auto to run on CPU)")
-    return False, (f"mode {inv.mode} expects a GPU on {host.name} but none was found; "
-                   f"the worker will run on CPU (slow)"), None
+    if inv.worker.cpu_fallback:
+        return False, (f"mode {inv.mode} expects a GPU on {host.name} but none was found; the worker will run "
+                       f"on CPU (slow): worker.cpu_fallback says its image falls back to CPU"), None
+    return False, None, (f"{inv.path}:{inv.line_of(('hosts', host.name))} hosts.{host.name}: mode {inv.mode} "
+                         f"expects a GPU on {host.name} but none was found, and the worker image "
+                         f"{inv.images.worker} does not fall back to CPU (the real worker never passes --cpu: "
+                         f"ComfyUI would exit with 'Torch not compiled with CUDA enabled' and the container would "
+                         f"crash-loop), so nothing was started (install the NVIDIA driver and container toolkit "
+                         f"there, or set worker.cpu_fallback: true if your worker image runs on CPU)")
 
 
 def make_plan(inv: Inventory, gpu_present: Mapping[str, bool] | None = None,

@@ -48,7 +48,8 @@ def status_text(rep: StatusReport, colour: bool = False) -> str:
     """The status at a glance: one line per host, one per service, every frontend collapsed into
     one `users N/N healthy` line (only the failing ones expanded), then the checks, failures first."""
     d = rep.data
-    head = (_paint("HEALTHY", "ok", colour) if d["ok"] else
+    head = (_paint("DEGRADED", "warn", colour) if d["ok"] and d.get("verdict") == "degraded" else
+            _paint("HEALTHY", "ok", colour) if d["ok"] else
             _paint("STOPPED ON PURPOSE", "warn", colour) if int(rep.code) == 6 else _paint("NOT HEALTHY", "FAIL", colour))
     lines = [f"comfyume status: {head}   mode {d['mode']}   local config {d['config_hash']} "
              f"rev {revision_text(d['revision'])}"]
@@ -156,7 +157,9 @@ def start_text(summary: StartSummary, task: str = "start-all") -> str:
 def stop_workers_text(out: dict) -> str:
     """stop-verda's answer: where the worker was stopped, and whether the app host was checked."""
     tail = "app host NOT checked (unreachable)" if out.get("unchecked") else "app host untouched"
-    return clean(f"stop-verda: stopped the worker on {', '.join(out['stopped']) or 'no host'}; {tail}")
+    killed = [h for h, found in (out.get("ended") or {}).items() if any(e["killed"] for e in found)]
+    how = f"; KILLED (not a clean stop) on {', '.join(killed)}" if killed else ""
+    return clean(f"stop-verda: stopped the worker on {', '.join(out['stopped']) or 'no host'}; {tail}{how}")
 
 
 def stop_all_text(out: dict) -> str:

@@ -63,8 +63,14 @@ def test_frontend_testing_runs_the_ui_alone(lab, tmp_path):
 
 
 def test_serverless_runs_the_app_stack_without_a_worker(lab, tmp_path):
+    """Mode serverless runs the app stack alone; the job probe proves the queue manager -> serverless
+    endpoint path: a dead endpoint fails it at submission with the queue manager's own 502 message."""
+    mello = lab.hosts["mello"]
+    endpoint = "cfab-sls-endpoint"
+    hostsvc.docker(mello, "rm", "-f", endpoint, check=False)
+    hostsvc.docker(mello, "run", "-d", "--name", endpoint, "-p", "100.64.0.1:18999:8188", "comfyume-worker:v0.11.0")
     inv = one_host(lab, tmp_path, "serverless", "cfabsls",
-                   serverless={"endpoint": "https://example.invalid/comfy", "provider": "modal"})
+                   serverless={"endpoint": "http://100.64.0.1:18999", "provider": "modal"})
     try:
         res = invoke("start-all", "--hosts", str(inv))
         assert res.returncode == 0, res.stderr
@@ -74,5 +80,13 @@ def test_serverless_runs_the_app_stack_without_a_worker(lab, tmp_path):
         data = json.loads(invoke("status", "--json", "--no-probe", "--hosts", str(inv)).stdout)
         assert data["ok"] is True and not [c for c in data["checks"] if c["name"].startswith("inference")]
         assert data["serverless"]["active_gpu_reported"] == "serverless"
+        # the job probe through the queue manager (tests/lab/test_serverless.py: completed on a tier)
+        hostsvc.docker(mello, "rm", "-f", endpoint)
+        res = invoke("status", "--json", "--hosts", str(inv))
+        probe = {c["name"]: c for c in json.loads(res.stdout)["checks"]}["job-probe"]
+        assert res.returncode == 4 and (probe["stage"], probe["http_status"]) == ("rejected", 502)
+        assert probe["detail"].startswith("users' jobs fail at submission: the queue manager answered 502: "
+                                          "Serverless error:")
     finally:
+        hostsvc.docker(mello, "rm", "-f", endpoint, check=False)
         assert invoke("stop-all", "--down", "--hosts", str(inv)).returncode == 0

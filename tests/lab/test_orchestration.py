@@ -235,7 +235,7 @@ def test_stop_verda_when_idle_waits_for_the_queue_to_drain(lab, deployed):
             "'http://127.0.0.1:3000/api/jobs',data=sys.argv[1].encode(),headers={'Content-Type':'application/json'}"
             ")).read().decode())", json.dumps(job)]
     qm = [c[0] for c in containers(lab, "mello") if c[1] == "queue-manager"][0]
-    job_id = json.loads(hostsvc.docker(mello, "exec", qm, *post).stdout)["job_id"]
+    job_id = json.loads(hostsvc.docker(mello, "exec", qm, *post).stdout)["id"]
     # the job waits in the queue (the paused worker cannot take it): what --when-idle must see
     show = ["python3", "-c", "import sys,urllib.request as u;print(u.urlopen("
             "'http://127.0.0.1:3000/api/jobs/'+sys.argv[1]).read().decode())", job_id]

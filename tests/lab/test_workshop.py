@@ -86,7 +86,7 @@ def _submit(user: str, graph: dict) -> str:
     req = urllib.request.Request(f"{QM}/api/jobs", data=json.dumps({"user_id": user, "workflow": graph}).encode(),
                                  headers={"Content-Type": "application/json"}, method="POST")
     with urllib.request.urlopen(req, timeout=5) as resp:
-        return json.loads(resp.read())["job_id"]
+        return json.loads(resp.read())["id"]
 
 
 def _job_status(job_id: str) -> str:

@@ -10,14 +10,10 @@ import ast
 import json
 import os
 import re
-import shutil
-import socket
 import subprocess
-import threading
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.support import INVOKE, REPO, SECRETS
 

@@ -91,7 +91,7 @@ project: lab-1
 num_users: 7
 images: {worker: local/worker:dev}
 ports: {redis: 16379, frontend_base: 9000}
-worker: {poll_interval: 0.5, heartbeat_timeout: 30, provider: local}
+worker: {poll_interval: 3, heartbeat_timeout: 30, provider: local}
 timeouts: {connect: 2.5, lock_wait: 30}
 health: {interval: 500ms, start_period: 1m}
 probe: {workflow: wf.json}
@@ -103,7 +103,7 @@ hosts:
     assert (inv.project, inv.num_users, inv.images.worker, inv.ports.redis, inv.ports.frontend_base) == \
         ("lab-1", 7, "local/worker:dev", 16379, 9000)
     assert (inv.worker.poll_interval, inv.worker.provider, inv.timeouts.connect, inv.timeouts.lock_wait) == \
-        (0.5, "local", 2.5, 30)
+        (3, "local", 2.5, 30)
     assert (inv.health.interval, inv.health.start_period) == ("500ms", "1m")
     assert inv.probe.workflow == os.path.abspath("wf.json") and inv.probe.workflow_graph == workflow
     assert inv.ssh.known_hosts == os.path.abspath("kh") and inv.ssh.accept_new_host_keys is True
@@ -839,3 +839,11 @@ def test_a_missing_secrets_file_is_named_only_when_it_was_needed():
         "hosts.yaml:10 secrets.env_file: 's.env' does not exist (create it (mode 0600) with lines like "
         "REDIS_PASSWORD=..., or remove secrets.env_file and export the secrets instead)"]
     assert load(SECRETS_TEXT).secrets["REDIS_PASSWORD"].reveal() == "s3cret-redis-pw"  # all exported: fine
+
+
+def test_poll_interval_must_be_whole_seconds():
+    """The real worker does int(WORKER_POLL_INTERVAL): 0.5 would crash it at start, so it is refused."""
+    assert problems(DUAL + "worker: {poll_interval: 0.5}\n") == [
+        "hosts.yaml:10 worker.poll_interval: 0.5 is not a whole number of seconds: the worker reads "
+        "WORKER_POLL_INTERVAL with int() and would not start (give a whole number of seconds, e.g. poll_interval: 1)"]
+    assert load(DUAL + "worker: {poll_interval: 3.0}\n").worker.poll_interval == 3

@@ -11,8 +11,8 @@ import pytest
 
 from comfyume_fab.checks.serverless import probe_endpoint
 
-from tests.support import call, free_port, get_json, post_json, wait_for  # noqa: F401
-from tests.unit.test_standins import finished, probe, redis_server, worker  # noqa: F401
+from tests.support import call, free_port, get_json, post_json, wait_for
+from tests.support import finished, probe
 
 KEY = "lab-inference-key"
 CLIENT = {"GATEWAY_CLIENT_ID": "lab-client", "GATEWAY_CLIENT_SECRET": "lab-secret"}

@@ -229,14 +229,21 @@ def test_frontend_base_moves_ports(tmp_path):
 
 # --- GPU presence ----------------------------------------------------------------------------------
 
-WARN = "mode {mode} expects a GPU on {host} but none was found; the worker will run on CPU (slow)"
+WARN = ("mode {mode} expects a GPU on {host} but none was found; the worker will run on CPU (slow): "
+        "worker.cpu_fallback says its image falls back to CPU")
+NO_FALLBACK = ("{path}:{line} hosts.{host}: mode {mode} expects a GPU on {host} but none was found, and the worker "
+               "image comfyume-worker:v0.11.0 does not fall back to CPU (the real worker never passes --cpu: ComfyUI "
+               "would exit with 'Torch not compiled with CUDA enabled' and the container would crash-loop), so "
+               "nothing was started (install the NVIDIA driver and container toolkit there, or set "
+               "worker.cpu_fallback: true if your worker image runs on CPU)")
 GPU_ERROR = ("{path}:5 hosts.verda.gpu: gpu: required, but no GPU was found on verda (install the NVIDIA driver "
              "and container toolkit there, or set gpu: auto to run on CPU)")
 
 GPU_CASES = [
     # mode, topology, host gpu setting, gpu_present, expect worker-gpu.yml, warnings, errors
     ("dual-server", "two", None, {"verda": True}, True, [], []),
-    ("dual-server", "two", None, {"verda": False}, False, [WARN.format(mode="dual-server", host="verda")], []),
+    ("dual-server", "two", None, {"verda": False}, False, [],
+     [NO_FALLBACK.format(path="{path}", line=5, mode="dual-server", host="verda")]),
     ("dual-server", "two", None, None, False, [], []),
     ("dual-server", "two", None, {"mello": True}, False, [], []),  # verda unknown
     ("dual-server", "two", "required", {"verda": False}, False, [], [GPU_ERROR]),
@@ -244,8 +251,8 @@ GPU_CASES = [
     ("dual-server", "two", "none", {"verda": False}, False, [], []),
     ("dual-server", "two", "none", {"verda": True}, False, [], []),
     ("single-server-gpu", "one", None, {"box": True}, True, [], []),
-    ("single-server-gpu", "one", None, {"box": False}, False,
-     [WARN.format(mode="single-server-gpu", host="box")], []),
+    ("single-server-gpu", "one", None, {"box": False}, False, [],
+     [NO_FALLBACK.format(path="{path}", line=4, mode="single-server-gpu", host="box")]),
     ("single-server-cpu", "one", None, {"box": True}, False, [], []),  # CPU mode: no reservation
     ("single-server-cpu", "one", None, {"box": False}, False, [], []),  # CPU mode expects no GPU
     ("serverless", "one", None, {"box": False}, False, [], []),
@@ -264,6 +271,12 @@ def test_gpu_presence(tmp_path, mode, topology, gpu, present, gpu_file, warnings
         assert "nvidia" in workers[0].files["worker-gpu.yml"]
     assert list(plan.warnings) == warnings
     assert list(plan.errors) == [e.format(path=str(tmp_path / "hosts.yaml")) for e in errors]
+
+
+@pytest.mark.parametrize("mode, topology, host", [("dual-server", "two", "verda"), ("single-server-gpu", "one", "box")])
+def test_an_image_that_falls_back_to_cpu_is_started_with_a_warning(tmp_path, mode, topology, host):
+    plan = plan_for(tmp_path, mode, topology, gpu_present={host: False}, extra="worker: {cpu_fallback: true}\n")
+    assert list(plan.warnings) == [WARN.format(mode=mode, host=host)] and not plan.errors
 
 
 # --- env rendering, masking, hashing ----------------------------------------------------------------

@@ -16,6 +16,8 @@ read learns is a `Fact`: its section name, command, parser and `HostState` field
 - `stopped`: the "stopped on purpose" record a worker host keeps.
 - `git`: the team's repository as the host reads it, and the host's bare checkout.
 - `images`: the images on the engine and the commit a built image came from.
+- `queue_manager`: the queue manager's HTTP API (`/health`, `/api/jobs`), parsed.
+- `ended`: how a stopped container ended (exit code, killed after its grace period, OOM).
 - `comfyui`: ComfyUI's HTTP API: `GET /system_stats`, `POST /prompt`, `GET /history/{id}`.
 
 No I/O here; `host.state` runs the commands. Every parser is tested on output recorded from the

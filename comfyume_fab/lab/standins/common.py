@@ -96,6 +96,9 @@ class StandinHandler(BaseHTTPRequestHandler):
     def do_POST(self):
         self._dispatch("POST")
 
+    def do_DELETE(self):
+        self._dispatch("DELETE")
+
     def _dispatch(self, method: str) -> None:
         self._responded, self._body = False, None
         url = urlsplit(self.path)

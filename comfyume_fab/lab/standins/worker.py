@@ -2,7 +2,7 @@
 
 Speaks ComfyUI 0.8.0's HTTP API (shapes recorded in tests/fixtures/comfyui-0.8.0-cpu/) and REALLY
 executes the model-free probe graph (EmptyImage -> SaveImage, real PNG files), honouring ComfyUI's
-result cache; plus the real worker's queue-manager polling loop.
+result cache; plus the real worker's queue-manager polling loop (HTTP only, never Redis).
 
 Endpoints (0.0.0.0:COMFYUI_LISTEN_PORT, default 8188):
   GET  /system_stats       system section + one device: cuda only when `nvidia-smi` truly works
@@ -21,7 +21,7 @@ Endpoints (0.0.0.0:COMFYUI_LISTEN_PORT, default 8188):
 
 Env: COMFYUI_LISTEN_PORT (8188), COMFYUI_ARGS (extra argv; "--cpu" forces the cpu device),
 WORKER_DEVICE (auto | cpu), OUTPUT_DIR (/tmp/comfyui-output), QUEUE_MANAGER_URL (polling is off when
-unset), WORKER_ID (worker-1), WORKER_POLL_INTERVAL (2 s), JOB_TIMEOUT (3600 s),
+unset), WORKER_ID (worker-1), WORKER_POLL_INTERVAL (2 s, whole seconds as the real worker reads it), JOB_TIMEOUT (1800 s),
 STANDIN_MAX_PIXELS (67108864: a bigger EmptyImage fails at execution, as an out-of-memory would),
 STANDIN_BLUR_RATE (2000000): the STAND-IN's ImageBlur node (real ComfyUI's name and inputs) only
 waits, width*height*batch*blur_radius / rate seconds, interruptible -- the slow node that keeps a
@@ -389,41 +389,48 @@ class Handler(common.StandinHandler):
 
 # ----------------------------------------------------------------------------- queue polling
 def poll_forever(executor: Executor, base_url: str, worker_id: str) -> None:
-    """The real worker's loop: next-job -> execute -> complete-job / fail-job. Never stops."""
-    interval = common.env_float("WORKER_POLL_INTERVAL", 2.0)
-    url = f"{base_url.rstrip('/')}/api/workers/next-job?worker_id={urllib.parse.quote(worker_id)}"
+    """The real worker's loop, over HTTP only (it never connects to Redis): next-job -> execute ->
+    complete-job / fail-job with the queue manager's declared shapes (job_id as a query parameter,
+    the body {"result": {...}} or {"error": "..."}). Never stops."""
+    interval = common.env_int("WORKER_POLL_INTERVAL", 2)  # the real worker does int() on it
+    base = base_url.rstrip("/")
+    url = f"{base}/api/workers/next-job?worker_id={urllib.parse.quote(worker_id)}"
     warn = common.Throttled(30.0)
     while True:
         step, job = f"polling {url}", None
         try:
             job = (common.http_json("GET", url, timeout=5) or {}).get("job")
             if isinstance(job, dict) and job.get("id"):
-                path, payload = run_job(executor, job, worker_id)
-                step = f"reporting job {job['id']} to {base_url.rstrip('/')}{path}"
-                common.http_json("POST", f"{base_url.rstrip('/')}{path}", payload, timeout=10)
+                path, payload = run_job(executor, job)
+                step = f"reporting job {job['id']} to {base}{path}"
+                common.http_json("POST", f"{base}{path}?job_id={urllib.parse.quote(job['id'])}", payload, timeout=10)
         except Exception as exc:  # noqa: BLE001 - logged (at most every 30 s); the loop goes on
             warn(f"worker: {step} failed: {common.describe_http_error(exc)}")
         if not (isinstance(job, dict) and job.get("id")):
             time.sleep(interval)
 
 
-def run_job(executor: Executor, job: dict, worker_id: str) -> tuple[str, dict]:
-    base = {"job_id": job["id"], "worker_id": worker_id}
+def run_job(executor: Executor, job: dict) -> tuple[str, dict]:
+    """(the path to report to, its body): the result as the real worker builds it."""
+    started = time.time()
     try:
         workflow = job.get("workflow")
         workflow = json.loads(workflow) if isinstance(workflow, str) else workflow
-        prompt_id = executor.submit(workflow, {"client_id": worker_id})["prompt_id"]
+        prompt_id = executor.submit(workflow, {"client_id": job.get("user_id") or ""})["prompt_id"]
     except ValueError as exc:
-        return "/api/workers/fail-job", {**base, "error": f"workflow is not JSON: {exc}"}
+        return "/api/workers/fail-job", {"error": f"workflow is not JSON: {exc}"}
     except common.HTTPError as exc:
-        return "/api/workers/fail-job", {**base, "error": json.dumps(exc.body)}
-    entry = executor.wait(prompt_id, common.env_float("JOB_TIMEOUT", 3600.0))
+        return "/api/workers/fail-job", {"error": json.dumps(exc.body)}
+    entry = executor.wait(prompt_id, common.env_float("JOB_TIMEOUT", 1800.0))
     if entry is None:
-        return "/api/workers/fail-job", {**base, "error": f"prompt {prompt_id} did not finish in time"}
+        return "/api/workers/fail-job", {"error": f"Workflow {prompt_id} exceeded timeout"}
     if entry["status"]["status_str"] != "success":
         errors = [m[1].get("exception_message", "") for m in entry["status"]["messages"] if m[0] == "execution_error"]
-        return "/api/workers/fail-job", {**base, "error": "; ".join(errors) or "execution failed"}
-    return "/api/workers/complete-job", {**base, "result": {"prompt_id": prompt_id, "outputs": entry["outputs"]}}
+        return "/api/workers/fail-job", {"error": "Workflow execution failed: " + ("; ".join(errors) or "error")}
+    return "/api/workers/complete-job", {"result": {
+        "prompt_id": prompt_id, "status": "completed", "outputs": entry["outputs"],
+        "execution_time": time.time() - started, "output_path": os.path.join("/outputs", job.get("user_id") or ""),
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())}}
 
 
 def ignore_sigterm() -> None:
@@ -446,6 +453,11 @@ def main() -> None:
     Handler.argv = common.comfy_argv(args if use_cuda else ["--cpu", *args], PORT)
     Handler.executor = Executor(OUTPUT_DIR, common.env_int("STANDIN_MAX_PIXELS", 64 * 1024 * 1024))
     base_url, worker_id = common.env_str("QUEUE_MANAGER_URL"), common.env_str("WORKER_ID", "worker-1")
+    try:  # the real worker does int(WORKER_POLL_INTERVAL) at import: "0.5" stops it before it starts
+        int(os.environ.get("WORKER_POLL_INTERVAL", "2"))
+    except ValueError as exc:
+        sys.stderr.write(f"stand-in worker: WORKER_POLL_INTERVAL: {exc}\n")
+        sys.exit(1)
     if base_url:
         threading.Thread(target=poll_forever, args=(Handler.executor, base_url, worker_id), daemon=True).start()
         print(f"worker: polling {base_url} as {worker_id}", flush=True)

@@ -14,7 +14,7 @@ Everything that differs from the team's Dockerfiles (SHIMS, also in the README's
 |---|---|---|
 | every image | `FROM comfyume-lab/base:bookworm` (Debian 12, python3.11) instead of `python:3.11-slim` / `nvidia/cuda:12.4.0-runtime-ubuntu22.04` | the lab's engines reach no registry |
 | every image | requirements installed on this machine into /opt/venv, venv first on PATH, instead of `pip install` / `apt-get` / `git clone` in the build | likewise |
-| frontend, worker | ComfyUI 0.8.0 from ../shared/comfyui-0.8.0 instead of a `git clone` of v0.11.0 | the source tree the lab has |
+| frontend, worker | ComfyUI 0.8.0 from ../shared/comfyui-0.8.0 instead of a `git clone` of v0.11.0, with the folders upstream ships but the snapshot lacks (`custom_nodes`, `models`, `input`, `output`) made empty | the source tree the lab has; the real frontend Dockerfile backs up `custom_nodes` |
 | frontend, worker | `torch==2.13.0` (CPU build), a labelled stand-in `torchvision` (imports only), no `torchaudio`; one venv for both with ComfyUI's and the worker's requirements | PyPI's torchvision does not import beside that torch; three audio node modules then fail to import, harmlessly |
 | worker | `/opt/lab-shim/python3`, first on PATH: runs /opt/venv/bin/python3, adding `--cpu` to `python3 main.py ...` when `nvidia-smi` does not work | the real `start-worker.sh` never passes `--cpu` and ComfyUI exits without CUDA; the script stays byte-identical |
 
@@ -43,7 +43,7 @@ from .system import LabError, sh
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("COMFYUME_SHARED", REPO.parent / "shared"))
-RECIPE_VERSION = "1"
+RECIPE_VERSION = "2"
 PREFIX = "comfyume-lab-real"
 MELLO_COMMIT = "94aca35"
 VERDA_COMMIT = "483b5e8"
@@ -208,8 +208,13 @@ def build(host: LabHost, say: Callable[[str], None]) -> Path:
     return tar
 
 
+UPSTREAM_DIRS = ("custom_nodes", "models", "input", "output")  # in ComfyUI's repository, not in the snapshot
+
+
 def _comfyui_copy(comfyui: Path, dst: Path) -> None:
     shutil.copytree(comfyui, dst, ignore=shutil.ignore_patterns("__pycache__", ".git"))
+    for name in UPSTREAM_DIRS:
+        (dst / name).mkdir(exist_ok=True)
 
 
 def _build_frontend(host: LabHost, real: Path, comfyui: Path, ctx: Path) -> None:

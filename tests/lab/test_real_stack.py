@@ -133,14 +133,43 @@ def _job_probe(report: dict) -> dict:
 def _redis(lab, *args: str) -> str:
     """redis-cli in the app host's Redis container (the password from its own environment)."""
     cid = _containers(lab, "mello")["redis"]["Id"]
-    cmd = 'REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli --no-raw ' + " ".join(args)
+    cmd = 'REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli --raw ' + " ".join(args)
     return hostsvc.docker(lab.hosts["mello"], "exec", cid, "sh", "-c", cmd).stdout
+
+
+GRAPH = {"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
+         "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "lab-real"}}}
+USER = "lab-test-real"  # this module's own jobs, removed from Redis after each check
+
+
+def _qm(lab, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+    """An HTTP request to the real queue manager from inside its container (curl, as a frontend would)."""
+    cid = _containers(lab, "mello")["queue-manager"]["Id"]
+    argv = ["exec", "-i", cid, "curl", "-sS", "-X", method, "-w", "\\n%{http_code}",
+            "-H", "Content-Type: application/json", f"http://127.0.0.1:3000{path}"]
+    if body is not None:
+        argv[-1:-1] = ["--data-binary", "@-"]
+    out = hostsvc.docker(lab.hosts["mello"], *argv, input=json.dumps(body) if body is not None else None).stdout
+    text, _, code = out.rpartition("\n")
+    return int(code), (json.loads(text) if text.strip().startswith(("{", "[")) else {"raw": text})
+
+
+def _forget(lab, job_id: str) -> None:
+    """Remove one of this module's jobs from Redis (a completed job cannot be deleted through the API)."""
+    _redis(lab, "DEL", f"job:{job_id}", f"user:{USER}:jobs", f"user:{USER}:completed")
+    for queue in ("queue:pending", "queue:running", "queue:completed", "queue:failed"):
+        _redis(lab, "ZREM", queue, job_id)
 
 
 def test_pinned_commits_status_says_jobs_fail_at_submission(lab, stack):
     _start_all(stack["pinned"])  # with the job probe in start-all it fails too; the services run regardless
     _assert_running_real(lab, {"queue-manager": real.IMAGES["queue_manager"], "admin": real.IMAGES["admin"],
                                "user001": real.IMAGES["frontend"], "worker": real.IMAGES["worker"]})
+    # The defect itself, as a frontend meets it: the job is stored, then the answer is 500.
+    code, body = _qm(lab, "POST", "/api/jobs", {"user_id": USER, "workflow": GRAPH})
+    assert code == 500 and "datetime is not JSON serializable" in body.get("detail", ""), (code, body)
+    for job_id in _redis(lab, "SMEMBERS", f"user:{USER}:jobs").split():
+        _forget(lab, job_id)
     res, report = _status(stack["pinned"])
     assert res.returncode != 0 and report["ok"] is False
     probe = _job_probe(report)
@@ -156,6 +185,23 @@ def test_mended_services_complete_the_job_probe_and_status_is_healthy(lab, stack
     assert res.returncode == 0, res.stderr + res.stdout
     _assert_running_real(lab, {"queue-manager": f"{real.IMAGES['queue_manager']}-mended",
                                "worker": f"{real.IMAGES['worker']}-mended", "user001": real.IMAGES["frontend"]})
+    # The path a user's job takes, by hand: submitted to the real queue manager, taken by the real
+    # worker, run by real ComfyUI, completed with its output.
+    code, body = _qm(lab, "POST", "/api/jobs", {"user_id": USER, "workflow": GRAPH})
+    assert code == 201 and body["status"] == "pending", (code, body)
+    job_id = body["id"]
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            code, job = _qm(lab, "GET", f"/api/jobs/{job_id}")
+            if job.get("status") in ("completed", "failed"):
+                break
+            time.sleep(1)
+        assert job.get("status") == "completed" and job["worker_id"] == "worker-1", job
+        images = [img for out in job["result"]["outputs"].values() for img in out.get("images", [])]
+        assert images and images[0]["filename"].startswith("lab-real"), job["result"]
+    finally:
+        _forget(lab, job_id)
     res, report = _status(stack["mended"])
     probe = _job_probe(report)
     assert probe["ok"] is True and probe["stage"] == "completed", probe
@@ -166,8 +212,8 @@ def test_mended_services_complete_the_job_probe_and_status_is_healthy(lab, stack
     assert not [k for k in keys if job_id in k], f"the probe job {job_id} left keys behind: {keys}"
     for queue in ("queue:pending", "queue:running", "queue:completed", "queue:failed"):
         assert job_id not in _redis(lab, "ZRANGE", queue, "0", "-1"), f"{job_id} still in {queue}"
-    assert _redis(lab, "ZCARD", "queue:pending").strip().endswith("0")
-    assert _redis(lab, "ZCARD", "queue:running").strip().endswith("0")
+    assert _redis(lab, "ZCARD", "queue:pending").strip() == "0"
+    assert _redis(lab, "ZCARD", "queue:running").strip() == "0"
 
 
 def test_stop_verda_stops_the_real_worker_cleanly_and_start_all_brings_it_back(lab, stack):

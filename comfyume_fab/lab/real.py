@@ -14,7 +14,7 @@ Everything that differs from the team's Dockerfiles (SHIMS, also in the README's
 |---|---|---|
 | every image | `FROM comfyume-lab/base:bookworm` (Debian 12, python3.11) instead of `python:3.11-slim` / `nvidia/cuda:12.4.0-runtime-ubuntu22.04` | the lab's engines reach no registry |
 | every image | requirements installed on this machine into /opt/venv, venv first on PATH, instead of `pip install` / `apt-get` / `git clone` in the build | likewise |
-| frontend, worker | ComfyUI 0.8.0 from ../shared/comfyui-0.8.0 instead of a `git clone` of v0.11.0, with the folders upstream ships but the snapshot lacks (`custom_nodes`, `models`, `input`, `output`) made empty | the source tree the lab has; the real frontend Dockerfile backs up `custom_nodes` |
+| frontend, worker | ComfyUI 0.8.0 from ../shared/comfyui-0.8.0 instead of a `git clone` of v0.11.0, with the folders upstream ships but the snapshot lacks (`custom_nodes`, `models`, `input`, `output`) made, `custom_nodes` holding one labelled placeholder .txt | the source tree the lab has; the real frontend entrypoint's `cp -r /tmp/custom_nodes_backup/*` fails on an empty folder (crash loop) |
 | frontend, worker | `torch==2.13.0` (CPU build), a labelled stand-in `torchvision` (imports only), no `torchaudio`; one venv for both with ComfyUI's and the worker's requirements | PyPI's torchvision does not import beside that torch; three audio node modules then fail to import, harmlessly |
 | worker | `/opt/lab-shim/python3`, first on PATH: runs /opt/venv/bin/python3, adding `--cpu` to `python3 main.py ...` when `nvidia-smi` does not work | the real `start-worker.sh` never passes `--cpu` and ComfyUI exits without CUDA; the script stays byte-identical |
 
@@ -43,7 +43,7 @@ from .system import LabError, sh
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("COMFYUME_SHARED", REPO.parent / "shared"))
-RECIPE_VERSION = "2"
+RECIPE_VERSION = "3"
 PREFIX = "comfyume-lab-real"
 MELLO_COMMIT = "94aca35"
 VERDA_COMMIT = "483b5e8"
@@ -125,11 +125,14 @@ def cached_tarball(key: str | None = None) -> Path:
 
 # --- Dockerfiles: the real instructions, FROM the lab base -----------------------------------
 
-def _label(svc: str, commit: str) -> str:
-    return f"LABEL org.comfyume.lab={json.dumps(LABEL.format(svc=svc, commit=commit))}"
+KEY_LABEL = "org.comfyume.lab.real-key"
 
 
-def _app_dockerfile(svc: str, real: dict[str, str], copy: list[str], useradd: str | None) -> str:
+def _label(svc: str, commit: str, key: str) -> str:
+    return f"LABEL org.comfyume.lab={json.dumps(LABEL.format(svc=svc, commit=commit))} {KEY_LABEL}={key}"
+
+
+def _app_dockerfile(svc: str, real: dict[str, str], copy: list[str], useradd: str | None, key: str) -> str:
     lines = [f"FROM {standin_images.BASE}", "COPY venv /opt/venv", f"ENV PATH={PATH_ENV}",
              f"WORKDIR {real.get('WORKDIR', '/app')}", *copy]
     if useradd:
@@ -138,7 +141,7 @@ def _app_dockerfile(svc: str, real: dict[str, str], copy: list[str], useradd: st
         lines.append(f"USER {real['USER']}")
     if "EXPOSE" in real:
         lines.append(f"EXPOSE {real['EXPOSE']}")
-    lines += [_label(svc, MELLO_COMMIT)]
+    lines += [_label(svc, MELLO_COMMIT, key)]
     if "ENTRYPOINT" in real:
         lines.append(f"ENTRYPOINT {real['ENTRYPOINT']}")
     lines.append(f"CMD {real['CMD']}")
@@ -179,7 +182,7 @@ def build(host: LabHost, say: Callable[[str], None]) -> Path:
         shutil.copytree(qm_dir, ctx / "app")
         _build(host, IMAGES["queue_manager"], ctx, _app_dockerfile(
             "queue-manager", dockerfile_instructions(qm_dir / "Dockerfile"), ["COPY app/ ."],
-            "useradd -m -u 1000 queuemanager && chown -R queuemanager:queuemanager /app"))
+            "useradd -m -u 1000 queuemanager && chown -R queuemanager:queuemanager /app", key))
         # admin: only app.py, runs as root
         admin_dir = real / "mello-track/admin"
         ctx = work / "admin"
@@ -187,15 +190,15 @@ def build(host: LabHost, say: Callable[[str], None]) -> Path:
         _link_tree(envs["admin"], ctx / "venv")
         shutil.copy2(admin_dir / "app.py", ctx / "app.py")
         _build(host, IMAGES["admin"], ctx, _app_dockerfile(
-            "admin", dockerfile_instructions(admin_dir / "Dockerfile"), ["COPY app.py ."], None))
+            "admin", dockerfile_instructions(admin_dir / "Dockerfile"), ["COPY app.py ."], None, key))
         # the shared ComfyUI venv layer
         ctx = work / "comfyui-venv"
         ctx.mkdir()
         _link_tree(envs["comfyui"], ctx / "venv")
         _build(host, COMFYUI_BASE, ctx, "\n".join([
             f"FROM {standin_images.BASE}", "COPY venv /opt/venv", f"ENV PATH={PATH_ENV}", ""]))
-        _build_frontend(host, real, src["comfyui"], work / "frontend")
-        _build_worker(host, real, src["comfyui"], work / "worker")
+        _build_frontend(host, real, src["comfyui"], work / "frontend", key)
+        _build_worker(host, real, src["comfyui"], work / "worker", key)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     tar = cached_tarball(key)
@@ -215,9 +218,15 @@ def _comfyui_copy(comfyui: Path, dst: Path) -> None:
     shutil.copytree(comfyui, dst, ignore=shutil.ignore_patterns("__pycache__", ".git"))
     for name in UPSTREAM_DIRS:
         (dst / name).mkdir(exist_ok=True)
+    # Upstream's custom_nodes holds two example files; the real frontend entrypoint restores its
+    # backup with `cp -r /tmp/custom_nodes_backup/* ...`, which fails on an empty folder.
+    placeholder = dst / "custom_nodes" / "LAB-PLACEHOLDER.txt"
+    if not any((dst / "custom_nodes").iterdir()):
+        placeholder.write_text("Lab placeholder (comfyume_fab/lab/real.py): upstream ComfyUI ships example files "
+                               "here that the snapshot in ../shared lacks; ComfyUI loads no .txt file.\n")
 
 
-def _build_frontend(host: LabHost, real: Path, comfyui: Path, ctx: Path) -> None:
+def _build_frontend(host: LabHost, real: Path, comfyui: Path, ctx: Path, key: str) -> None:
     fe_dir = real / "mello-track/comfyui-frontend"
     ins = dockerfile_instructions(fe_dir / "Dockerfile")
     ctx.mkdir()
@@ -232,12 +241,12 @@ def _build_frontend(host: LabHost, real: Path, comfyui: Path, ctx: Path) -> None
         "COPY docker-entrypoint.sh /usr/local/bin/",
         "RUN chmod +x /usr/local/bin/docker-entrypoint.sh",
         f"EXPOSE {ins.get('EXPOSE', '8188')}",
-        _label("frontend", MELLO_COMMIT),
+        _label("frontend", MELLO_COMMIT, key),
         f"ENTRYPOINT {ins['ENTRYPOINT']}",
         f"CMD {ins['CMD']}", ""]))
 
 
-def _build_worker(host: LabHost, real: Path, comfyui: Path, ctx: Path) -> None:
+def _build_worker(host: LabHost, real: Path, comfyui: Path, ctx: Path, key: str) -> None:
     wk_dir = real / "verda-track/comfyui-worker"
     ins = dockerfile_instructions(wk_dir / "Dockerfile")
     ctx.mkdir()
@@ -260,14 +269,17 @@ def _build_worker(host: LabHost, real: Path, comfyui: Path, ctx: Path) -> None:
         f"ENV PATH=/opt/lab-shim:{PATH_ENV}",
         f"USER {ins.get('USER', 'comfyuser')}",
         f"EXPOSE {ins.get('EXPOSE', '8188')}",
-        _label("worker", VERDA_COMMIT),
+        _label("worker", VERDA_COMMIT, key),
         f"CMD {ins['CMD']}", ""]))
 
 
 # --- loading into the engines -------------------------------------------------------------------
 
-def has_images(host: LabHost, names=None) -> bool:
-    return docker(host, "image", "inspect", *(names or IMAGES.values()), check=False).returncode == 0
+def has_images(host: LabHost, key: str) -> bool:
+    """Does the engine have every real-profile image, built from the current inputs (`key`)?"""
+    proc = docker(host, "image", "inspect", "--format", "{{index .Config.Labels \"%s\"}}" % KEY_LABEL,
+                  *IMAGES.values(), check=False)
+    return proc.returncode == 0 and set(proc.stdout.split()) == {key}
 
 
 def ensure(hosts: list[LabHost], say: Callable[[str], None] = print) -> dict[str, float]:
@@ -275,15 +287,16 @@ def ensure(hosts: list[LabHost], say: Callable[[str], None] = print) -> dict[str
     on the first engine that lacks them, when there is none). Returns seconds per phase."""
     times: dict[str, float] = {}
     engines = [h for h in hosts if h.engine]
-    missing = [h for h in engines if not has_images(h)]
+    key = recipe_key()
+    missing = [h for h in engines if not has_images(h, key)]
     if not missing:
         return times
-    tar = cached_tarball()
+    tar = cached_tarball(key)
     if not tar.exists():
         t0 = time.monotonic()
         tar = build(missing[0], say)
         times["build"] = time.monotonic() - t0
-        missing = [h for h in missing if not has_images(h)]
+        missing = [h for h in missing if not has_images(h, key)]
     if missing:
         t0 = time.monotonic()
         say(f"lab.real: loading the real-service images into {', '.join(h.name for h in missing)}")

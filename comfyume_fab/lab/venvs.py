@@ -46,7 +46,7 @@ succeed and fails with this message when anything from it is actually used.
 
 
 def __getattr__(name):
-    raise ImportError(f"torchvision.{name}: torchvision is a lab stand-in here (comfyume_fab/lab/venvs.py); "
+    raise ImportError(f"{__name__}.{name}: torchvision is a lab stand-in here (comfyume_fab/lab/venvs.py); "
                       "the model family that needs it cannot run in the lab")
 '''
 

@@ -28,7 +28,7 @@ def test_the_standin_torchvision_wheel_installs_imports_and_fails_on_use(tmp_pat
             "try:\n    T.Normalize\nexcept ImportError as e:\n    print('refused:', e)\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path / "site", capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.startswith("refused: torchvision.Normalize: torchvision is a lab stand-in")
+    assert out.stdout.startswith("refused: torchvision.transforms.Normalize: torchvision is a lab stand-in")
 
 
 def test_dockerfile_instructions_are_the_team_files_own(tmp_path):

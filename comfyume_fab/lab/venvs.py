@@ -103,7 +103,8 @@ class Venv:
         self.comfyui = comfyui  # ComfyUI's requirements.txt: filtered, torch pinned, stand-in torchvision
 
     def key(self) -> str:
-        h = hashlib.sha256(f"{RECIPE_VERSION}|{self.name}|{self.extra}|{TORCH}|{TORCHVISION_INIT}".encode())
+        torch = f"{TORCH}|{TORCHVISION_INIT}|{DROPPED}|{STANDIN_VERSION}" if self.comfyui else ""
+        h = hashlib.sha256(f"{RECIPE_VERSION}|{self.name}|{self.extra}|{torch}".encode())
         for path in self.files + ([self.comfyui] if self.comfyui else []):
             h.update(path.read_bytes())
         h.update(_python_version().encode())

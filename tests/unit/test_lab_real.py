@@ -74,3 +74,17 @@ def test_the_team_dockerfiles_give_the_commands_the_images_run():
     fe = real.dockerfile_instructions(src / "mello-track/comfyui-frontend/Dockerfile")
     assert fe["ENTRYPOINT"] == '["/usr/local/bin/docker-entrypoint.sh"]' and "--cpu" in fe["CMD"]
     assert real.dockerfile_instructions(src / "mello-track/queue-manager/Dockerfile")["USER"] == "queuemanager"
+
+
+def test_a_venv_is_rebuilt_when_its_requirements_change_and_only_then(tmp_path):
+    reqs = tmp_path / "requirements.txt"
+    reqs.write_text("fastapi==0.128.0\n")
+    comfy = tmp_path / "comfy.txt"
+    comfy.write_text("torch\nnumpy\n")
+    qm, ui = venvs.Venv("qm", [reqs]), venvs.Venv("ui", [reqs], comfyui=comfy)
+    before = (qm.key(), ui.key())
+    assert before == (venvs.Venv("qm", [reqs]).key(), venvs.Venv("ui", [reqs], comfyui=comfy).key())
+    comfy.write_text("torch\nnumpy\nscipy\n")
+    assert qm.key() == before[0] and ui.key() != before[1]
+    reqs.write_text("fastapi==0.129.0\n")
+    assert qm.key() != before[0]

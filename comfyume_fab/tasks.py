@@ -328,8 +328,16 @@ def lab_down(c, takeover=False):
     down(takeover=takeover)
 
 
+@task(klass=FabTask)
+def lab_real(c):
+    """Rehearsal lab (this tool's own tests; root): build (once, cached) and load images of the team's real services, write .lab/hosts-real.yaml."""
+    from comfyume_fab.lab.cli import real
+    real()
+
+
 lab = Collection("lab")
 lab.add_task(lab_up, name="up")
 lab.add_task(lab_down, name="down")
+lab.add_task(lab_real, name="real")
 ns = Collection(start_all, stop_verda, stop_all, status, logs, exec_, plan_, diff, lock, lock_break, rollback,
                 copy_image, switch_gpu, warm, lab)

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Install the system packages the lab needs on Debian 12 (run as root):
 # Docker Engine (docker.io), OpenSSH server, Redis 7 (client + server), debootstrap,
-# iptables, iproute2, git (the lab's git server and the hosts' builds), and Compose v2 taken from Debian 13's docker-compose package.
+# iptables, iproute2, git (the lab's git server and the hosts' builds), Debian's python3.11 with venv
+# (the venvs of the lab's real-service images, `invoke lab.real`), and Compose v2 taken from Debian 13's
+# docker-compose package.
 # Idempotent: a second run installs nothing.
 set -euo pipefail
 
@@ -39,5 +41,13 @@ if ! docker compose version >/dev/null 2>&1; then
   install -D -m 0755 "$work/x/usr/libexec/docker/cli-plugins/docker-compose" "$plugin"
   # The client on PATH may look in other plugin dirs; make the plugin visible to them too.
   install -D -m 0755 "$plugin" /usr/local/lib/docker/cli-plugins/docker-compose
+fi
+# lab.real makes its venvs with Debian's /usr/bin/python3.11 (the lab base image's own Python):
+# it needs the venv module and its bundled pip.
+if ! /usr/bin/python3.11 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+  echo "install-system: installing python3.11-venv (the lab's real-service venvs)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends python3.11-venv
 fi
 docker compose version

@@ -5,6 +5,9 @@ and Docker engine), for the tests and the demo. Needs root; never used by the to
 - `network`: the lab's tailnet: a bridge and one network namespace per host.
 - `hostsvc`: each simulated host's login user, SSH server and Docker engine.
 - `images`: the images for the lab's engines, built here (no registry is reachable).
+- `real`: the profile on the team's REAL services: images built from ../shared/comfyume-real and
+  ComfyUI 0.8.0 (venvs made here, real code and commands unchanged, every shim listed there).
+- `venvs`: the python3.11 venvs those images carry, made on this machine from the real requirements.
 - `gitserver`: the lab's git server, shaped like the team's repository.
 - `registry`: the lab's container registry.
 - `files`: the files a lab user points the tool at (inventory, known_hosts, secrets, ssh_config).
@@ -12,6 +15,6 @@ and Docker engine), for the tests and the demo. Needs root; never used by the to
 - `faults`: reversible faults for tests and rehearsals.
 - `procs`: every process the lab started, found again.
 - `system`: commands run on this machine for the lab, with one-line errors.
-- `cli`: thin task bodies for `invoke lab.up` / `lab.down`.
+- `cli`: thin task bodies for `invoke lab.up` / `lab.down` / `lab.real`.
 - `standins`: STAND-INs for the team's services (lab only), speaking their real contracts.
 """

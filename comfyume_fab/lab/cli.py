@@ -30,3 +30,22 @@ def down(takeover: bool = False) -> None:
     except LabError as exc:
         print(f"error: lab.down: {exc}", file=sys.stderr)
         raise Exit(code=1)
+
+
+def real() -> None:
+    """Build (once, cached) and load the real-service images into the lab's engines, write the inventory."""
+    import time
+    from . import manager, real as profile
+    t0 = time.monotonic()
+    try:
+        hosts = manager.load_state()
+        if not hosts:
+            raise LabError("the lab is not up (run `invoke lab.up` first)")
+        with manager.lab_lock():
+            times = profile.ensure(hosts)
+        path = profile.write_inventory(manager.LAB_DIR, hosts)
+    except LabError as exc:
+        print(f"error: lab.real: {exc}", file=sys.stderr)
+        raise Exit(code=1)
+    phases = ", ".join(f"{k} {v:.0f} s" for k, v in times.items()) or "all images already loaded"
+    print(f"lab.real: ready in {time.monotonic() - t0:.0f} s ({phases}); inventory: {path}")

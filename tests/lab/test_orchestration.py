@@ -65,12 +65,18 @@ def test_rerun_on_a_healthy_deployment_changes_nothing_and_says_so(lab, deployed
 
 def test_stop_verda_touches_nothing_else_and_start_all_brings_it_back(lab, deployed):
     app_before = containers(lab, "mello")
+    t0 = time.monotonic()
     res = invoke("stop-verda", "--hosts", str(deployed))
+    took = time.monotonic() - t0
     assert res.returncode == 0, res.stderr
     assert "app host untouched" in res.stdout
     assert containers(lab, "mello") == app_before  # same ids, all still running
     assert all(state == "running" for _, _, state in app_before)
     assert [c[2] for c in containers(lab, "verda")] == ["exited"]
+    # a clean stop, not a SIGKILL after the 20 s grace period (tests/lab/test_real_stack.py: the real worker)
+    state = json.loads(hostsvc.docker(lab.hosts["verda"], "inspect", containers(lab, "verda")[0][0]).stdout)[0]["State"]
+    assert state["ExitCode"] != 137 and not state["OOMKilled"], state
+    assert took < 10, f"stop-verda took {took:.1f} s"
     status = invoke("status", "--json", "--no-probe", "--hosts", str(deployed))
     assert status.returncode == 6  # stopped on purpose (issue 13), not a failure
     data = json.loads(status.stdout)

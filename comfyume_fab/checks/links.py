@@ -111,25 +111,6 @@ def http_via(via: Remote, host: str, port: int, method: str, path: str, body: An
         return resp.status, resp.read()
 
 
-def http_check(via: Remote, host: str, port: int, path: str, name: str, timeout: float,
-               what: str) -> CheckResult:
-    t0 = time.monotonic()
-    try:
-        status, body = http_via(via, host, port, "GET", path, timeout=timeout)
-    except TunnelError as exc:
-        return CheckResult(name, False, f"{what}: {exc.cause}", time.monotonic() - t0, via.name,
-                           data={"diagnosis": exc.kind})
-    except (OSError, http.client.HTTPException) as exc:
-        return CheckResult(name, False, f"{what}: no valid HTTP answer from {host}:{port}{path} within "
-                           f"{timeout:g} s ({exc or type(exc).__name__})", time.monotonic() - t0, via.name)
-    dt = time.monotonic() - t0
-    ok = 200 <= status < 300
-    detail = f"{what}: HTTP {status} from {host}:{port}{path} in {dt * 1000:.0f} ms"
-    if not ok:
-        detail += f": {body[:200].decode(errors='replace')}"
-    return CheckResult(name, ok, detail, dt, via.name, data={"http_status": status})
-
-
 QUEUE_PENDING, QUEUE_RUNNING = "queue:pending", "queue:running"
 
 

@@ -161,13 +161,13 @@ def test_concurrent_failing_channels_each_keep_their_own_cause(lab, redises):
     the Redis check's REDIS_BIND_IP hint replaced by generic text). Many rounds of Redis + HTTP checks
     at once over ONE connection, every port refused: each result keeps its own diagnosis."""
     from concurrent.futures import ThreadPoolExecutor
-    from comfyume_fab.checks.links import http_check
+    from comfyume_fab.checks.qmhealth import health_check
     with remote(lab, "verda") as r:
         def redis_one(_):
             return redis_ping(r, "100.64.0.1", 16380, PW, 3, "redis", "mello")  # bound to loopback: refused
 
         def http_one(port):
-            return http_check(r, "100.64.0.1", port, "/health", f"http-{port}", 3, "queue manager")
+            return health_check(r, "100.64.0.1", port, f"http-{port}", 3, "queue manager")
         with ThreadPoolExecutor(max_workers=6) as pool:
             for _ in range(15):
                 futures = [pool.submit(redis_one, None) for _ in range(3)] + \

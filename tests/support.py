@@ -565,3 +565,34 @@ def finished(url: str, prompt_id: str) -> dict:
         assert status == 200
         return body.get(prompt_id)
     return wait_for(done, what=f"history of {prompt_id}")
+
+
+# --- the lab's queue manager, as a frontend calls it, and HTTP checks run from this machine
+
+QM = "http://100.64.0.1:3000"  # the lab's queue manager, published on mello's tailnet address
+
+
+def submit_job(user: str, graph: dict, qm: str = QM) -> str:
+    """POST /api/jobs as a frontend does; the job's id."""
+    req = urllib.request.Request(f"{qm}/api/jobs", data=json.dumps({"user_id": user, "workflow": graph}).encode(),
+                                 headers={"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        return json.loads(resp.read())["id"]
+
+
+def job_status(job_id: str, qm: str = QM) -> str:
+    with urllib.request.urlopen(f"{qm}/api/jobs/{job_id}", timeout=5) as resp:
+        return json.loads(resp.read()).get("status", "")
+
+
+class Local:
+    """A check's `via`, connecting from this machine (not an SSH tunnel; the lab tests use SSH)."""
+    name = "local"
+
+    @contextmanager
+    def tunnel(self, host, port, timeout):
+        sock = socket.create_connection((host, port), timeout=timeout)
+        try:
+            yield sock
+        finally:
+            sock.close()

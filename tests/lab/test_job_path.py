@@ -11,10 +11,8 @@ import urllib.request
 from comfyume_fab.checks.jobprobe import PROBE_USER
 from comfyume_fab.errors import ExitCode
 from comfyume_fab.lab import faults, hostsvc
-from tests.support import invoke
-from tests.support import cli, containers, fast_inventory, status_checks
+from tests.support import QM, cli, containers, fast_inventory, invoke, job_status, status_checks, submit_job
 
-QM = "http://100.64.0.1:3000"  # the queue manager, published on mello's tailnet address
 
 
 def status_json(inv) -> tuple[int, dict, dict]:
@@ -39,18 +37,6 @@ def probe_traces(lab, job_id: str | None) -> list[str]:
             if redis_cli(lab, "ZSCORE", f"queue:{q}", job_id).strip():
                 keys.append(f"queue:{q}")
     return keys
-
-
-def submit(user: str, graph: dict) -> str:
-    req = urllib.request.Request(f"{QM}/api/jobs", data=json.dumps({"user_id": user, "workflow": graph}).encode(),
-                                 headers={"Content-Type": "application/json"}, method="POST")
-    with urllib.request.urlopen(req, timeout=5) as resp:
-        return json.loads(resp.read())["id"]
-
-
-def job_status(job_id: str) -> str:
-    with urllib.request.urlopen(f"{QM}/api/jobs/{job_id}", timeout=5) as resp:
-        return json.loads(resp.read())["status"]
 
 
 def slow(seconds: float, color: int) -> dict:
@@ -117,7 +103,7 @@ def test_redis_blocked_from_the_worker_degrades_while_jobs_complete(lab, deploye
 
 def test_job_probe_behind_slow_users_jobs_is_ok_with_progress(lab, deployed, tmp_path):
     inv = fast_inventory(lab, tmp_path, timeouts={"probe": 5})
-    users = [submit(f"user00{i}", slow(1.5, 0x101010 * i)) for i in range(1, 7)]
+    users = [submit_job(f"user00{i}", slow(1.5, 0x101010 * i)) for i in range(1, 7)]
     code, data, checks = status_json(inv)
     probe = checks["job-probe"]
     assert code == 0 and probe["ok"] and probe["stage"] == "queued-progress", probe
@@ -160,7 +146,7 @@ def test_a_busy_workers_aged_heartbeat_is_not_reported_dead(lab, healed, tmp_pat
     inv = lab.inventory(tmp_path, worker={"heartbeat_timeout": 4})
     try:
         assert invoke("start-all", "--hosts", str(inv)).returncode == 0
-        job = submit("user001", slow(12, 0x123456))
+        job = submit_job("user001", slow(12, 0x123456))
         deadline = time.monotonic() + 20
         while job_status(job) != "running" and time.monotonic() < deadline:
             time.sleep(0.2)

@@ -15,7 +15,6 @@ import subprocess
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -26,7 +25,7 @@ from comfyume_fab.lab.files import write_known_hosts
 from comfyume_fab.lab.images import STANDINS, _legacy_build
 from comfyume_fab.lab.system import in_netns
 from comfyume_fab.ops.audit import who
-from tests.support import invoke
+from tests.support import invoke, job_status, submit_job
 
 pytestmark = pytest.mark.lab
 
@@ -34,7 +33,6 @@ USERS = 20
 WORKER_IMAGE = "comfyume-worker:workshop"  # this checkout's stand-ins, SIGTERM ignored always
 NEW_FRONTEND = "comfyume-frontend:workshop-new"  # the lab frontend under a new name: a "new version"
 BROKEN_FRONTEND = "comfyume-frontend:workshop-broken"  # never answers its healthcheck
-QM = "http://100.64.0.1:3000"  # the queue manager, published on mello's tailnet address
 WORKER_PORT = 8300
 TIMEOUTS = {"connect": 4, "health": 120, "probe": 5, "busy": 120, "redis": 3}
 
@@ -82,16 +80,7 @@ def _worker_http(lab, method: str, path: str, body=None) -> tuple[int, str]:
     return int(code or 0), text
 
 
-def _submit(user: str, graph: dict) -> str:
-    req = urllib.request.Request(f"{QM}/api/jobs", data=json.dumps({"user_id": user, "workflow": graph}).encode(),
-                                 headers={"Content-Type": "application/json"}, method="POST")
-    with urllib.request.urlopen(req, timeout=5) as resp:
-        return json.loads(resp.read())["id"]
 
-
-def _job_status(job_id: str) -> str:
-    with urllib.request.urlopen(f"{QM}/api/jobs/{job_id}", timeout=5) as resp:
-        return json.loads(resp.read()).get("status", "")
 
 
 def _tiny(color: int) -> dict:
@@ -119,7 +108,7 @@ class JobLoop:
         n = 0
         while not self.stop.wait(0.3):
             n += 1
-            self.ids.append(_submit(f"user{1 + n % USERS:03d}", _tiny(random.randrange(1 << 24))))
+            self.ids.append(submit_job(f"user{1 + n % USERS:03d}", _tiny(random.randrange(1 << 24))))
 
     def __enter__(self):
         self.thread.start()
@@ -132,7 +121,7 @@ class JobLoop:
     def finish(self, timeout: float = 60) -> dict[str, str]:
         deadline = time.monotonic() + timeout
         while True:
-            states = {j: _job_status(j) for j in self.ids}
+            states = {j: job_status(j) for j in self.ids}
             if all(s in ("completed", "failed") for s in states.values()) or time.monotonic() > deadline:
                 return states
             time.sleep(0.5)
@@ -326,14 +315,14 @@ def test_4b_a_new_redis_image_warns_first_recreates_only_redis_and_keeps_its_dat
 
 def test_5_a_busy_worker_is_healthy_then_a_stuck_one_is_not(lab, ws):
     inv = _inventory(lab, ws["tmp"], "new-frontend", images={"frontend": NEW_FRONTEND})
-    job = _submit("user001", _slow(30))
+    job = submit_job("user001", _slow(30))
     try:
         # the worker polls the queue manager every second; on 2 shared cores, after the Redis
         # recreation of test_4b, its first pick-up has taken over 20 s (2 of 3 runs on 2026-12-01)
         deadline = time.monotonic() + 60
         while not json.loads(_worker_http(lab, "GET", "/queue")[1])["queue_running"]:
             assert time.monotonic() < deadline, \
-                f"the user's slow job never started on the worker (job: {_job_status(job)})"
+                f"the user's slow job never started on the worker (job: {job_status(job)})"
             time.sleep(0.3)
         res = invoke("status", "--json", "--hosts", str(inv))
         data = json.loads(res.stdout)
@@ -354,7 +343,7 @@ def test_5_a_busy_worker_is_healthy_then_a_stuck_one_is_not(lab, ws):
         assert json.loads(_worker_http(lab, "GET", "/queue")[1])["queue_pending"] == []
     finally:
         _worker_http(lab, "POST", "/interrupt", {})
-    assert _job_status(job) in ("running", "failed", "completed")
+    assert job_status(job) in ("running", "failed", "completed")
 
 
 # ------------------------------------------------------------------------------------- stopping

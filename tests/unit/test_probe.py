@@ -4,10 +4,8 @@ server with ComfyUI's queue contract). The connection is opened from this machin
 through SSH (`Local` below); the lab tests drive the same probe through real SSH tunnels."""
 from __future__ import annotations
 
-import contextlib
 import json
 import random
-import socket
 import time
 from pathlib import Path
 
@@ -17,23 +15,10 @@ from comfyume_fab.checks.probe import busy_evidence, fresh_graph, run_probe
 from comfyume_fab.host.facts.comfyui import (Completed, QueueItem, QueueState, parse_last_completed, parse_queue,
                                              queue_delete_body)
 from comfyume_fab.host.facts import ParseError
-from tests.support import call, get_json, post_json, slow, wait_for
+from tests.support import Local, call, get_json, post_json, slow, wait_for
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "comfyui-0.8.0-cpu"
 CAPTURE = json.loads((FIXTURES / "probe-capture.json").read_text())
-
-
-class Local:
-    """The probe's `via`, connecting from this machine (not an SSH tunnel)."""
-    name = "local"
-
-    @contextlib.contextmanager
-    def tunnel(self, host, port, timeout):
-        sock = socket.create_connection((host, port), timeout=timeout)
-        try:
-            yield sock
-        finally:
-            sock.close()
 
 
 def test_queue_parser_reads_the_recorded_idle_queue_and_a_busy_one():

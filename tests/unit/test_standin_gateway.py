@@ -2,16 +2,14 @@
 run for real on loopback: the gateway in front of the stand-in worker's ComfyUI API."""
 from __future__ import annotations
 
-import contextlib
 import json
-import socket
 import time
 
 import pytest
 
 from comfyume_fab.checks.serverless import probe_endpoint
 
-from tests.support import call, free_port, get_json, post_json, wait_for
+from tests.support import Local, call, free_port, get_json, post_json, wait_for
 from tests.support import finished, probe
 
 KEY = "lab-inference-key"
@@ -163,19 +161,6 @@ def test_queue_manager_errors_carry_the_real_detail_texts(start, redis_server, g
 
 
 # ----------------------------------------------------------------------------- the endpoint probe
-class Local:
-    """The probe's `via`, connecting from this machine (not an SSH tunnel; the lab tests use SSH)."""
-    name = "local"
-
-    @contextlib.contextmanager
-    def tunnel(self, host, port, timeout):
-        sock = socket.create_connection((host, port), timeout=timeout)
-        try:
-            yield sock
-        finally:
-            sock.close()
-
-
 def test_probe_proves_inference_with_a_cold_start_figure(gateway):
     gw = gateway(cold=0.6)
     key_check, inference = probe_endpoint(Local(), "h200-spot", gw.a, KEY, 20)

@@ -25,6 +25,7 @@ SSH tunnel from the app host (`job_probe`) or against a local server.
 from __future__ import annotations
 
 import http.client
+import json
 import random
 import time
 import uuid
@@ -277,8 +278,31 @@ def forget(r, job_id: str | None) -> None:
     pipe.srem(f"user:{PROBE_USER}:jobs", job_id)
     pipe.delete(f"user:{PROBE_USER}:completed")
     pipe.execute()
+    _sweep(r)
     if r.scard(f"user:{PROBE_USER}:jobs") == 0:
         r.delete(f"user:{PROBE_USER}:jobs")
+
+
+TERMINAL = ("completed", "failed", "cancelled")
+
+
+def _sweep(r) -> None:
+    """Earlier probe jobs a run could not remove (Ctrl-C, a lost connection): each one that has
+    ended (or whose job record is gone) goes too. A pending or running one is kept: it may be
+    another operator's probe in progress, and is swept by a later probe once it has ended."""
+    for other in list(r.smembers(f"user:{PROBE_USER}:jobs") or ()):
+        raw = r.get(f"job:{other}")
+        try:
+            status = json.loads(raw).get("status") if raw else None
+        except (ValueError, AttributeError):
+            status = None
+        if raw is None or status in TERMINAL:
+            pipe = r.pipeline(transaction=False)
+            pipe.delete(f"job:{other}")
+            for name in ("pending", "running", "completed", "failed"):
+                pipe.zrem(f"queue:{name}", other)
+            pipe.srem(f"user:{PROBE_USER}:jobs", other)
+            pipe.execute()
 
 
 def redis_cleanup(via: Remote, host: str, port: int, password: str | None, timeout: float

@@ -21,6 +21,7 @@ from typing import Callable
 from ..checks.serverless import probe_endpoint, qm_health
 from ..errors import UnhealthyError
 from ..host import state as hoststate
+from ..host.facts import salt
 from ..host.session import Session
 from ..inventory.model import Inventory
 from ..plan.planner import make_plan
@@ -70,7 +71,8 @@ def switch_gpu(inv: Inventory, tier: str, say: Callable[[str], None], warn: Call
         revision = local_revision()
         with DeployLock(remote, app.workdir, "switch-gpu", revision, wait=wait_lock, say=say,
                         stale_after=inv.timeouts.lock_wait):
-            plan = make_plan(new_inv)
+            # the app host's own salt (read with its state): the hashes it holds stay comparable
+            plan = make_plan(new_inv, salts={app.name: state.salt or salt.new_salt()})
             _deploy_stage(new_inv, s, plan.app, (SERVICE,), state, HostOutcome(app.name), say)
             reported = _await_gpu(remote, inv, new_inv.serverless.expected_gpu)
             if reported != new_inv.serverless.expected_gpu:
@@ -78,7 +80,7 @@ def switch_gpu(inv: Inventory, tier: str, say: Callable[[str], None], warn: Call
                     f"rolling back to {old_name}")
                 back_inv = with_active(inv, old_name) if old is not None or old_name == "default" else inv
                 back_state = hoststate.read(remote, inv.project, app.workdir)
-                back = make_plan(back_inv)
+                back = make_plan(back_inv, salts={app.name: back_state.salt or salt.new_salt()})
                 _deploy_stage(back_inv, s, back.app, (SERVICE,), back_state, HostOutcome(app.name), say)
                 raise UnhealthyError(f"after the switch to {tier} the queue manager's /health reported active_gpu "
                                      f"{reported}, not {new_inv.serverless.expected_gpu}; rolled back to {old_name}",

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from comfyume_fab.lab import hostsvc
-from tests.support import invoke
+from tests.support import invoke, wait_for
 
 pytestmark = pytest.mark.lab
 PROJECT = "cfabsrv"
@@ -85,6 +85,14 @@ def srv(lab, tmp_path_factory):
     inv.write_text(inv.read_text().replace("workdir: comfyume", f"workdir: {PROJECT}"))
     res = invoke("start-all", "--hosts", str(inv), env=ENV)
     assert res.returncode == 0, res.stderr + res.stdout
+    # start-all's job probe went through the active tier and warmed it: a restarted gateway is cold again
+    hostsvc.docker(verda, "restart", "-t", "1", "cfab-gateway")
+    def answers():
+        try:
+            return api("GET", "/container-deployments/lab-h200-spot/scaling")
+        except OSError:
+            return None
+    wait_for(answers, timeout=30, what="the restarted gateway's deployment API")
     yield inv
     invoke("stop-all", "--down", "--hosts", str(inv), env=ENV)
     hostsvc.docker(lab.hosts["mello"], "rm", "-f", f"{PROJECT}-warm-h200-spot", check=False)

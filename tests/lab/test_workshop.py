@@ -34,7 +34,7 @@ WORKER_IMAGE = "comfyume-worker:workshop"  # this checkout's stand-ins, SIGTERM 
 NEW_FRONTEND = "comfyume-frontend:workshop-new"  # the lab frontend under a new name: a "new version"
 BROKEN_FRONTEND = "comfyume-frontend:workshop-broken"  # never answers its healthcheck
 WORKER_PORT = 8300
-TIMEOUTS = {"connect": 4, "health": 120, "probe": 5, "busy": 120, "redis": 3}
+TIMEOUTS = {"connect": 4, "health": 120, "probe": 15, "busy": 120, "redis": 3}
 
 
 def _inventory(lab, tmp: Path, name: str, **over) -> Path:

@@ -216,3 +216,19 @@ def test_a_probe_behind_a_long_user_job_is_served_when_the_worker_progresses():
     nothing_ahead = jobprobe.result("not-taken", "x", "mello", queued_behind=0)
     jobprobe.settle_with_workers(nothing_ahead, ["verda's ComfyUI is busy"])
     assert not nothing_ahead.ok
+
+
+def test_probe_jobs_an_earlier_run_left_behind_are_swept_once_ended(redis_server):
+    """A run cut off by Ctrl-C leaves its probe job; the next probe removes it once it has ended (or
+    its record is gone), but keeps one still pending or running (another operator's probe)."""
+    r = redis_server.client
+    user = f"user:{jobprobe.PROBE_USER}:jobs"
+    r.set("job:old-done", json.dumps({"id": "old-done", "status": "completed"}))
+    r.zadd("queue:completed", {"old-done": 1.0})
+    r.set("job:other-running", json.dumps({"id": "other-running", "status": "running"}))
+    r.zadd("queue:running", {"other-running": 1.0})
+    r.set("job:mine", json.dumps({"id": "mine", "status": "completed"}))
+    r.sadd(user, "old-done", "gone", "other-running", "mine")
+    jobprobe.forget(r, "mine")
+    assert r.smembers(user) == {"other-running"} and r.exists("job:other-running")
+    assert not r.exists("job:old-done", "job:mine") and r.zcard("queue:completed") == 0

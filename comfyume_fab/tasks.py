@@ -198,11 +198,17 @@ def exec_(c, host, service, hosts=None, interactive=False, verbose=False):
 
 @task(klass=FabTask, help={"hosts": HOSTS_HELP, "to": "the commit (or its first digits) to go back to; default: each host's "
                                          "previous deploy",
+            "list": "only list each host's deploys that can be rolled back to (commit, branch, when); changes nothing",
             "wait_lock": "wait for another deploy's lock instead of failing", "verbose": VERBOSE_HELP})
-def rollback(c, hosts=None, to=None, wait_lock=False, verbose=False):
+def rollback(c, hosts=None, to=None, list=False, wait_lock=False, verbose=False):  # noqa: A002 - the option's name
     """Redeploy the previous (or --to) commit's images, already on the hosts, without building; start-all's order and checks."""
     from comfyume_fab import taskrun
     with taskrun.reported(verbose, "rollback"):
+        if list:  # reads only: the secrets need not be set
+            from comfyume_fab.ops.rollback import rollback_list
+            from comfyume_fab.present.reports import rollback_list_text
+            print(rollback_list_text(rollback_list(taskrun.load(hosts, need_secrets=False))))
+            return
         inv = taskrun.load(hosts)
         from comfyume_fab.ops.rollback import rollback as run
         from comfyume_fab.present.reports import start_text

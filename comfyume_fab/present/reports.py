@@ -154,6 +154,29 @@ def start_text(summary: StartSummary, task: str = "start-all") -> str:
     return clean("\n".join([head] + lines))
 
 
+def rollback_list_text(found: dict) -> str:
+    """`rollback --list`: per host its deployed commit and the recorded deploys it can be rolled back
+    to (commit, branch, when), newest first; a deploy whose images are gone is marked so."""
+    from ..plan.rollback import ONLY_COMMIT_TAGGED
+    lines = ["rollback --list: deploys each host can be rolled back to (`rollback` takes the newest, "
+             "`rollback --to COMMIT` any)"]
+    any_one = False
+    for host, entry in found.items():
+        cur = entry.get("current")
+        now = (f"at {cur['commit'][:12]} ({cur.get('branch') or '?'}, {cur.get('at') or 'when unknown'})"
+               if cur and cur.get("commit") else "runs images with no commit recorded" if cur else "no deploy recorded")
+        lines.append(f"  {host}: {now}")
+        for e in entry.get("earlier") or []:
+            any_one = any_one or e["present"]
+            gone = "" if e["present"] else "  [images no longer on the host: deploy it with start-all instead]"
+            lines.append(f"    {e['commit'][:12]}  {e.get('branch') or '?'}  {e.get('at') or 'when unknown'}{gone}")
+        if not entry.get("earlier"):
+            lines.append("    (no earlier commit recorded)")
+    if not any_one:
+        lines.append(f"  nothing can be rolled back to: {ONLY_COMMIT_TAGGED.split('; ')[0].split('. `')[0]}")
+    return clean("\n".join(lines))
+
+
 def stop_workers_text(out: dict) -> str:
     """stop-verda's answer: where the worker was stopped, and whether the app host was checked."""
     tail = "app host NOT checked (unreachable)" if out.get("unchecked") else "app host untouched"

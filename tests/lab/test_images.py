@@ -315,6 +315,13 @@ def test_rollback_to_the_previous_commit_without_building(lab, build_inv, healed
         "host's deployed commit and earlier deploys)"], res.stderr
     res = invoke("rollback", "--hosts", str(build_inv), "--to", "deadbeef")
     assert res.returncode == 2 and "rollback: no host has a deploy of commit deadbeef" in res.stderr, res.stderr
+    assert "`rollback --list`" in res.stderr, res.stderr
+    # --list: verda (back at the NOTES commit) lists its earlier commit(s), branch and when; nothing changes
+    before = running(lab, "verda")
+    res = invoke("rollback", "--hosts", str(build_inv), "--list")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f"  verda: at {notes_sha}" in res.stdout and "verda-track" in res.stdout, res.stdout
+    assert running(lab, "verda") == before
 
 
 def test_status_shows_each_services_commit_and_undeployed_commits(lab, build_inv, healed):

@@ -27,6 +27,30 @@ class ServiceChange:
         return {"service": self.service, "action": self.action, "reasons": list(self.reasons)}
 
 
+# What start-all did to a service, as its summary says it (plan/diff's actions are what it WOULD do).
+DONE_ORDER = ("created", "recreated", "started", "removed", "unchanged")
+
+
+def what_happened(services: Sequence[str], before: Sequence[ContainerInfo],
+                  after: Sequence[ContainerInfo]) -> dict[str, str]:
+    """service -> created | recreated | started | unchanged, in `services`' (the plan's) order, from
+    the host's containers before and after a deploy stage: a new container where there was none is
+    created, another container id recreated, the same one that was not running before started."""
+    was, now = by_service(before), by_service(after)
+    out = {}
+    for svc in services:
+        old, new = was.get(svc), now.get(svc)
+        if new is None or (old is not None and old.id == new.id and old.ok):
+            out[svc] = "unchanged"
+        elif old is None:
+            out[svc] = "created"
+        elif old.id != new.id:
+            out[svc] = "recreated"
+        else:
+            out[svc] = "started"
+    return out
+
+
 def parse_env_text(text: str) -> dict[str, str]:
     """A .env as the planner writes it (KEY='value' lines) -> {KEY: value}. Held in memory only."""
     out = {}

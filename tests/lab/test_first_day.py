@@ -1,12 +1,13 @@
 """The first day against the lab (issue 23): the obvious Redis check works (`exec mello redis --
 redis-cli ping` answers PONG: the container has REDISCLI_AUTH), and `lock` shows who holds the
-deploy lock without taking it, read on mello's own file system."""
+deploy lock without taking it, read on mello's own file system; start-all says each thing once, in
+plan order, and what happened to each service."""
 from __future__ import annotations
 
 import pytest
 
 from tests.support import invoke
-from tests.support import fake_lock, lock_dir, remove
+from tests.support import APP, containers, fake_lock, lock_dir, remove, stop_containers
 
 pytestmark = pytest.mark.lab
 
@@ -31,3 +32,23 @@ def test_lock_shows_the_holder_without_taking_it(lab, deployed):
     res = invoke("lock", "--hosts", str(deployed))
     assert res.returncode == 0 and res.stdout.strip() == "mello: no deploy lock held", res
     assert not lock_dir(lab).exists()
+
+
+def test_start_all_says_each_thing_once_in_plan_order_and_what_happened(lab, deployed):
+    """Issue 23 item 5: a stopped frontend is started again; every service's "healthy" line once,
+    each warning once, the summary's services in plan order with what happened to each."""
+    stop_containers(lab, "mello", ["user002"])
+    before = containers(lab, "mello")
+    res = invoke("start-all", "--hosts", str(deployed))
+    assert res.returncode == 0, res.stderr[-3000:]
+    healthy = [ln.split("] ", 1)[1] for ln in res.stderr.splitlines() if " healthy (" in ln]
+    names = [ln.split(" healthy (")[0] for ln in healthy]
+    assert len(names) == len(set(names)), healthy
+    warnings = [ln.split("WARNING: ", 1)[1] for ln in res.stderr.splitlines() if "WARNING: " in ln]
+    assert len(warnings) == len(set(warnings)), warnings
+    assert all(w not in res.stdout for w in warnings), res.stdout
+    line = next(ln for ln in res.stdout.splitlines() if ln.startswith("  mello: "))
+    assert "started user002" in line and "(re)created" not in line, line
+    unchanged = line.split("unchanged ", 1)[1].split(", ")
+    assert unchanged == [svc for svc in APP if svc != "user002"], line  # plan order
+    assert containers(lab, "mello")["user002"]["id"] == before["user002"]["id"]  # the same container, started

@@ -83,14 +83,19 @@ def start_all(inv: Inventory, say: Callable[[str], None], warn: Callable[[str], 
             warn(note)
         if problems:
             raise problems[0]
-        images.preflight(inv, states)  # images: what is missing, before the lock and any upload
         # Each host's salt, or a new one for a host this tool never deployed to (uploaded with its .env).
         plan = make_plan(inv, {n: st.has_gpu for n, st in states.items()},
                          {n: st.salt or salt.new_salt() for n, st in states.items()})
         if getattr(plan, "errors", ()):
             raise UnhealthyError(plan.errors[0], step="preflight")
-        warnings = list(plan.warnings) + notes
-        for w in plan.warnings:
+        # images: what is missing, before the lock and any upload; fatal only on a host where
+        # something is to be (re)created or started (image_tags: rollback recreates what it deploys)
+        settled = {} if image_tags is not None else {
+            hp.name: all(c.action == UNCHANGED for c in diff_host(hp, states[hp.name].containers, None))
+            for hp in plan.hosts}
+        image_warnings = images.preflight(inv, states, settled)
+        warnings = list(plan.warnings) + notes + image_warnings
+        for w in list(plan.warnings) + image_warnings:
             warn(w)
         say("preflight: every host reachable, engine running, Compose v2 present")
         app = plan.app

@@ -15,7 +15,9 @@ from ..checks.queue import queue_checks
 from ..checks.result import CheckResult
 from ..checks.worker import device_check
 from ..errors import ExitCode, FabError
+from ..invocation import command
 from ..host import state as hoststate
+from ..host.facts import images as imgfacts
 from ..host.facts import stopped
 from ..host.facts.stopped import StoppedRecord
 from ..host.facts.docker import by_service, describe, published_port, service_ok
@@ -190,6 +192,14 @@ def _host_block(inv, hp: HostPlan, st, connect_s: float, revision: str, config_h
     running_ok = len(hp.services) - len(bad) - len(held_down)
     checks.append(CheckResult(f"services-{hp.name}", not bad, f"{running_ok}/{len(hp.services)} "
                               f"services {'ok' if not held_down else 'running'}: {detail}", host=hp.name))
+    gone = images.gone_images(st, hp.services)  # running, but its image is no longer on the host
+    if gone:
+        what = ", ".join(f"{svc} runs {img}" for svc, img in gone.items())
+        checks.append(CheckResult(f"images-{hp.name}", True, f"{what}, which is no longer on {hp.name}: it keeps "
+                                  "running, but start-all stops (exit 7) before (re)creating it there (copy it "
+                                  f"back with `{command('copy-image')} --source HOST --target {hp.name}` from a "
+                                  "host that has it, or give it a source)", host=hp.name, warning=True,
+                                  data={"gone": gone}))
     dep = st.deployed or {}
     in_sync = dep.get("config_hash") == config_hash and dep.get("host_hash") == hp.host_hash
     checks.append(CheckResult(f"config-{hp.name}", True,
@@ -273,6 +283,7 @@ def _read_when_connected(connecting: Background, inv: Inventory, s: Session, fet
         if host.is_worker:
             extra.append(("stopped", stopped.read_command(host.workdir)))
         extra += images.status_parts(inv, host, fetch)  # images: the branch's head (fetched with --fetch)
+        extra.append(("images", imgfacts.LIST_COMMAND))  # a running service whose image is gone
         st = hoststate.read(s[host.name], inv.project, host.workdir, with_env_password=host.is_worker,
                             extra=extra, preflight=STATUS_PREFLIGHT)
         fingerprint.warm(inv.secrets, st.salt)  # for the deployed-config comparison

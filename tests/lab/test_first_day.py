@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 
 from tests.support import invoke
-from tests.support import APP, containers, fake_lock, lock_dir, remove, stop_containers
+from comfyume_fab.lab import hostsvc
+from tests.support import APP, containers, fake_lock, lock_dir, remove, status_checks, stop_containers
 
 pytestmark = pytest.mark.lab
 
@@ -52,3 +53,27 @@ def test_start_all_says_each_thing_once_in_plan_order_and_what_happened(lab, dep
     unchanged = line.split("unchanged ", 1)[1].split(", ")
     assert unchanged == [svc for svc in APP if svc != "user002"], line  # plan order
     assert containers(lab, "mello")["user002"]["id"] == before["user002"]["id"]  # the same container, started
+
+
+def test_a_running_workers_gone_image_warns_and_goes_on_then_copy_image_fixes_it(lab, deployed):
+    """Issue 23 item 3: the worker's image removed from verda while the worker runs: status shows it,
+    start-all (nothing to recreate there) warns and goes on (exit 0), and `copy-image` from mello,
+    which the warning names, puts it back."""
+    verda = lab.hosts["verda"]
+    image = hostsvc.docker(verda, "inspect", "--format", "{{.Config.Image}}", containers(lab, "verda")["worker"]["id"]
+                           ).stdout.strip()
+    assert hostsvc.docker(lab.hosts["mello"], "image", "inspect", image, check=False).returncode == 0, image
+    hostsvc.docker(verda, "rmi", "-f", image)
+    try:
+        res = invoke("status", "--hosts", str(deployed))
+        checks = status_checks(res)
+        assert checks["images-verda"][0] == "warn", res.stdout
+        assert f"worker runs {image}, which is no longer on verda" in checks["images-verda"][1]
+        res = invoke("start-all", "--hosts", str(deployed))
+        assert res.returncode == 0, res.stderr[-3000:]
+        assert f"WARNING: verda has no image {image} any more, but nothing there is to be (re)created" in res.stderr
+        assert f"copy-image --source mello --target verda --image {image}" in res.stderr
+    finally:
+        res = invoke("copy-image", "--hosts", str(deployed), "--source", "mello", "--target", "verda", "--image", image)
+        assert res.returncode == 0, res.stderr[-2000:]
+    assert "images-verda" not in status_checks(invoke("status", "--hosts", str(deployed)))

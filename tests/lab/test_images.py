@@ -142,10 +142,10 @@ def test_present_image_missing_without_a_source(lab, tmp_path, healed):
     data["hosts"]["mello"]["workdir"] = "wd-present"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     res = invoke("start-all", "--hosts", str(path))
-    assert res.returncode == 2, res.stderr
+    assert res.returncode == 7, res.stderr  # the host's problem (issue 23 item 3), not the inventory's
     assert errors(res)[-1].endswith(
-        "images.worker: host verda has no image comfyume-worker:not-built-anywhere and its source is present (set "
-        "images.source: build with images.repository, or pull, or load the image on the host with docker load)")
+        "host verda, step preflight images: verda has no image comfyume-worker:not-built-anywhere (give it "
+        f"a source in {path} (images.source: build with images.repository, or pull), or `docker load` it on verda)")
     assert untouched(lab, "wd-present") == []
 
 

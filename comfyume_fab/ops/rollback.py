@@ -21,7 +21,7 @@ from .start import StartSummary, start_all
 
 
 def rollback(inv: Inventory, to: str | None, say: Callable[[str], None], warn: Callable[[str], None],
-             wait_lock: float = 0.0) -> StartSummary:
+             wait_lock: float = 0.0, confirm=None) -> StartSummary:
     """Check `--to` (before any host is touched), read each host's deploys, and deploy the chosen
     ones with start-all; ConfigError/UnhealthyError before anything changes otherwise."""
     if to is not None:
@@ -29,7 +29,7 @@ def rollback(inv: Inventory, to: str | None, say: Callable[[str], None], warn: C
     targets = _targets(inv, to, say)
     for name, t in targets.items():
         say(f"{name}: deploying {', '.join(sorted(t['refs'].values()))}")
-    return start_all(inv, say, warn, wait_lock=wait_lock, image_tags=targets)
+    return start_all(inv, say, warn, wait_lock=wait_lock, image_tags=targets, confirm=confirm)
 
 
 def rollback_list(inv: Inventory) -> dict[str, dict]:

@@ -16,7 +16,7 @@ from ..checks.preflight import preflight_problems
 from ..checks import jobprobe, qmhealth
 from ..checks.probe import run_probe
 from ..checks.result import CheckResult
-from ..errors import UnhealthyError
+from ..errors import ConfigError, UnhealthyError
 from ..host import commands as cmd
 from ..host.actions import compose as composeact
 from ..host.actions import containers as ctract
@@ -28,7 +28,8 @@ from ..host.facts.docker import by_service, service_ok
 from ..host.session import Session, gather
 from ..inventory import fingerprint
 from ..inventory.model import Inventory
-from ..plan.diff import RECREATE, UNCHANGED, diff_host, env_section, planned_changes, summary_lines, what_happened
+from ..plan.diff import (RECREATE, UNCHANGED, SecretChange, diff_host, env_section, planned_changes, secret_changes,
+                         secret_refusal, secret_sentence, summary_lines, what_happened)
 from ..plan.planner import HostPlan, Plan, make_plan
 from . import imagestep as images
 from .audit import audit_line, deployed_record, local_revision
@@ -59,11 +60,16 @@ class StartSummary:
 
 
 def start_all(inv: Inventory, say: Callable[[str], None], warn: Callable[[str], None],
-              wait_lock: float = 0.0, image_tags=None) -> StartSummary:
+              wait_lock: float = 0.0, image_tags=None,
+              confirm: Callable[[SecretChange], None] | None = None) -> StartSummary:
     """Bring the deployment up in order, proving each link before the next step; return what
     changed and every check's result. Raises at the first failed step (the app host is left
     running); a rerun on a healthy deployment changes nothing. `image_tags` (rollback): host ->
-    {IMAGE variable: reference} to deploy as they are, without fetching or building."""
+    {IMAGE variable: reference} to deploy as they are, without fetching or building.
+
+    A secret whose local value differs from the deployed one is said (which, from where) before
+    anything is touched; a changed Redis password (it recreates Redis) goes on only when `confirm`
+    returns (--yes, or the user said yes); `confirm` raises to refuse, and without one it is refused."""
     warn = _once(warn)
     with Session(inv, inv.hosts) as s:
         say(f"connecting to {len(inv.hosts)} host(s): {', '.join(h.name for h in inv.hosts)}")
@@ -97,6 +103,16 @@ def start_all(inv: Inventory, say: Callable[[str], None], warn: Callable[[str], 
         warnings = list(plan.warnings) + notes + image_warnings
         for w in list(plan.warnings) + image_warnings:
             warn(w)
+        # secrets: which differ from the deployed ones, and from where; a new Redis password only
+        # when confirmed (a typo in the secrets file must not be deployed on the tool's own advice)
+        secret_diffs = secret_changes(plan, states)
+        for change in secret_diffs:
+            warn(secret_sentence(change))
+        redis_pw = next((c for c in secret_diffs if c.name == "REDIS_PASSWORD" and "redis" in c.services), None)
+        if redis_pw is not None:
+            if confirm is None:
+                raise ConfigError(secret_refusal(redis_pw))
+            confirm(redis_pw)
         say("preflight: every host reachable, engine running, Compose v2 present")
         app = plan.app
         outcomes = {hp.name: HostOutcome(hp.name) for hp in plan.hosts}

@@ -24,6 +24,7 @@ from ..host.facts.docker import by_service, describe, published_port, service_ok
 from ..host.session import Background, Session, each
 from ..inventory import fingerprint
 from ..inventory.model import GPU_MODES, Inventory
+from ..plan.diff import env_section, secret_changes, secret_sentence
 from ..plan.planner import HostPlan, Plan, make_plan, service_hash_var
 from .audit import local_revision
 from .health import last_logs
@@ -96,10 +97,12 @@ def status(inv: Inventory, probe: bool = True, say=None, fetch: bool = False) ->
         # The job probe (a user's path through the queue manager) from the app host, beside the rest.
         job_path = (Background(_job_path, inv, plan, s, held, probe, name="cfab-job-probe")
                     if jobprobe.planned(inv.mode, plan) and plan.app.name in states else None)
+        secret_diffs = secret_changes(plan, states)  # a local secret that differs from the deployed one
         for hp in salted.hosts:
             if hp.name in states:
                 hosts_out[hp.name] = _host_block(inv, hp, states[hp.name], s.connect_s[hp.name], revision,
-                                                 plan.config_hash, checks, held.get(hp.name))
+                                                 plan.config_hash, checks, held.get(hp.name),
+                                                 [c for c in secret_diffs if c.host == hp.name])
                 _failing_logs(s[hp.name], hp, hosts_out[hp.name], checks)
         # Redis from each worker needs the password its .env holds (read with its state).
         say("checking Redis, the queue manager and the queue" + (" and probing inference" if probe else ""))
@@ -114,6 +117,12 @@ def status(inv: Inventory, probe: bool = True, say=None, fetch: bool = False) ->
         for c in queue_found:  # a worker stopped on purpose sends no heartbeat: expected, not a fault
             if not c.ok and c.name.removeprefix("heartbeat-") in stopped_ids:
                 c.data["stopped_on_purpose"] = True
+        redis_pw = next((c for c in secret_diffs if c.name == "REDIS_PASSWORD" and "redis" in c.services), None)
+        for c in queue_found:  # Redis refuses the local password because the deployed one differs
+            if c.name == "queue" and not c.ok and redis_pw is not None and _auth_refused(c.detail):
+                c.detail = (f"Redis on {redis_pw.host} refuses the local REDIS_PASSWORD (from {redis_pw.source}): "
+                            "it differs from the one Redis runs with; if the local value is a typo, fix it there "
+                            "(start-all would deploy it and recreate Redis)")
         path_checks = job_path.result() if job_path is not None else []
         checks.extend(path_checks)
         checks.extend(queue_found)
@@ -158,8 +167,14 @@ def _on_purpose(hp: HostPlan, st) -> StoppedRecord | None:
     return None if running else record
 
 
+def _auth_refused(detail: str) -> bool:
+    """Whether a Redis error says the password was refused (redis-py's AuthenticationError, WRONGPASS)."""
+    low = detail.lower()
+    return "invalid username-password pair" in low or "wrongpass" in low or "invalid password" in low
+
+
 def _host_block(inv, hp: HostPlan, st, connect_s: float, revision: str, config_hash: str, checks,
-                held: StoppedRecord | None = None) -> dict:
+                held: StoppedRecord | None = None, secrets=()) -> dict:
     current = by_service(st.containers)
     services = []
     bad = []
@@ -202,10 +217,15 @@ def _host_block(inv, hp: HostPlan, st, connect_s: float, revision: str, config_h
                                   data={"gone": gone}))
     dep = st.deployed or {}
     in_sync = dep.get("config_hash") == config_hash and dep.get("host_hash") == hp.host_hash
+    if secrets:  # which secret, and from where: never "run start-all to apply" a possible typo
+        differs = "; ".join(secret_sentence(c) for c in secrets)
+        config_detail = (f"deployed config {dep.get('config_hash', 'none')} differs from the local {config_hash}: "
+                         f"{differs}")
+    else:
+        config_detail = (f"deployed config {dep.get('config_hash', 'none')} (rev {dep.get('revision', '?')}) "
+                         f"differs from the local {config_hash} (rev {revision}): run start-all to apply")
     checks.append(CheckResult(f"config-{hp.name}", True,
-                              "deployed config matches the local one" if in_sync else
-                              f"deployed config {dep.get('config_hash', 'none')} (rev {dep.get('revision', '?')}) "
-                              f"differs from the local {config_hash} (rev {revision}): run start-all to apply",
+                              "deployed config matches the local one" if in_sync else config_detail,
                               host=hp.name, warning=not in_sync))
     # each container's label against its own fingerprint in the uploaded .env
     drifted = [c.service for c in st.containers if c.service in hp.services and c.state == "running"
@@ -284,6 +304,7 @@ def _read_when_connected(connecting: Background, inv: Inventory, s: Session, fet
             extra.append(("stopped", stopped.read_command(host.workdir)))
         extra += images.status_parts(inv, host, fetch)  # images: the branch's head (fetched with --fetch)
         extra.append(("images", imgfacts.LIST_COMMAND))  # a running service whose image is gone
+        extra.append(env_section(host.workdir))  # in memory only: which secret differs from the deployed one
         st = hoststate.read(s[host.name], inv.project, host.workdir, with_env_password=host.is_worker,
                             extra=extra, preflight=STATUS_PREFLIGHT)
         fingerprint.warm(inv.secrets, st.salt)  # for the deployed-config comparison

@@ -51,6 +51,51 @@ def what_happened(services: Sequence[str], before: Sequence[ContainerInfo],
     return out
 
 
+@dataclasses.dataclass(frozen=True)
+class SecretChange:
+    """A secret whose local value differs from the one a host's running services were given (its
+    uploaded .env; compared in memory, never shown). `source`: where the local value comes from."""
+    name: str
+    host: str
+    source: str
+    services: tuple[str, ...]  # the planned services there that read it
+
+
+def secret_changes(plan, states: Mapping) -> list[SecretChange]:
+    """Every secret of the plan whose value differs from the one in a host's uploaded .env (read with
+    `env_section`), per host in plan order; none for a host with no readable .env (never deployed)."""
+    out = []
+    for hp in plan.hosts:
+        st = states.get(hp.name)
+        code, text = st.extra.get(ENV_SECTION, (1, "")) if st is not None else (1, "")
+        if code != 0 or not text.strip():
+            continue
+        old = parse_env_text(text)
+        for key, value in hp.env.items():
+            if not isinstance(value, Secret) or key not in old or not value:
+                continue
+            if old[key] != value.reveal():
+                users = tuple(svc for svc in hp.services if key in hp.service_vars.get(svc, ()))
+                out.append(SecretChange(key, hp.name, getattr(value, "source", None) or "the local secrets", users))
+    return out
+
+
+def secret_sentence(change: SecretChange) -> str:
+    """One sentence: which secret, where its local value comes from, and that the running services
+    use another value (never either value)."""
+    who = f"the running {', '.join(change.services)}" if change.services else "the running services"
+    return (f"{change.name} from {change.source} differs from the value {who} on {change.host} use"
+            f"{'s' if len(change.services) == 1 else ''} (deployed earlier): if that is a typo, fix it there; "
+            f"start-all would deploy the local value")
+
+
+def secret_refusal(change: SecretChange) -> str:
+    """start-all's refusal to change the Redis password without --yes or a confirmation (exit 2)."""
+    return (f"start-all: not changing {change.name}: the value from {change.source} differs from the one Redis on "
+            f"{change.host} runs with, and changing it recreates Redis (queue manager and workers reconnect); "
+            f"nothing was touched: fix {change.source} if that value is a typo, or rerun with --yes to change it")
+
+
 def parse_env_text(text: str) -> dict[str, str]:
     """A .env as the planner writes it (KEY='value' lines) -> {KEY: value}. Held in memory only."""
     out = {}

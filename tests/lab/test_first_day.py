@@ -77,3 +77,29 @@ def test_a_running_workers_gone_image_warns_and_goes_on_then_copy_image_fixes_it
         res = invoke("copy-image", "--hosts", str(deployed), "--source", "mello", "--target", "verda", "--image", image)
         assert res.returncode == 0, res.stderr[-2000:]
     assert "images-verda" not in status_checks(invoke("status", "--hosts", str(deployed)))
+
+
+def test_a_mistyped_redis_password_is_named_and_never_deployed_without_yes(lab, deployed):
+    """Issue 23 item 1: REDIS_PASSWORD mistyped (here in the environment, which wins over the secrets
+    file): status names the secret and its source instead of "run start-all to apply"; start-all
+    without a terminal and without --yes refuses in one sentence (exit 2) and touches nothing."""
+    typo = lab.secrets["REDIS_PASSWORD"] + "x"
+    env = {"REDIS_PASSWORD": typo}
+    before = containers(lab, "mello")
+    res = invoke("status", "--hosts", str(deployed), env=env)
+    checks = status_checks(res)
+    assert res.returncode == 4, res.stdout
+    assert checks["queue"][0] == "FAIL" and checks["queue"][1].startswith(
+        "Redis on mello refuses the local REDIS_PASSWORD (from the environment variable REDIS_PASSWORD): it differs "
+        "from the one Redis runs with"), checks["queue"]
+    assert "run start-all to apply" not in checks["config-mello"][1], checks["config-mello"]
+    assert "REDIS_PASSWORD from the environment variable REDIS_PASSWORD differs" in checks["config-mello"][1]
+    res = invoke("start-all", "--hosts", str(deployed), env=env)
+    assert res.returncode == 2, res.stderr[-3000:]
+    assert res.stderr.strip().splitlines()[-1:] == ["start-all: not changing REDIS_PASSWORD: the value from the environment variable "
+                      "REDIS_PASSWORD differs from the one Redis on mello runs with, and changing it recreates Redis "
+                      "(queue manager and workers reconnect); nothing was touched: fix the environment variable "
+                      "REDIS_PASSWORD if that value is a typo, or rerun with --yes to change it"], res.stderr
+    assert typo not in res.stdout + res.stderr
+    assert {s: c["id"] for s, c in containers(lab, "mello").items()} == {s: c["id"] for s, c in before.items()}
+    assert not lock_dir(lab).exists()

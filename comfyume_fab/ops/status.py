@@ -97,7 +97,7 @@ def status(inv: Inventory, probe: bool = True, say=None, fetch: bool = False) ->
         # The job probe (a user's path through the queue manager) from the app host, beside the rest.
         job_path = (Background(_job_path, inv, plan, s, held, probe, name="cfab-job-probe")
                     if jobprobe.planned(inv.mode, plan) and plan.app.name in states else None)
-        secret_diffs = secret_changes(plan, states)  # a local secret that differs from the deployed one
+        secret_diffs = secret_changes(salted, states)  # a local secret that differs from the deployed one
         for hp in salted.hosts:
             if hp.name in states:
                 hosts_out[hp.name] = _host_block(inv, hp, states[hp.name], s.connect_s[hp.name], revision,

@@ -62,8 +62,11 @@ class SecretChange:
 
 
 def secret_changes(plan, states: Mapping) -> list[SecretChange]:
-    """Every secret of the plan whose value differs from the one in a host's uploaded .env (read with
-    `env_section`), per host in plan order; none for a host with no readable .env (never deployed)."""
+    """Every secret of the plan (made with each host's salt) whose value differs from the one in a
+    host's uploaded .env (read with `env_section`, compared in memory) and that a running service
+    there was started with: its container's fingerprint label differs from the plan's (a
+    hand-edited .env whose services still run the local value is no such change). Per host in plan
+    order; none for a host with no readable .env (never deployed)."""
     out = []
     for hp in plan.hosts:
         st = states.get(hp.name)
@@ -71,11 +74,14 @@ def secret_changes(plan, states: Mapping) -> list[SecretChange]:
         if code != 0 or not text.strip():
             continue
         old = parse_env_text(text)
+        running = by_service(st.containers)
         for key, value in hp.env.items():
-            if not isinstance(value, Secret) or key not in old or not value:
+            if not isinstance(value, Secret) or key not in old or not value or old[key] == value.reveal():
                 continue
-            if old[key] != value.reveal():
-                users = tuple(svc for svc in hp.services if key in hp.service_vars.get(svc, ()))
+            users = tuple(svc for svc in hp.services if key in hp.service_vars.get(svc, ())
+                          and running.get(svc) is not None and running[svc].state == "running"
+                          and running[svc].env_hash != hp.service_hashes.get(svc))
+            if users:
                 out.append(SecretChange(key, hp.name, getattr(value, "source", None) or "the local secrets", users))
     return out
 

@@ -15,6 +15,7 @@ import os
 import pytest
 
 from comfyume_fab.errors import ConfigError, ExitCode
+from comfyume_fab.host.facts.docker import ContainerInfo
 from comfyume_fab.host.state import HostState
 from comfyume_fab.inventory import load_inventory
 from comfyume_fab.plan.planner import make_plan
@@ -34,16 +35,33 @@ def inventory(tmp_path, environ=None, file_values=None):
     return load_inventory(str(path), environ=dict(environ or {}))
 
 
-def deployed_states(tmp_path):
-    """Each host as the last start-all left it: its .env written from the DEPLOYED secrets."""
+SALTS = {"mello": "a" * 32, "verda": "b" * 32}
+
+
+def plan_of(inv):
+    """The plan made with each host's salt, as start-all and status compare it with the hosts."""
+    return make_plan(inv, salts=SALTS)
+
+
+def container(service: str, label: str) -> ContainerInfo:
+    never = "0001-01-01T00:00:00Z"
+    return ContainerInfo(f"id-{service}", f"comfyume-{service}-1", service, "comfyume", "running", "healthy", 0,
+                         never, never, never, 0, label, f"{service}:1")
+
+
+def deployed_states(tmp_path, labels_from=None):
+    """Each host as the last start-all left it: its .env written from the DEPLOYED secrets, each
+    service running with that deploy's fingerprint label (or `labels_from`'s: another plan's)."""
     then = tmp_path / "then"
-    then.mkdir()
-    plan = make_plan(inventory(then, file_values=DEPLOYED))
+    then.mkdir(exist_ok=True)
+    plan = plan_of(inventory(then, file_values=DEPLOYED))
+    labelled = {hp.name: hp for hp in (labels_from or plan).hosts}
     states = {}
     for hp in plan.hosts:
         st = HostState(hp.name, 0.01, engine="27.0")
         text = "".join(f"{k}='{v.reveal() if hasattr(v, 'reveal') else v}'\n" for k, v in hp.env.items())
         st.extra = {"envfile": (0, text)}
+        st.containers = tuple(container(svc, labelled[hp.name].service_hashes[svc]) for svc in hp.services)
         states[hp.name] = st
     return states
 
@@ -52,7 +70,7 @@ def test_a_mistyped_secret_in_the_secrets_file_is_named_with_its_file(tmp_path):
     from comfyume_fab.plan.diff import secret_changes, secret_sentence
     states = deployed_states(tmp_path)
     inv = inventory(tmp_path, file_values={**DEPLOYED, "REDIS_PASSWORD": TYPO})
-    changes = secret_changes(make_plan(inv), states)
+    changes = secret_changes(plan_of(inv), states)
     assert {(c.name, c.host) for c in changes} == {("REDIS_PASSWORD", "mello"), ("REDIS_PASSWORD", "verda")}
     app = next(c for c in changes if c.host == "mello")
     assert app.source == "the secrets file .secrets.env" and "redis" in app.services
@@ -67,12 +85,21 @@ def test_a_secret_from_the_environment_is_named_as_such_and_an_unchanged_one_not
     from comfyume_fab.plan.diff import secret_changes, secret_sentence
     states = deployed_states(tmp_path)
     inv = inventory(tmp_path, environ={"ADMIN_PASSWORD": "another-admin-pw"}, file_values=DEPLOYED)
-    changes = secret_changes(make_plan(inv), states)
+    changes = secret_changes(plan_of(inv), states)
     assert [(c.name, c.host, c.source, c.services) for c in changes] == [
         ("ADMIN_PASSWORD", "mello", "the environment variable ADMIN_PASSWORD", ("admin",))]
     assert "another-admin-pw" not in secret_sentence(changes[0])
     same = inventory(tmp_path, file_values=DEPLOYED)
-    assert secret_changes(make_plan(same), states) == []
+    assert secret_changes(plan_of(same), states) == []
+
+
+def test_a_hand_edited_env_whose_services_run_the_local_value_is_no_secret_change(tmp_path):
+    """The host's .env was edited by hand after the deploy, but every container still runs with the
+    local value's fingerprint: start-all replaces the file, nothing to confirm."""
+    from comfyume_fab.plan.diff import secret_changes
+    local = inventory(tmp_path, file_values={**DEPLOYED, "REDIS_PASSWORD": TYPO})
+    states = deployed_states(tmp_path, labels_from=plan_of(local))
+    assert secret_changes(plan_of(local), states) == []
 
 
 def test_status_names_the_secret_instead_of_advising_start_all(tmp_path):
@@ -80,7 +107,7 @@ def test_status_names_the_secret_instead_of_advising_start_all(tmp_path):
     from comfyume_fab.plan.diff import secret_changes
     states = deployed_states(tmp_path)
     inv = inventory(tmp_path, file_values={**DEPLOYED, "REDIS_PASSWORD": TYPO})
-    plan = make_plan(inv)
+    plan = plan_of(inv)
     changes = secret_changes(plan, states)
     checks = []
     _host_block(inv, plan.app, states["mello"], 0.01, "rev", plan.config_hash, checks, None,
@@ -97,7 +124,7 @@ def test_a_new_redis_password_is_refused_without_yes_or_a_terminal(tmp_path):
     from comfyume_fab.present.confirm import secret_confirmer
     states = deployed_states(tmp_path)
     inv = inventory(tmp_path, file_values={**DEPLOYED, "REDIS_PASSWORD": TYPO})
-    change = next(c for c in secret_changes(make_plan(inv), states) if c.host == "mello")
+    change = next(c for c in secret_changes(plan_of(inv), states) if c.host == "mello")
     with pytest.raises(ConfigError) as info:
         secret_confirmer(False, stdin=io.StringIO("y\n"), stream=io.StringIO())(change)  # no terminal: no question
     assert info.value.code == ExitCode.CONFIG
@@ -114,7 +141,7 @@ def test_on_a_terminal_the_question_is_asked(tmp_path, answer, goes_on):
     from comfyume_fab.present.confirm import secret_confirmer
     states = deployed_states(tmp_path)
     inv = inventory(tmp_path, file_values={**DEPLOYED, "REDIS_PASSWORD": TYPO})
-    change = next(c for c in secret_changes(make_plan(inv), states) if c.host == "mello")
+    change = next(c for c in secret_changes(plan_of(inv), states) if c.host == "mello")
     main, sub = os.openpty()
     try:
         with open(sub, "r", closefd=False) as tty_in, open(sub, "w", closefd=False) as tty_out:

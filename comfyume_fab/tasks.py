@@ -296,7 +296,11 @@ def diff(c, hosts=None, json=False, verbose=False):
         inv = taskrun.load(hosts)
         from comfyume_fab.ops.diff import diff as run
         from comfyume_fab.present.reports import diff_json, diff_text
-        diffs = run(inv)
+        from comfyume_fab.plan.diff import secret_sentence
+        secrets = []
+        diffs = run(inv, secrets)
+        for change in secrets:  # which secret differs from the deployed one, and where it comes from
+            _ui().warn(secret_sentence(change))
         print(diff_json(diffs) if json else diff_text(diffs))
 
 

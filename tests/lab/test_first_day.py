@@ -94,6 +94,9 @@ def test_a_mistyped_redis_password_is_named_and_never_deployed_without_yes(lab, 
         "from the one Redis runs with"), checks["queue"]
     assert "run start-all to apply" not in checks["config-mello"][1], checks["config-mello"]
     assert "REDIS_PASSWORD from the environment variable REDIS_PASSWORD differs" in checks["config-mello"][1]
+    res = invoke("diff", "--hosts", str(deployed), env=env)
+    assert res.returncode == 0 and ("WARNING: REDIS_PASSWORD from the environment variable REDIS_PASSWORD differs "
+                                    "from the value the running redis") in res.stderr, res.stderr
     res = invoke("start-all", "--hosts", str(deployed), env=env)
     assert res.returncode == 2, res.stderr[-3000:]
     assert res.stderr.strip().splitlines()[-1:] == ["start-all: not changing REDIS_PASSWORD: the value from the environment variable "

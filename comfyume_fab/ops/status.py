@@ -117,12 +117,7 @@ def status(inv: Inventory, probe: bool = True, say=None, fetch: bool = False) ->
         for c in queue_found:  # a worker stopped on purpose sends no heartbeat: expected, not a fault
             if not c.ok and c.name.removeprefix("heartbeat-") in stopped_ids:
                 c.data["stopped_on_purpose"] = True
-        redis_pw = next((c for c in secret_diffs if c.name == "REDIS_PASSWORD" and "redis" in c.services), None)
-        for c in queue_found:  # Redis refuses the local password because the deployed one differs
-            if c.name == "queue" and not c.ok and redis_pw is not None and _auth_refused(c.detail):
-                c.detail = (f"Redis on {redis_pw.host} refuses the local REDIS_PASSWORD (from {redis_pw.source}): "
-                            "it differs from the one Redis runs with; if the local value is a typo, fix it there "
-                            "(start-all would deploy it and recreate Redis)")
+        name_refused_password(queue_found, secret_diffs)
         path_checks = job_path.result() if job_path is not None else []
         checks.extend(path_checks)
         checks.extend(queue_found)
@@ -165,6 +160,17 @@ def _on_purpose(hp: HostPlan, st) -> StoppedRecord | None:
     record = stopped.parse_record(text) if code == 0 else None
     running = any(c.service in hp.worker_services and c.state == "running" for c in st.containers)
     return None if running else record
+
+
+def name_refused_password(queue_found: list[CheckResult], secret_diffs) -> None:
+    """When Redis refuses the local password and the running Redis was started with another one,
+    the queue check says that, in one sentence (which secret, from where), instead of Redis's words."""
+    redis_pw = next((c for c in secret_diffs if c.name == "REDIS_PASSWORD" and "redis" in c.services), None)
+    for c in queue_found:
+        if c.name == "queue" and not c.ok and redis_pw is not None and _auth_refused(c.detail):
+            c.detail = (f"Redis on {redis_pw.host} refuses the local REDIS_PASSWORD (from {redis_pw.source}): "
+                        "it differs from the one Redis runs with; if the local value is a typo, fix it there "
+                        "(start-all would deploy it and recreate Redis)")
 
 
 def _auth_refused(detail: str) -> bool:

@@ -119,6 +119,27 @@ def test_status_names_the_secret_instead_of_advising_start_all(tmp_path):
     assert not _auth_refused("Connection refused")
 
 
+def test_status_says_why_redis_refuses_the_local_password(tmp_path):
+    from comfyume_fab.checks.result import CheckResult
+    from comfyume_fab.ops.status import name_refused_password
+    from comfyume_fab.plan.diff import secret_changes
+    states = deployed_states(tmp_path)
+    inv = inventory(tmp_path, file_values={**DEPLOYED, "REDIS_PASSWORD": TYPO})
+    changes = secret_changes(plan_of(inv), states)
+    refused = CheckResult("queue", False, "cannot read the queue from Redis on mello: invalid username-password pair "
+                          "or user is disabled.", host="mello")
+    other = CheckResult("queue", False, "cannot read the queue from Redis on mello: Connection refused", host="mello")
+    name_refused_password([refused, other], changes)
+    assert refused.detail == ("Redis on mello refuses the local REDIS_PASSWORD (from the secrets file .secrets.env): "
+                              "it differs from the one Redis runs with; if the local value is a typo, fix it there "
+                              "(start-all would deploy it and recreate Redis)")
+    assert other.detail.endswith("Connection refused")
+    same = CheckResult("queue", False, "cannot read the queue from Redis on mello: invalid username-password pair",
+                       host="mello")
+    name_refused_password([same], [])  # no secret differs: Redis's own words stay
+    assert same.detail.endswith("invalid username-password pair")
+
+
 def test_a_new_redis_password_is_refused_without_yes_or_a_terminal(tmp_path):
     from comfyume_fab.plan.diff import secret_changes
     from comfyume_fab.present.confirm import secret_confirmer

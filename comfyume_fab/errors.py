@@ -34,6 +34,7 @@ class ExitCode(enum.IntEnum):
     UNHEALTHY = 4  # a service, cross-host link, GPU or inference check failed
     LOCKED = 5  # another deploy holds the lock
     STOPPED = 6  # status: a worker is stopped on purpose (stop-verda/stop-all), and nothing else is wrong
+    MISSING_IMAGE = 7  # a host lacks an image that a service to (re)create there needs; nothing was touched
     INTERRUPTED = 130  # Ctrl-C
 
 
@@ -49,6 +50,9 @@ EXIT_MEANINGS = {
     ExitCode.LOCKED: "another deploy holds the lock",
     ExitCode.STOPPED: "`status` only: a worker was stopped on purpose (`stop-verda`/`stop-all` recorded who and when) "
                       "and nothing else is wrong; `start-all` clears it",
+    ExitCode.MISSING_IMAGE: "a host lacks an image that a service to be (re)created there needs, and the inventory "
+                            "gives it no source (nothing was touched; the message names the host, the image and "
+                            "`copy-image` from a host that has it)",
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C) at any step; the message says whether the deploy lock was held and "
                           "released (a warning says so when the host could not be reached to release it)",
 }
@@ -107,6 +111,12 @@ class UnhealthyError(FabError):
 
 class LockedError(FabError):
     code = ExitCode.LOCKED
+
+
+class MissingImageError(FabError):
+    """A host lacks an image it needs (a host-side problem, not the inventory's): exit 7."""
+
+    code = ExitCode.MISSING_IMAGE
 
 
 class DriftError(FabError):

@@ -20,7 +20,7 @@ VERBOSE_HELP = "show tracebacks and every remote command's timing"
 # One short flag per option name, the same in every task (Invoke's automatic ones differed from
 # task to task, and gave --hosts `-h`, which reads as help). Options not named here have none.
 SHORT_FLAGS = {"hosts": "H", "dry_run": "n", "verbose": "v", "wait_lock": "w", "json": "j", "down": "d",
-               "follow": "f", "interactive": "i"}
+               "follow": "f", "interactive": "i", "yes": "y"}
 
 
 class FabTask(Task):
@@ -52,8 +52,10 @@ def _ui(quiet=False):
 
 @task(klass=FabTask, help={"hosts": HOSTS_HELP, "dry_run": "print every host's commands in order and touch nothing",
             "wait_lock": "wait (up to timeouts.lock_wait) instead of failing when another deploy holds the lock",
+            "yes": "change the Redis password when the local one differs from the deployed one (it recreates "
+                   "Redis) without asking",
             "verbose": VERBOSE_HELP})
-def start_all(c, hosts=None, dry_run=False, wait_lock=False, verbose=False):
+def start_all(c, hosts=None, dry_run=False, wait_lock=False, yes=False, verbose=False):
     """Bring up the app host, prove Redis is reachable from the workers, bring up the workers, probe inference."""
     from comfyume_fab import taskrun
     with taskrun.reported(verbose, "start-all"):
@@ -65,7 +67,9 @@ def start_all(c, hosts=None, dry_run=False, wait_lock=False, verbose=False):
         from comfyume_fab.ops.start import start_all as run
         from comfyume_fab.present.reports import start_text
         ui = _ui()
-        summary = run(inv, ui, ui.warn, wait_lock=inv.timeouts.lock_wait if wait_lock else 0.0)
+        from comfyume_fab.present.confirm import secret_confirmer
+        summary = run(inv, ui, ui.warn, wait_lock=inv.timeouts.lock_wait if wait_lock else 0.0,
+                      confirm=secret_confirmer(yes))
         print(start_text(summary))
 
 
@@ -198,16 +202,26 @@ def exec_(c, host, service, hosts=None, interactive=False, verbose=False):
 
 @task(klass=FabTask, help={"hosts": HOSTS_HELP, "to": "the commit (or its first digits) to go back to; default: each host's "
                                          "previous deploy",
-            "wait_lock": "wait for another deploy's lock instead of failing", "verbose": VERBOSE_HELP})
-def rollback(c, hosts=None, to=None, wait_lock=False, verbose=False):
+            "list": "only list each host's deploys that can be rolled back to (commit, branch, when); changes nothing",
+            "wait_lock": "wait for another deploy's lock instead of failing",
+            "yes": "change the Redis password if it differs from the deployed one, without asking",
+            "verbose": VERBOSE_HELP})
+def rollback(c, hosts=None, to=None, list=False, wait_lock=False, yes=False, verbose=False):  # noqa: A002 - the option's name
     """Redeploy the previous (or --to) commit's images, already on the hosts, without building; start-all's order and checks."""
     from comfyume_fab import taskrun
     with taskrun.reported(verbose, "rollback"):
+        if list:  # reads only: the secrets need not be set
+            from comfyume_fab.ops.rollback import rollback_list
+            from comfyume_fab.present.reports import rollback_list_text
+            print(rollback_list_text(rollback_list(taskrun.load(hosts, need_secrets=False))))
+            return
         inv = taskrun.load(hosts)
         from comfyume_fab.ops.rollback import rollback as run
         from comfyume_fab.present.reports import start_text
         ui = _ui()
-        summary = run(inv, to, ui, ui.warn, wait_lock=inv.timeouts.lock_wait if wait_lock else 0.0)
+        from comfyume_fab.present.confirm import secret_confirmer
+        summary = run(inv, to, ui, ui.warn, wait_lock=inv.timeouts.lock_wait if wait_lock else 0.0,
+                      confirm=secret_confirmer(yes))
         print(start_text(summary, task="rollback"))
 
 
@@ -282,7 +296,11 @@ def diff(c, hosts=None, json=False, verbose=False):
         inv = taskrun.load(hosts)
         from comfyume_fab.ops.diff import diff as run
         from comfyume_fab.present.reports import diff_json, diff_text
-        diffs = run(inv)
+        from comfyume_fab.plan.diff import secret_sentence
+        secrets = []
+        diffs = run(inv, secrets)
+        for change in secrets:  # which secret differs from the deployed one, and where it comes from
+            _ui().warn(secret_sentence(change))
         print(diff_json(diffs) if json else diff_text(diffs))
 
 

@@ -135,8 +135,9 @@ def inv(lab, tmp_path_factory) -> Path:
 
 @pytest.fixture
 def deployed(inv, healed):
-    """The dual-server deployment is up and healthy (a no-op rerun when it already is)."""
-    res = invoke("start-all", "--hosts", str(inv))
+    """The dual-server deployment is up and healthy (a no-op rerun when it already is); --yes: a
+    test before may have deployed another Redis password (the lab's own is put back)."""
+    res = invoke("start-all", "--hosts", str(inv), "--yes")
     assert res.returncode == 0, res.stderr + res.stdout
     return inv
 

@@ -211,7 +211,7 @@ def workdir_file(lab, host: str, name: str) -> Path:
 
 def converge(inv_path: Path) -> None:
     """The next plain start-all brings everything back (the deployment is left healthy)."""
-    res = invoke("start-all", "--hosts", str(inv_path))
+    res = invoke("start-all", "--hosts", str(inv_path), "--yes")  # the lab's own Redis password, whatever ran before
     assert res.returncode == 0, res.stderr + res.stdout
 
 

@@ -1,6 +1,12 @@
 """Preflight of the images each host needs against where they come from (pure): what is missing
 is said before anything is touched -- no lock, no upload; and status's view of a host's images
-(`status_parts`, `status_block`, `image_commit`).
+(`status_parts`, `status_block`, `image_commit`, `gone_images`).
+
+An image a host lacks whose source is `present` is a host-side problem (MissingImageError, exit 7),
+named for what it is ("verda has no image comfyume-worker:v0.11.0"), with the fixes the tool
+offers: `copy-image` from a host that has it (every host's image list is read with its state), or
+a source. It stops start-all only where something on that host is to be (re)created or started;
+where nothing is (`settled`), its running container keeps running and a warning says so.
 
 Reads the sections `state_parts` (below) adds to the host-state read: `images` (what the engine
 has), and on a host that builds, `git` (`git --version`) and `git_remote` (`git ls-remote`).
@@ -9,7 +15,8 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from ..errors import ConfigError, FabError, UnhealthyError
+from ..errors import ConfigError, FabError, MissingImageError, UnhealthyError
+from ..invocation import command as prog_command
 from ..host.facts import ParseError
 from ..host.actions import git as gitact
 from ..host.facts import git as gitfacts
@@ -31,8 +38,29 @@ def host_images(state: HostState) -> dict[str, str] | None:
 
 def image_problems(inv: Inventory, states: Mapping[str, HostState]) -> list[FabError]:
     """Every problem, one FabError each: inventory-side ones are ConfigError lines with file:line."""
+    return image_findings(inv, states)[0]
+
+
+def missing_image_fix(inv: Inventory, states: Mapping[str, HostState], host: str, ref: str) -> str:
+    """How to get `ref` onto `host`: `copy-image` from a host that has it (when one does), else a source."""
+    others = [h.name for h in inv.hosts if h.name != host and states.get(h.name) is not None
+              and imgfacts.normalize(ref) in (host_images(states[h.name]) or {})]
+    source = (f"give it a source in {inv.path} (images.source: build with images.repository, or pull), "
+              f"or `docker load` it on {host}")
+    if others:
+        return (f"copy it from {others[0]}, which has it: `{prog_command('copy-image')} --source {others[0]} "
+                f"--target {host} --image {ref}`; or {source}")
+    return source
+
+
+def image_findings(inv: Inventory, states: Mapping[str, HostState],
+                   settled: Mapping[str, bool] | None = None) -> tuple[list[FabError], list[str]]:
+    """(every problem, one FabError each; warnings). `settled`: host -> nothing is to be (re)created
+    or started there; a missing `present` image on a settled host is a warning, not a problem."""
     found: list[FabError] = []
+    warnings: list[str] = []
     src = inv.sources
+    settled = settled or {}
     for host in inv.hosts:
         st = states.get(host.name)
         if st is None or not st.engine:
@@ -42,11 +70,14 @@ def image_problems(inv: Inventory, states: Mapping[str, HostState]) -> list[FabE
         for key in inv.image_keys(host):
             ref = getattr(inv.images, key)
             if src.source_of(key) == "present" and imgfacts.normalize(ref) not in have and not copy:
-                line = inv.line_of(("images", "source"))
-                found.append(ConfigError(
-                    f"{inv.path}:{line} images.{key}: host {host.name} has no image {ref} and its source is "
-                    f"present (set images.source: build with images.repository, or pull, or load the image "
-                    f"on the host with docker load)"))
+                fix = missing_image_fix(inv, states, host.name, ref)
+                if settled.get(host.name):
+                    warnings.append(f"{host.name} has no image {ref} any more, but nothing there is to be "
+                                    f"(re)created: its running container keeps running, going on (before the "
+                                    f"next change there: {fix})")
+                    continue
+                found.append(MissingImageError(f"{host.name} has no image {ref}", host=host.name,
+                                               step="preflight images", hint=fix))
         if not inv.image_keys_from(host, "build"):
             continue
         where = dict(host=host.name, step="preflight images")
@@ -75,7 +106,7 @@ def image_problems(inv: Inventory, states: Mapping[str, HostState]) -> list[FabE
                 f"{inv.path}:{line} images.branch.{key}: host {host.name} builds from branch '{branch}', which "
                 f"does not exist in {src.repository} (its branches: {have_txt}; fix the branch in hosts.yaml "
                 f"or push it)"))
-    return found
+    return found, warnings
 
 
 def raise_image_problems(problems: list[FabError]) -> None:
@@ -101,6 +132,16 @@ def state_parts(inv: Inventory, host: Host) -> list[tuple[str, str]]:
         parts += [("git", gitfacts.VERSION_COMMAND),
                   ("git_remote", gitfacts.ls_remote_command(inv.sources.repository or ""))]
     return parts
+
+
+def gone_images(st: HostState, services) -> dict[str, str]:
+    """service -> image, for each of `services` whose container runs while its image (as configured)
+    is no longer on the host (removed by hand, pruned); {} when the image list was not read."""
+    have = host_images(st)
+    if have is None:
+        return {}
+    return {c.service: c.image for c in st.containers if c.service in services and c.state == "running"
+            and c.image and imgfacts.normalize(c.image) not in have and not c.image.startswith("sha256:")}
 
 
 # --- status: what runs, from which commit ---------------------------------------------------------

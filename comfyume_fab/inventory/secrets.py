@@ -33,9 +33,9 @@ _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 class Secret:
     """A secret string that never shows itself: str/repr/format give '***'; `.reveal()` the value."""
 
-    __slots__ = ("_value", "origin")
+    __slots__ = ("_value", "origin", "source")
 
-    def __init__(self, value: str, origin: str | None = None):
+    def __init__(self, value: str, origin: str | None = None, source: str | None = None):
         if isinstance(value, Secret):
             value = value.reveal()
         if not isinstance(value, str):
@@ -43,6 +43,8 @@ class Secret:
         object.__setattr__(self, "_value", value)
         # where it was read (the secrets file's identity), never derived from the value
         object.__setattr__(self, "origin", origin)
+        # where its value comes from, for messages: "the environment variable X" or "the secrets file F"
+        object.__setattr__(self, "source", source)
 
     def reveal(self) -> str:
         """The real value: call this only where it is written to a 0600 file or a socket."""
@@ -185,6 +187,8 @@ class Unset(Secret):
 
     def __init__(self, name: str):
         object.__setattr__(self, "_value", name)
+        object.__setattr__(self, "origin", None)
+        object.__setattr__(self, "source", None)
 
     def reveal(self) -> str:
         from ..errors import ConfigError
@@ -249,5 +253,7 @@ def resolve_secrets(required: tuple[str, ...], optional: tuple[str, ...], enviro
             continue
         from_file = not environ.get(name)  # the environment wins (see `value` above)
         origin = f"{env_file.identity}|{name}" if from_file and env_file and env_file.identity else None
-        found[name] = Secret(value, origin)
+        source = (f"the environment variable {name}" if not from_file
+                  else f"the secrets file {env_file_name}" if env_file_name else "the secrets file")
+        found[name] = Secret(value, origin, source)
     return Resolution(found, tuple(problems))

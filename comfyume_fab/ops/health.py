@@ -13,8 +13,9 @@ from ..host.state import read_containers
 
 
 def wait_healthy(remote: Remote, compose: ComposeProject, services: Sequence[str], timeout: float,
-                 say: Callable[[str], None], interval: float = 0.25) -> float:
-    """`interval` is short because a poll is one `docker inspect` round trip (~50 ms) while a
+                 say: Callable[[str], None], interval: float = 0.25, announced: set[str] | None = None) -> float:
+    """Each service's "healthy" line is said once: `announced` holds the services already said (by
+    an earlier wait of the same stage) and gets the ones said now. `interval` is short because a poll is one `docker inspect` round trip (~50 ms) while a
     late one keeps the whole deploy waiting: healthchecks can pass every second."""
     t0 = time.monotonic()
     deadline = t0 + timeout
@@ -27,7 +28,9 @@ def wait_healthy(remote: Remote, compose: ComposeProject, services: Sequence[str
             text = describe(c)
             if shown.get(svc) != text:
                 shown[svc] = text
-                if service_ok(c):
+                if service_ok(c) and (announced is None or svc not in announced):
+                    if announced is not None:
+                        announced.add(svc)
                     say(f"{remote.name}: {svc} healthy ({time.monotonic() - t0:.1f} s)")
             if not service_ok(c):
                 pending.append(svc)

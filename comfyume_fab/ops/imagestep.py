@@ -17,7 +17,7 @@ import shlex
 import time
 from typing import Callable, Mapping
 
-from ..checks.images import host_images, image_problems, raise_image_problems
+from ..checks.images import host_images, image_findings, raise_image_problems
 from ..errors import UnhealthyError
 from ..host import commands as cmd
 from ..host.actions import git as gitact
@@ -32,9 +32,14 @@ from ..inventory.model import Host, Inventory
 from ..plan.planner import Plan
 
 
-def preflight(inv: Inventory, states: Mapping[str, HostState]) -> None:
-    """Raise every image problem at once (inventory-side: ConfigError, exit 2; host-side: exit 4)."""
-    raise_image_problems(image_problems(inv, states))
+def preflight(inv: Inventory, states: Mapping[str, HostState], settled: Mapping[str, bool] | None = None
+              ) -> list[str]:
+    """Raise every image problem at once (inventory-side: ConfigError, exit 2; a missing image: exit 7;
+    other host-side ones: exit 4); else return the warnings (a missing image where nothing is to be
+    (re)created: `settled`, host -> True)."""
+    problems, warnings = image_findings(inv, states, settled)
+    raise_image_problems(problems)
+    return warnings
 
 
 # --- under the deploy lock: get each host's images at its branch's commit ------------------------

@@ -1,7 +1,8 @@
 """`invoke rollback`: redeploy each host's previous deploy (or the one of `--to COMMIT`) from the
 images still on the hosts, without building, in start-all's order and with its checks.
 
-Entry point: `rollback(inv, to, say, warn, wait_lock)`. Which deploy each host goes back to is
+Entry points: `rollback(inv, to, say, warn, wait_lock)`; `rollback_list(inv)` (`rollback --list`:
+what each host can be rolled back to, read only). Which deploy each host goes back to is
 plan/rollback.py's choice, from each host's deployed.json; start-all then deploys exactly those
 images (`image_tags`). Rollback is start-all with the images given: the one operation built on
 another (tests/unit/test_layers.py allows exactly this import).
@@ -20,7 +21,7 @@ from .start import StartSummary, start_all
 
 
 def rollback(inv: Inventory, to: str | None, say: Callable[[str], None], warn: Callable[[str], None],
-             wait_lock: float = 0.0) -> StartSummary:
+             wait_lock: float = 0.0, confirm=None) -> StartSummary:
     """Check `--to` (before any host is touched), read each host's deploys, and deploy the chosen
     ones with start-all; ConfigError/UnhealthyError before anything changes otherwise."""
     if to is not None:
@@ -28,12 +29,28 @@ def rollback(inv: Inventory, to: str | None, say: Callable[[str], None], warn: C
     targets = _targets(inv, to, say)
     for name, t in targets.items():
         say(f"{name}: deploying {', '.join(sorted(t['refs'].values()))}")
-    return start_all(inv, say, warn, wait_lock=wait_lock, image_tags=targets)
+    return start_all(inv, say, warn, wait_lock=wait_lock, image_tags=targets, confirm=confirm)
+
+
+def rollback_list(inv: Inventory) -> dict[str, dict]:
+    """`rollback --list`: each host's current deploy and the recorded deploys it can be rolled back
+    to (plan/rollback.py's `candidates`); reads only, takes no lock."""
+    records, images = _read(inv)
+    return choice.candidates(records, images)
 
 
 def _targets(inv: Inventory, to: str | None, say: Callable[[str], None]) -> dict[str, dict]:
     """host -> the deploy to go back to ({refs, branch, commit}), from each host's deployed.json
     and image list (plan/rollback.py chooses); the lines it has to say go to `say`."""
+    records, images = _read(inv)
+    targets, notes = choice.choose(to, records, images)
+    for line in notes:
+        say(line)
+    return targets
+
+
+def _read(inv: Inventory) -> tuple[dict[str, dict | None], dict[str, dict[str, str]]]:
+    """Each host's deployed.json (None when absent or not JSON) and image list, in inventory order."""
     with Session(inv, inv.hosts) as s:
         s.connect()
         s.require_all()
@@ -50,7 +67,4 @@ def _targets(inv: Inventory, to: str | None, say: Callable[[str], None]) -> dict
             record = None
         records[host.name] = record if isinstance(record, dict) else None
         images[host.name] = imgfacts.parse_image_list(sec.get("images", (0, ""))[1])
-    targets, notes = choice.choose(to, records, images)
-    for line in notes:
-        say(line)
-    return targets
+    return records, images

@@ -16,7 +16,7 @@ from ..checks.preflight import preflight_problems
 from ..checks import jobprobe, qmhealth
 from ..checks.probe import run_probe
 from ..checks.result import CheckResult
-from ..errors import UnhealthyError
+from ..errors import ConfigError, UnhealthyError
 from ..host import commands as cmd
 from ..host.actions import compose as composeact
 from ..host.actions import containers as ctract
@@ -28,7 +28,8 @@ from ..host.facts.docker import by_service, service_ok
 from ..host.session import Session, gather
 from ..inventory import fingerprint
 from ..inventory.model import Inventory
-from ..plan.diff import RECREATE, UNCHANGED, diff_host, env_section, planned_changes, summary_lines
+from ..plan.diff import (RECREATE, UNCHANGED, SecretChange, diff_host, env_section, planned_changes, secret_changes,
+                         secret_refusal, secret_sentence, summary_lines, what_happened)
 from ..plan.planner import HostPlan, Plan, make_plan
 from . import imagestep as images
 from .audit import audit_line, deployed_record, local_revision
@@ -41,8 +42,9 @@ UPLOADED = "uploaded.sha256"
 @dataclasses.dataclass
 class HostOutcome:
     name: str
-    changed: list[str] = dataclasses.field(default_factory=list)
+    changed: list[str] = dataclasses.field(default_factory=list)  # services touched; "-svc": removed
     unchanged: bool = True
+    done: dict[str, str] = dataclasses.field(default_factory=dict)  # service -> created|recreated|started|unchanged|removed
 
 
 @dataclasses.dataclass
@@ -58,11 +60,17 @@ class StartSummary:
 
 
 def start_all(inv: Inventory, say: Callable[[str], None], warn: Callable[[str], None],
-              wait_lock: float = 0.0, image_tags=None) -> StartSummary:
+              wait_lock: float = 0.0, image_tags=None,
+              confirm: Callable[[SecretChange], None] | None = None) -> StartSummary:
     """Bring the deployment up in order, proving each link before the next step; return what
     changed and every check's result. Raises at the first failed step (the app host is left
     running); a rerun on a healthy deployment changes nothing. `image_tags` (rollback): host ->
-    {IMAGE variable: reference} to deploy as they are, without fetching or building."""
+    {IMAGE variable: reference} to deploy as they are, without fetching or building.
+
+    A secret whose local value differs from the deployed one is said (which, from where) before
+    anything is touched; a changed Redis password (it recreates Redis) goes on only when `confirm`
+    returns (--yes, or the user said yes); `confirm` raises to refuse, and without one it is refused."""
+    warn = _once(warn)
     with Session(inv, inv.hosts) as s:
         say(f"connecting to {len(inv.hosts)} host(s): {', '.join(h.name for h in inv.hosts)}")
         # While connecting and reading: `git` for the revision, the planner's imports and the
@@ -81,15 +89,30 @@ def start_all(inv: Inventory, say: Callable[[str], None], warn: Callable[[str], 
             warn(note)
         if problems:
             raise problems[0]
-        images.preflight(inv, states)  # images: what is missing, before the lock and any upload
         # Each host's salt, or a new one for a host this tool never deployed to (uploaded with its .env).
         plan = make_plan(inv, {n: st.has_gpu for n, st in states.items()},
                          {n: st.salt or salt.new_salt() for n, st in states.items()})
         if getattr(plan, "errors", ()):
             raise UnhealthyError(plan.errors[0], step="preflight")
-        warnings = list(plan.warnings) + notes
-        for w in plan.warnings:
+        # images: what is missing, before the lock and any upload; fatal only on a host where
+        # something is to be (re)created or started (image_tags: rollback recreates what it deploys)
+        settled = {} if image_tags is not None else {
+            hp.name: all(c.action == UNCHANGED for c in diff_host(hp, states[hp.name].containers, None))
+            for hp in plan.hosts}
+        image_warnings = images.preflight(inv, states, settled)
+        warnings = list(plan.warnings) + notes + image_warnings
+        for w in list(plan.warnings) + image_warnings:
             warn(w)
+        # secrets: which differ from the deployed ones, and from where; a new Redis password only
+        # when confirmed (a typo in the secrets file must not be deployed on the tool's own advice)
+        secret_diffs = secret_changes(plan, states)
+        for change in secret_diffs:
+            warn(secret_sentence(change))
+        redis_pw = next((c for c in secret_diffs if c.name == "REDIS_PASSWORD" and "redis" in c.services), None)
+        if redis_pw is not None:
+            if confirm is None:
+                raise ConfigError(secret_refusal(redis_pw))
+            confirm(redis_pw)
         say("preflight: every host reachable, engine running, Compose v2 present")
         app = plan.app
         outcomes = {hp.name: HostOutcome(hp.name) for hp in plan.hosts}
@@ -186,6 +209,7 @@ def _deploy_stage(inv: Inventory, s: Session, hp: HostPlan, services, state, out
     todo = [svc for svc in services if changes[svc].action != UNCHANGED]
     if up_to_date and not todo and not orphans:
         say(f"{hp.name}: {', '.join(services)} already running with this configuration (nothing to do)")
+        outcome.done.update({svc: "unchanged" for svc in services})
         return
     if not up_to_date:
         say(f"{hp.name}: uploading {len(hp.files)} compose file(s) and the env file (0600) to {wd}")
@@ -227,14 +251,15 @@ def _deploy_stage(inv: Inventory, s: Session, hp: HostPlan, services, state, out
         core += [svc for svc in services if svc not in todo and svc not in frontends]
         fresh += [svc for svc in services if svc not in todo and svc in frontends]
         todo = list(services)
+    said: set[str] = set()  # services whose "healthy" line was said: each is said once per stage
     for group, no_deps in ((core, False), (fresh, True)):
         if group:
-            _up(inv, remote, hp, group, no_deps, say)
+            _up(inv, remote, hp, group, no_deps, say, said)
     if rolling:
-        _roll(inv, remote, hp, rolling, say)
+        _roll(inv, remote, hp, rolling, say, said)
     if todo:
         # every service of the stage, healthy together at the end (one poll when all already are)
-        wait_healthy(remote, hp.compose, services, inv.timeouts.health, say)
+        wait_healthy(remote, hp.compose, services, inv.timeouts.health, say, announced=said)
     # The containers as they are now: one `docker inspect` (what wait_healthy's last poll ran),
     # not a sectioned state read.
     after = hoststate.read_containers(remote, inv.project, step="read containers")
@@ -243,7 +268,10 @@ def _deploy_stage(inv: Inventory, s: Session, hp: HostPlan, services, state, out
         if c.service in services and c.service not in outcome.changed and (
                 before.get(c.service) != c.id or not service_ok(current.get(c.service))):
             outcome.changed.append(c.service)
+    outcome.changed.sort(key=lambda svc: list(services).index(svc) if svc in services else len(services))
     outcome.changed += [f"-{svc}" for svc in sorted({c.service for c in orphans})]
+    outcome.done.update(what_happened(services, state.containers, after))
+    outcome.done.update({svc: "removed" for svc in sorted({c.service for c in orphans})})
     outcome.unchanged = outcome.unchanged and not outcome.changed
     state.containers = tuple(after)
 
@@ -271,15 +299,27 @@ def _deploy_worker(inv: Inventory, s: Session, hp: HostPlan, state, outcome: Hos
         s[hp.name].run(stopact.clear_command(hp.host.workdir), step="clear stop record")
 
 
-def _up(inv: Inventory, remote, hp: HostPlan, services, no_deps: bool, say) -> None:
+def _once(warn: Callable[[str], None]) -> Callable[[str], None]:
+    """`warn` that says each distinct warning once per run (a host's GPU warning is found by the
+    plan, then again by the plan with the images; it is one warning)."""
+    seen: set[str] = set()
+
+    def once(message: str) -> None:
+        if message not in seen:
+            seen.add(message)
+            warn(message)
+    return once
+
+
+def _up(inv: Inventory, remote, hp: HostPlan, services, no_deps: bool, say, said: set[str] | None = None) -> None:
     say(f"{hp.name}: docker compose up -d {' '.join(services)}")
     res = remote.run(composeact.up(hp.compose, services, no_deps=no_deps), timeout=inv.timeouts.command, step="compose up")
     if not res.ok:
         up_failed(remote, hp.compose, services, res.stderr or res.stdout)
-    wait_healthy(remote, hp.compose, services, inv.timeouts.health, say)
+    wait_healthy(remote, hp.compose, services, inv.timeouts.health, say, announced=said)
 
 
-def _roll(inv: Inventory, remote, hp: HostPlan, rolling: list[str], say) -> None:
+def _roll(inv: Inventory, remote, hp: HostPlan, rolling: list[str], say, said: set[str] | None = None) -> None:
     """Recreate `rolling` (running frontends) `rollout.batch` at a time; a batch that does not
     become healthy stops the rollout there, and the later batches keep the old version, serving."""
     size = inv.rollout.batch
@@ -292,7 +332,7 @@ def _roll(inv: Inventory, remote, hp: HostPlan, rolling: list[str], say) -> None
                              step="rolling update")
             if not res.ok:
                 up_failed(remote, hp.compose, batch, res.stderr or res.stdout)
-            wait_healthy(remote, hp.compose, batch, inv.timeouts.health, say)
+            wait_healthy(remote, hp.compose, batch, inv.timeouts.health, say, announced=said)
         except UnhealthyError as exc:
             rest = [svc for later in batches[number:] for svc in later]
             kept = (f"{', '.join(rest)} still run the previous version and serve" if rest

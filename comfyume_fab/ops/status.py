@@ -15,13 +15,16 @@ from ..checks.queue import queue_checks
 from ..checks.result import CheckResult
 from ..checks.worker import device_check
 from ..errors import ExitCode, FabError
+from ..invocation import command
 from ..host import state as hoststate
+from ..host.facts import images as imgfacts
 from ..host.facts import stopped
 from ..host.facts.stopped import StoppedRecord
 from ..host.facts.docker import by_service, describe, published_port, service_ok
 from ..host.session import Background, Session, each
 from ..inventory import fingerprint
 from ..inventory.model import GPU_MODES, Inventory
+from ..plan.diff import env_section, secret_changes, secret_sentence
 from ..plan.planner import HostPlan, Plan, make_plan, service_hash_var
 from .audit import local_revision
 from .health import last_logs
@@ -94,10 +97,12 @@ def status(inv: Inventory, probe: bool = True, say=None, fetch: bool = False) ->
         # The job probe (a user's path through the queue manager) from the app host, beside the rest.
         job_path = (Background(_job_path, inv, plan, s, held, probe, name="cfab-job-probe")
                     if jobprobe.planned(inv.mode, plan) and plan.app.name in states else None)
+        secret_diffs = secret_changes(salted, states)  # a local secret that differs from the deployed one
         for hp in salted.hosts:
             if hp.name in states:
                 hosts_out[hp.name] = _host_block(inv, hp, states[hp.name], s.connect_s[hp.name], revision,
-                                                 plan.config_hash, checks, held.get(hp.name))
+                                                 plan.config_hash, checks, held.get(hp.name),
+                                                 [c for c in secret_diffs if c.host == hp.name])
                 _failing_logs(s[hp.name], hp, hosts_out[hp.name], checks)
         # Redis from each worker needs the password its .env holds (read with its state).
         say("checking Redis, the queue manager and the queue" + (" and probing inference" if probe else ""))
@@ -112,6 +117,7 @@ def status(inv: Inventory, probe: bool = True, say=None, fetch: bool = False) ->
         for c in queue_found:  # a worker stopped on purpose sends no heartbeat: expected, not a fault
             if not c.ok and c.name.removeprefix("heartbeat-") in stopped_ids:
                 c.data["stopped_on_purpose"] = True
+        name_refused_password(queue_found, secret_diffs)
         path_checks = job_path.result() if job_path is not None else []
         checks.extend(path_checks)
         checks.extend(queue_found)
@@ -156,8 +162,25 @@ def _on_purpose(hp: HostPlan, st) -> StoppedRecord | None:
     return None if running else record
 
 
+def name_refused_password(queue_found: list[CheckResult], secret_diffs) -> None:
+    """When Redis refuses the local password and the running Redis was started with another one,
+    the queue check says that, in one sentence (which secret, from where), instead of Redis's words."""
+    redis_pw = next((c for c in secret_diffs if c.name == "REDIS_PASSWORD" and "redis" in c.services), None)
+    for c in queue_found:
+        if c.name == "queue" and not c.ok and redis_pw is not None and _auth_refused(c.detail):
+            c.detail = (f"Redis on {redis_pw.host} refuses the local REDIS_PASSWORD (from {redis_pw.source}): "
+                        "it differs from the one Redis runs with; if the local value is a typo, fix it there "
+                        "(start-all would deploy it and recreate Redis)")
+
+
+def _auth_refused(detail: str) -> bool:
+    """Whether a Redis error says the password was refused (redis-py's AuthenticationError, WRONGPASS)."""
+    low = detail.lower()
+    return "invalid username-password pair" in low or "wrongpass" in low or "invalid password" in low
+
+
 def _host_block(inv, hp: HostPlan, st, connect_s: float, revision: str, config_hash: str, checks,
-                held: StoppedRecord | None = None) -> dict:
+                held: StoppedRecord | None = None, secrets=()) -> dict:
     current = by_service(st.containers)
     services = []
     bad = []
@@ -190,12 +213,25 @@ def _host_block(inv, hp: HostPlan, st, connect_s: float, revision: str, config_h
     running_ok = len(hp.services) - len(bad) - len(held_down)
     checks.append(CheckResult(f"services-{hp.name}", not bad, f"{running_ok}/{len(hp.services)} "
                               f"services {'ok' if not held_down else 'running'}: {detail}", host=hp.name))
+    gone = images.gone_images(st, hp.services)  # running, but its image is no longer on the host
+    if gone:
+        what = ", ".join(f"{svc} runs {img}" for svc, img in gone.items())
+        checks.append(CheckResult(f"images-{hp.name}", True, f"{what}, which is no longer on {hp.name}: it keeps "
+                                  "running, but start-all stops (exit 7) before (re)creating it there (copy it "
+                                  f"back with `{command('copy-image')} --source HOST --target {hp.name}` from a "
+                                  "host that has it, or give it a source)", host=hp.name, warning=True,
+                                  data={"gone": gone}))
     dep = st.deployed or {}
     in_sync = dep.get("config_hash") == config_hash and dep.get("host_hash") == hp.host_hash
+    if secrets:  # which secret, and from where: never "run start-all to apply" a possible typo
+        differs = "; ".join(secret_sentence(c) for c in secrets)
+        config_detail = (f"deployed config {dep.get('config_hash', 'none')} differs from the local {config_hash}: "
+                         f"{differs}")
+    else:
+        config_detail = (f"deployed config {dep.get('config_hash', 'none')} (rev {dep.get('revision', '?')}) "
+                         f"differs from the local {config_hash} (rev {revision}): run start-all to apply")
     checks.append(CheckResult(f"config-{hp.name}", True,
-                              "deployed config matches the local one" if in_sync else
-                              f"deployed config {dep.get('config_hash', 'none')} (rev {dep.get('revision', '?')}) "
-                              f"differs from the local {config_hash} (rev {revision}): run start-all to apply",
+                              "deployed config matches the local one" if in_sync else config_detail,
                               host=hp.name, warning=not in_sync))
     # each container's label against its own fingerprint in the uploaded .env
     drifted = [c.service for c in st.containers if c.service in hp.services and c.state == "running"
@@ -273,6 +309,8 @@ def _read_when_connected(connecting: Background, inv: Inventory, s: Session, fet
         if host.is_worker:
             extra.append(("stopped", stopped.read_command(host.workdir)))
         extra += images.status_parts(inv, host, fetch)  # images: the branch's head (fetched with --fetch)
+        extra.append(("images", imgfacts.LIST_COMMAND))  # a running service whose image is gone
+        extra.append(env_section(host.workdir))  # in memory only: which secret differs from the deployed one
         st = hoststate.read(s[host.name], inv.project, host.workdir, with_env_password=host.is_worker,
                             extra=extra, preflight=STATUS_PREFLIGHT)
         fingerprint.warm(inv.secrets, st.salt)  # for the deployed-config comparison

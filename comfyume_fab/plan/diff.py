@@ -27,6 +27,81 @@ class ServiceChange:
         return {"service": self.service, "action": self.action, "reasons": list(self.reasons)}
 
 
+# What start-all did to a service, as its summary says it (plan/diff's actions are what it WOULD do).
+DONE_ORDER = ("created", "recreated", "started", "removed", "unchanged")
+
+
+def what_happened(services: Sequence[str], before: Sequence[ContainerInfo],
+                  after: Sequence[ContainerInfo]) -> dict[str, str]:
+    """service -> created | recreated | started | unchanged, in `services`' (the plan's) order, from
+    the host's containers before and after a deploy stage: a new container where there was none is
+    created, another container id recreated, the same one that was not running before started."""
+    was, now = by_service(before), by_service(after)
+    out = {}
+    for svc in services:
+        old, new = was.get(svc), now.get(svc)
+        if new is None or (old is not None and old.id == new.id and old.ok):
+            out[svc] = "unchanged"
+        elif old is None:
+            out[svc] = "created"
+        elif old.id != new.id:
+            out[svc] = "recreated"
+        else:
+            out[svc] = "started"
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class SecretChange:
+    """A secret whose local value differs from the one a host's running services were given (its
+    uploaded .env; compared in memory, never shown). `source`: where the local value comes from."""
+    name: str
+    host: str
+    source: str
+    services: tuple[str, ...]  # the planned services there that read it
+
+
+def secret_changes(plan, states: Mapping) -> list[SecretChange]:
+    """Every secret of the plan (made with each host's salt) whose value differs from the one in a
+    host's uploaded .env (read with `env_section`, compared in memory) and that a running service
+    there was started with: its container's fingerprint label differs from the plan's (a
+    hand-edited .env whose services still run the local value is no such change). Per host in plan
+    order; none for a host with no readable .env (never deployed)."""
+    out = []
+    for hp in plan.hosts:
+        st = states.get(hp.name)
+        code, text = st.extra.get(ENV_SECTION, (1, "")) if st is not None else (1, "")
+        if code != 0 or not text.strip():
+            continue
+        old = parse_env_text(text)
+        running = by_service(st.containers)
+        for key, value in hp.env.items():
+            if not isinstance(value, Secret) or key not in old or not value or old[key] == value.reveal():
+                continue
+            users = tuple(svc for svc in hp.services if key in hp.service_vars.get(svc, ())
+                          and running.get(svc) is not None and running[svc].state == "running"
+                          and running[svc].env_hash != hp.service_hashes.get(svc))
+            if users:
+                out.append(SecretChange(key, hp.name, getattr(value, "source", None) or "the local secrets", users))
+    return out
+
+
+def secret_sentence(change: SecretChange) -> str:
+    """One sentence: which secret, where its local value comes from, and that the running services
+    use another value (never either value)."""
+    who = f"the running {', '.join(change.services)}" if change.services else "the running services"
+    return (f"{change.name} from {change.source} differs from the value {who} on {change.host} use"
+            f"{'s' if len(change.services) == 1 else ''} (deployed earlier): if that is a typo, fix it there; "
+            f"start-all would deploy the local value")
+
+
+def secret_refusal(change: SecretChange) -> str:
+    """start-all's refusal to change the Redis password without --yes or a confirmation (exit 2)."""
+    return (f"start-all: not changing {change.name}: the value from {change.source} differs from the one Redis on "
+            f"{change.host} runs with, and changing it recreates Redis (queue manager and workers reconnect); "
+            f"nothing was touched: fix {change.source} if that value is a typo, or rerun with --yes to change it")
+
+
 def parse_env_text(text: str) -> dict[str, str]:
     """A .env as the planner writes it (KEY='value' lines) -> {KEY: value}. Held in memory only."""
     out = {}

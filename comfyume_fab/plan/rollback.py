@@ -8,6 +8,11 @@ recorded commit; every host that deploys that commit's branch goes back to it, a
 has no deploy of it recorded, nothing is done (rolling back part of a branch's hosts would leave
 them on different commits). A host on another branch, or whose images are not built from the
 repository, stays as it is, and a line says so.
+
+Only deploys of commit-tagged images can be gone back to: images built from the repository
+(`images.<name>.source: build`) or pulled with commit tags record a commit; images used as they
+are (`present`, or a fixed tag) do not. `candidates` lists, per host, the recorded deploys that can
+be (`rollback --list`).
 """
 from __future__ import annotations
 
@@ -26,6 +31,37 @@ def commit_option(to: str) -> str:
         raise ConfigError(f"rollback --to: '{to}' is not a commit; give 7 to 40 of its hex digits (status shows "
                           f"each host's deployed commit and earlier deploys)")
     return to.lower()
+
+
+# Said whenever nothing can be rolled back to: what can be, and how to see it.
+ONLY_COMMIT_TAGGED = ("only deploys of commit-tagged images can be rolled back to (images built from the "
+                      "repository, `source: build`, or pulled with commit tags); images used as they are record "
+                      "no commit. `rollback --list` lists each host's deploys that can be rolled back to")
+
+
+def candidates(records: Mapping[str, Mapping | None],
+               images: Mapping[str, Mapping[str, str]]) -> dict[str, dict]:
+    """host -> {"current": {commit, branch, at} or None, "earlier": [{commit, branch, at, present}]}:
+    each host's recorded deploys of another commit, newest first, one per commit; `present` is
+    whether all of that deploy's images are still on the host (a deploy without them cannot be
+    rolled back to without rebuilding). Pure; in inventory order."""
+    out: dict[str, dict] = {}
+    for host, record in records.items():
+        imgs = _images(record)
+        current = ({"commit": imgs.get("commit"), "branch": imgs.get("branch"), "at": (record or {}).get("at")}
+                   if imgs.get("refs") else None)
+        seen = {imgs.get("commit")}
+        have = images.get(host) or {}
+        earlier = []
+        for h in imgs.get("history") or []:
+            commit = h.get("commit")
+            if not commit or commit in seen:
+                continue
+            seen.add(commit)
+            earlier.append({"commit": commit, "branch": h.get("branch"), "at": h.get("at"),
+                            "present": all(imgfacts.normalize(r) in have for r in (h.get("refs") or {}).values())})
+        out[host] = {"current": current, "earlier": earlier}
+    return out
 
 
 def _images(record: Mapping | None) -> dict:
@@ -108,7 +144,7 @@ def choose(to: str | None, records: Mapping[str, Mapping | None],
             what = f"every host that deploys commit {to} is already at it"
         else:
             what = f"no host has a deploy of commit {to}"
-        raise ConfigError(f"rollback: {what} (earlier deploys: {', '.join(known) or 'none'})")
+        raise ConfigError(f"rollback: {what} (earlier deploys: {', '.join(known) or 'none'}); {ONLY_COMMIT_TAGGED}")
     for host in moving:
         pick = targets[host]
         have = images.get(host) or {}

@@ -135,23 +135,57 @@ def _service_line(s: dict, width: int, colour: bool, held=None) -> str:
 
 
 def start_text(summary: StartSummary, task: str = "start-all") -> str:
-    """start-all's (or rollback's: `task`) summary: per host what changed, the checks, warnings."""
+    """start-all's (or rollback's: `task`) summary: per host, in plan order, what happened to each
+    service (created, recreated, started, removed, unchanged), the checks, and how many warnings
+    were said (each was printed once, when it was found)."""
+    from ..plan.diff import DONE_ORDER
     plan = summary.plan
     lines = []
     for hp in plan.hosts:
         o = summary.outcomes[hp.name]
-        made = [svc for svc in o.changed if not svc.startswith("-")]
-        gone = [svc[1:] for svc in o.changed if svc.startswith("-")]
-        what = "unchanged" if o.unchanged else "; ".join(
-            ([f"(re)created or started {', '.join(made)}"] if made else []) + ([f"removed {', '.join(gone)}"] if gone else []))
-        lines.append(f"  {hp.name}: {len(hp.services)} service(s) healthy, {what}")
+        done = dict(o.done)
+        for svc in o.changed:  # an outcome without `done` (changed only): said as it was
+            if svc.startswith("-"):
+                done.setdefault(svc[1:], "removed")
+        for svc in hp.services:
+            done.setdefault(svc, "unchanged")
+        groups = [(what, [svc for svc in list(hp.services) + sorted(set(done) - set(hp.services))
+                          if done.get(svc) == what]) for what in DONE_ORDER]
+        what = "; ".join(f"{w} {', '.join(svcs)}" for w, svcs in groups if svcs)
+        if o.unchanged and not any(v != "unchanged" for v in done.values()):
+            what = "unchanged"
+        lines.append(f"  {hp.name}: {len(hp.services)} service(s) healthy; {what}")
     for c in summary.checks:
         lines.append(f"  [{_mark(c.ok, c.warning):>4}] {c.name}: {c.detail}")
-    for w in summary.warnings:
-        lines.append(f"  WARNING: {w}")
+    warnings = list(dict.fromkeys(summary.warnings))
+    if warnings:
+        lines.append(f"  {len(warnings)} warning(s), each printed above (WARNING: ...) when it was found")
     head = (f"{task}: everything was already running with this configuration; nothing changed"
             if not summary.changed else f"{task}: deployment up (mode {plan.mode}, config {plan.config_hash})")
     return clean("\n".join([head] + lines))
+
+
+def rollback_list_text(found: dict) -> str:
+    """`rollback --list`: per host its deployed commit and the recorded deploys it can be rolled back
+    to (commit, branch, when), newest first; a deploy whose images are gone is marked so."""
+    from ..plan.rollback import ONLY_COMMIT_TAGGED
+    lines = ["rollback --list: deploys each host can be rolled back to (`rollback` takes the newest, "
+             "`rollback --to COMMIT` any)"]
+    any_one = False
+    for host, entry in found.items():
+        cur = entry.get("current")
+        now = (f"at {cur['commit'][:12]} ({cur.get('branch') or '?'}, {cur.get('at') or 'when unknown'})"
+               if cur and cur.get("commit") else "runs images with no commit recorded" if cur else "no deploy recorded")
+        lines.append(f"  {host}: {now}")
+        for e in entry.get("earlier") or []:
+            any_one = any_one or e["present"]
+            gone = "" if e["present"] else "  [images no longer on the host: deploy it with start-all instead]"
+            lines.append(f"    {e['commit'][:12]}  {e.get('branch') or '?'}  {e.get('at') or 'when unknown'}{gone}")
+        if not entry.get("earlier"):
+            lines.append("    (no earlier commit recorded)")
+    if not any_one:
+        lines.append(f"  nothing can be rolled back to: {ONLY_COMMIT_TAGGED.split('; ')[0].split('. `')[0]}")
+    return clean("\n".join(lines))
 
 
 def stop_workers_text(out: dict) -> str:

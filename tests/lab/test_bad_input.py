@@ -236,7 +236,7 @@ def test_secrets_with_shell_metacharacters_deploy_and_nothing_executes(lab, depl
     env = {"REDIS_PASSWORD": REDIS_PW, "ADMIN_PASSWORD": ADMIN_PW}
     assert _pwned(lab) == []
     try:
-        res = invoke("start-all", "--hosts", str(inv_path), env=env)
+        res = invoke("start-all", "--hosts", str(inv_path), "--yes", env=env)  # a new Redis password: --yes
         assert res.returncode == 0, res.stderr
         assert REDIS_PW not in res.stdout + res.stderr and ADMIN_PW not in res.stdout + res.stderr
         assert _pwned(lab) == []  # nothing executed, on this machine, the hosts or in any container
@@ -258,6 +258,8 @@ def test_secrets_with_shell_metacharacters_deploy_and_nothing_executes(lab, depl
     finally:
         for p in Path("/tmp").glob("cfab-pwned*"):
             p.unlink()
+        # the lab's own Redis password back (a changed Redis password needs --yes), for the tests after this one
+        invoke("start-all", "--hosts", str(inv_path), "--yes")
         back = invoke("start-all", "--hosts", str(inv_path))
         assert back.returncode == 0, back.stderr
 

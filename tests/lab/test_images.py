@@ -142,10 +142,10 @@ def test_present_image_missing_without_a_source(lab, tmp_path, healed):
     data["hosts"]["mello"]["workdir"] = "wd-present"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     res = invoke("start-all", "--hosts", str(path))
-    assert res.returncode == 2, res.stderr
+    assert res.returncode == 7, res.stderr  # the host's problem (issue 23 item 3), not the inventory's
     assert errors(res)[-1].endswith(
-        "images.worker: host verda has no image comfyume-worker:not-built-anywhere and its source is present (set "
-        "images.source: build with images.repository, or pull, or load the image on the host with docker load)")
+        "host verda, step preflight images: verda has no image comfyume-worker:not-built-anywhere (give it "
+        f"a source in {path} (images.source: build with images.repository, or pull), or `docker load` it on verda)")
     assert untouched(lab, "wd-present") == []
 
 
@@ -315,6 +315,13 @@ def test_rollback_to_the_previous_commit_without_building(lab, build_inv, healed
         "host's deployed commit and earlier deploys)"], res.stderr
     res = invoke("rollback", "--hosts", str(build_inv), "--to", "deadbeef")
     assert res.returncode == 2 and "rollback: no host has a deploy of commit deadbeef" in res.stderr, res.stderr
+    assert "`rollback --list`" in res.stderr, res.stderr
+    # --list: verda (back at the NOTES commit) lists its earlier commit(s), branch and when; nothing changes
+    before = running(lab, "verda")
+    res = invoke("rollback", "--hosts", str(build_inv), "--list")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f"  verda: at {notes_sha}" in res.stdout and "verda-track" in res.stdout, res.stdout
+    assert running(lab, "verda") == before
 
 
 def test_status_shows_each_services_commit_and_undeployed_commits(lab, build_inv, healed):

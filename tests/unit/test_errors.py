@@ -18,7 +18,7 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 EXPECTED = {
     "FabError": ExitCode.FAILURE, "ConfigError": ExitCode.CONFIG, "DriftError": ExitCode.CONFIG,
     "UnreachableError": ExitCode.UNREACHABLE, "UnhealthyError": ExitCode.UNHEALTHY,
-    "TunnelError": ExitCode.UNHEALTHY, "LockedError": ExitCode.LOCKED,
+    "TunnelError": ExitCode.UNHEALTHY, "LockedError": ExitCode.LOCKED, "MissingImageError": ExitCode.MISSING_IMAGE,
 }
 
 

@@ -110,17 +110,59 @@ def test_preflight_every_problem_one_sentence_each(tmp_path):
     assert info.value.code == ExitCode.UNHEALTHY and "also: " in info.value.sentence()
 
 
-def test_present_image_missing_is_an_inventory_problem(tmp_path):
+def test_a_missing_present_image_is_the_hosts_problem_naming_copy_image(tmp_path):
+    """Issue 23 item 3: not the inventory's (exit 2, a file:line): the host's, its own exit code,
+    named for what it is, with `copy-image` from the host that has it."""
     inv = inventory(tmp_path, "present")
     states = {"mello": state("mello", images=(0, IMAGE_LS)),
               "verda": state("verda", images=(0, IMAGE_LS.replace("comfyume-worker", "other")))}
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(FabError) as info:
         raise_image_problems(image_problems(inv, states))
-    assert info.value.problems == [
-        f"{inv.path}:3 images.worker: host verda has no image comfyume-worker:v0.11.0 and its source is present "
-        "(set images.source: build with images.repository, or pull, or load the image on the host with docker load)"]
+    assert info.value.code == ExitCode.MISSING_IMAGE and not isinstance(info.value, ConfigError)
+    assert info.value.sentence() == (
+        "host verda, step preflight images: verda has no image comfyume-worker:v0.11.0 (copy it from mello, which "
+        "has it: `comfyume-fab copy-image --source mello --target verda --image comfyume-worker:v0.11.0`; or give "
+        f"it a source in {inv.path} (images.source: build with images.repository, or pull), or `docker load` it "
+        "on verda)")
+    assert "hosts.yaml:" not in info.value.sentence() and "its source is present" not in info.value.sentence()
     states["verda"] = state("verda", images=(0, IMAGE_LS))
     assert image_problems(inv, states) == []
+
+
+def test_without_a_host_that_has_it_the_fix_is_a_source(tmp_path):
+    inv = inventory(tmp_path, "present")
+    gone = IMAGE_LS.replace("comfyume-worker", "other")
+    states = {"mello": state("mello", images=(0, gone)), "verda": state("verda", images=(0, gone))}
+    (problem,) = image_problems(inv, states)
+    assert problem.hint == (f"give it a source in {inv.path} (images.source: build with images.repository, or "
+                            "pull), or `docker load` it on verda")
+
+
+def test_a_missing_image_where_nothing_is_to_be_recreated_is_a_warning(tmp_path):
+    from comfyume_fab.checks.images import image_findings
+    inv = inventory(tmp_path, "present")
+    states = {"mello": state("mello", images=(0, IMAGE_LS)),
+              "verda": state("verda", images=(0, IMAGE_LS.replace("comfyume-worker", "other")))}
+    problems, warnings = image_findings(inv, states, {"mello": True, "verda": True})
+    assert problems == []
+    assert warnings == ["verda has no image comfyume-worker:v0.11.0 any more, but nothing there is to be (re)created: "
+                        "its running container keeps running, going on (before the next change there: copy it from "
+                        "mello, which has it: `comfyume-fab copy-image --source mello --target verda --image "
+                        f"comfyume-worker:v0.11.0`; or give it a source in {inv.path} (images.source: build with "
+                        "images.repository, or pull), or `docker load` it on verda)"]
+    problems, warnings = image_findings(inv, states, {"mello": True, "verda": False})
+    assert [p.code for p in problems] == [ExitCode.MISSING_IMAGE] and warnings == []
+
+
+def test_status_sees_a_running_service_whose_image_is_gone():
+    from comfyume_fab.checks.images import gone_images
+    from comfyume_fab.host.facts.docker import ContainerInfo
+    never = "0001-01-01T00:00:00Z"
+    st = state("verda", images=(0, IMAGE_LS.replace("comfyume-worker", "other")))
+    st.containers = (ContainerInfo("c1", "comfyume-worker-1", "worker", "comfyume", "running", "healthy", 0, never,
+                                   never, never, 0, "", "comfyume-worker:v0.11.0"),)
+    assert gone_images(st, ["worker"]) == {"worker": "comfyume-worker:v0.11.0"}
+    assert gone_images(state("verda", images=(0, IMAGE_LS)), ["worker"]) == {}
 
 
 def test_registry_login_reads_the_password_from_stdin_only_into_this_runs_folder():

@@ -115,3 +115,51 @@ def test_the_cli_refuses_a_bad_to_before_any_host_is_touched(tmp_path):
     assert res.stderr.strip().splitlines() == [
         "rollback --to: 'HEAD~1' is not a commit; give 7 to 40 of its hex digits (status shows each host's "
         "deployed commit and earlier deploys)"]
+
+
+def test_nothing_to_roll_back_to_says_what_can_be_and_how_to_list_it():
+    """Issue 23 item 6: after deploys of images with no commit, the refusal explains that only
+    commit-tagged images can be rolled back to, and names `rollback --list`."""
+    plain = {"refs": {"WORKER_IMAGE": "comfyume-worker:v0.11.0"}, "branch": None, "commit": None}
+    records = {"verda": record(plain, dict(plain, at="2026-12-01T10:00:00Z"))}
+    with pytest.raises(ConfigError) as info:
+        choose(None, records)
+    text = info.value.sentence()
+    assert "no host has an earlier deploy recorded" in text
+    assert "only deploys of commit-tagged images can be rolled back to" in text
+    assert "`source: build`" in text and "pulled with commit tags" in text
+    assert "`rollback --list`" in text
+
+
+def test_candidates_list_each_hosts_earlier_commits_newest_first_marking_gone_images():
+    from comfyume_fab.plan.rollback import candidates
+    records = fleet()
+    records["verda"]["images"]["history"][0]["at"] = "2026-12-02T09:00:00Z"
+    images = {h: images_of(r) for h, r in records.items()}
+    del images["verda"][f"comfyume-verda-track:{V1[:12]}"]  # pruned
+    found = candidates(records, images)
+    assert list(found) == ["mello", "verda", "verda2"]
+    assert found["mello"]["current"]["commit"] == A2
+    assert [(e["commit"], e["present"]) for e in found["mello"]["earlier"]] == [(A1, True)]
+    assert [(e["commit"], e["branch"], e["at"], e["present"]) for e in found["verda"]["earlier"]] == [
+        (V2, "verda-track", "2026-12-02T09:00:00Z", True), (V1, "verda-track", None, False)]
+
+
+def test_rollback_list_text_names_commit_branch_and_when_and_says_when_nothing_can_be():
+    from comfyume_fab.plan.rollback import candidates
+    from comfyume_fab.present.reports import rollback_list_text
+    records = fleet()
+    records["verda"]["images"]["history"][0]["at"] = "2026-12-02T09:00:00Z"
+    text = rollback_list_text(candidates(records, {h: images_of(r) for h, r in records.items()}))
+    assert f"    {V2[:12]}  verda-track  2026-12-02T09:00:00Z" in text.splitlines()
+    assert f"  mello: at {A2[:12]} (mello-track, when unknown)" in text.splitlines()
+    assert "nothing can be rolled back to" not in text
+    plain = {"refs": {"WORKER_IMAGE": "comfyume-worker:v0.11.0"}, "branch": None, "commit": None}
+    none = rollback_list_text(candidates({"verda": record(plain)}, {}))
+    assert "  verda: runs images with no commit recorded" in none.splitlines()
+    assert "nothing can be rolled back to: only deploys of commit-tagged images" in none
+
+
+def test_rollback_has_a_list_option():
+    from comfyume_fab.tasks import ns
+    assert ("list",) in [a.names for a in ns["rollback"].get_arguments()]

@@ -8,7 +8,6 @@ host/state.read_containers parses."""
 from __future__ import annotations
 
 import dataclasses
-import time
 
 from comfyume_fab.checks.result import CheckResult
 from comfyume_fab.host.facts.docker import INSPECT_FIELDS, ContainerInfo

@@ -90,11 +90,13 @@ USER_ID = re.compile(r"^[a-zA-Z0-9_-]{1,100}$")
 RESPONSE_FIELDS = ("id", "user_id", "status", "priority", "created_at", "started_at", "completed_at",
                    "worker_id", "result", "error")
 
-# No client-side retries (redis-py >= 6 retries with back-off by default; 4.3 does not): a dead
-# Redis must turn /health into a quick "unhealthy", not a slow answer.
+# One immediate retry, as the real queue manager's redis-py 7 client retries by default: after Redis
+# was recreated, a pooled connection to the old server fails once and the command goes over a new
+# one (without it, a worker's complete-job right after a Redis restart was lost). No back-off: a
+# dead Redis still turns /health into a quick "unhealthy", not a slow answer.
 REDIS = redis.Redis(host=common.env_str("REDIS_HOST", "redis"), port=common.env_int("REDIS_PORT", 6379),
                     password=common.env_str("REDIS_PASSWORD") or None, socket_timeout=3,
-                    socket_connect_timeout=3, decode_responses=True, retry=Retry(NoBackoff(), 0))
+                    socket_connect_timeout=3, decode_responses=True, retry=Retry(NoBackoff(), 1))
 
 
 def now() -> datetime.datetime:

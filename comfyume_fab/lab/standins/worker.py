@@ -393,17 +393,21 @@ def poll_forever(executor: Executor, base_url: str, worker_id: str) -> None:
     complete-job / fail-job with the queue manager's declared shapes (job_id as a query parameter,
     the body {"result": {...}} or {"error": "..."}). Never stops."""
     interval = common.env_int("WORKER_POLL_INTERVAL", 2)  # the real worker does int() on it
+    # the real worker's httpx client waits HTTP_CLIENT_TIMEOUT (30 s) for the queue manager: a
+    # next-job held up by a Redis outage still hands its job to this worker instead of losing it
+    http_timeout = common.env_float("HTTP_CLIENT_TIMEOUT", 30.0)
     base = base_url.rstrip("/")
     url = f"{base}/api/workers/next-job?worker_id={urllib.parse.quote(worker_id)}"
     warn = common.Throttled(30.0)
     while True:
         step, job = f"polling {url}", None
         try:
-            job = (common.http_json("GET", url, timeout=5) or {}).get("job")
+            job = (common.http_json("GET", url, timeout=http_timeout) or {}).get("job")
             if isinstance(job, dict) and job.get("id"):
                 path, payload = run_job(executor, job)
                 step = f"reporting job {job['id']} to {base}{path}"
-                common.http_json("POST", f"{base}{path}?job_id={urllib.parse.quote(job['id'])}", payload, timeout=10)
+                common.http_json("POST", f"{base}{path}?job_id={urllib.parse.quote(job['id'])}", payload,
+                                 timeout=http_timeout)
         except Exception as exc:  # noqa: BLE001 - logged (at most every 30 s); the loop goes on
             warn(f"worker: {step} failed: {common.describe_http_error(exc)}")
         if not (isinstance(job, dict) and job.get("id")):

@@ -4,12 +4,16 @@ from __future__ import annotations
 import os
 
 from .layout import BRIDGE, GATEWAY, NETNS_PREFIX, PREFIXLEN, VETH_PREFIX, LabHost
+
+# Tailscale's interface has MTU 1280; the lab's tailnet links get the same, so whatever crosses
+# them (an overlay's VXLAN packets above all) meets the limit it would meet on a real tailnet.
+TAILNET_MTU = 1280
 from .system import in_netns, sh
 
 
 def bridge_up() -> None:
     if sh(["ip", "link", "show", BRIDGE], check=False).returncode != 0:
-        sh(["ip", "link", "add", BRIDGE, "type", "bridge"])
+        sh(["ip", "link", "add", BRIDGE, "mtu", str(TAILNET_MTU), "type", "bridge"])
     sh(["ip", "addr", "replace", f"{GATEWAY}/{PREFIXLEN}", "dev", BRIDGE])
     sh(["ip", "link", "set", BRIDGE, "up"])
 
@@ -20,6 +24,8 @@ def host_up(host: LabHost) -> None:
         raise_if_missing(host)
     if sh(["ip", "link", "show", host.veth], check=False).returncode != 0:
         sh(["ip", "link", "add", host.veth, "type", "veth", "peer", "name", "eth0", "netns", host.netns])
+    sh(["ip", "link", "set", host.veth, "mtu", str(TAILNET_MTU)])
+    sh(["ip", "-n", host.netns, "link", "set", "eth0", "mtu", str(TAILNET_MTU)])
     sh(["ip", "link", "set", host.veth, "master", BRIDGE, "up"])
     sh(["ip", "-n", host.netns, "addr", "replace", f"{host.address}/{PREFIXLEN}", "dev", "eth0"])
     sh(["ip", "-n", host.netns, "link", "set", "lo", "up"])

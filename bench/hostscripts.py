@@ -148,7 +148,6 @@ def _status_extras(h: HostInfo, spec: LabSpec) -> str:
     """What `invoke status` also reads and shows: engine and Compose versions, the env hash of the
     uploaded .env (drift check) and, on the app host, where Redis is published. The same
     command lines as the tool's (comfyume_fab.host.facts, .commands), run one after the other."""
-    from comfyume_fab.host import commands as cmd
     from comfyume_fab.host.facts import compose, docker
     out = (f"echo '== engine'; {docker.ENGINE_COMMAND}\n"
            f"echo '== compose'; {compose.VERSION_COMMAND}\n"

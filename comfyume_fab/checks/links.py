@@ -13,11 +13,14 @@ import functools
 import http.client
 import json
 import time
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from ..errors import TunnelError
 from ..host.ssh.remote import Remote
 from .result import CheckResult
+
+if TYPE_CHECKING:  # redis-py is imported lazily, when a check first needs it
+    import redis
 
 # redis-py is imported on first use (~60 ms: it loads its asyncio and cluster clients too), so
 # a task can import it in the background while it connects (see `prefetch_redis`).

@@ -225,7 +225,6 @@ def test_new_commit_on_verda_track_rebuilds_only_the_worker(lab, build_inv, heal
 
 def test_broken_dockerfile_stops_there_and_keeps_the_running_worker(lab, build_inv, healed):
     hosts = list(lab.hosts.values())
-    good = (gitserver.repo_path(hosts))  # noqa: F841 - the fix below restores the Dockerfile
     before = running(lab, "verda")["worker"]
     text = gitserver.dockerfile("worker.py", "worker (ComfyUI inference API)")
     gitserver.commit(hosts, "verda-track", "comfyui-worker/Dockerfile",

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import time
 
-import paramiko
 import pytest
 
 from comfyume_fab.errors import UnreachableError
-from comfyume_fab.lab import faults, hostsvc, manager, network, procs
+from comfyume_fab.lab import faults, hostsvc, network
 from comfyume_fab.host.ssh.connect import Target
 from comfyume_fab.host.ssh.remote import Remote
 

@@ -11,7 +11,6 @@ import pty
 import queue
 import re
 import select
-import shlex
 import signal
 import struct
 import subprocess
@@ -19,7 +18,6 @@ import termios
 import threading
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 
 import jsonschema
 import pytest

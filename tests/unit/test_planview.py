@@ -78,7 +78,7 @@ def test_diff_of_a_deployed_plan_is_all_unchanged(tmp_path):
         containers, env = _deployed(hp)
         changes = diff_host(hp, containers, env)
         assert [c.service for c in changes] == list(hp.services) and not changed(changes)
-    assert summary_lines({"mello": changes}) == [f"mello: nothing would change (1 service(s) unchanged)"]
+    assert summary_lines({"mello": changes}) == ["mello: nothing would change (1 service(s) unchanged)"]
 
 
 def test_diff_names_one_new_user_and_the_removed_ones(tmp_path):

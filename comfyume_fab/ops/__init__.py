@@ -24,4 +24,6 @@ Their helpers:
 - `imagestep`: start-all's image step (fetch, build, pull under the lock)
 - `transfer`: one image host to host
 - `serverless`: status's view of mode serverless (tier, GPU, price, the endpoint proved, replicas)
+- `autostop`: a rented worker's autostop installed on (`install`) and removed from (`remove`) the app
+  host, for start-all and stop-verda --delete
 """

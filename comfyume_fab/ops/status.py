@@ -8,6 +8,7 @@ import json
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..checks import autostop as autostopcheck
 from ..checks import images, jobprobe, qmhealth
 from ..checks.links import prefetch_redis, redis_ping
 from ..checks.probe import run_probe
@@ -17,6 +18,7 @@ from ..checks.worker import device_check
 from ..errors import ExitCode, FabError
 from ..invocation import command
 from ..host import state as hoststate
+from ..host.facts import autostop as autostopfacts
 from ..host.facts import images as imgfacts
 from ..host.facts import stopped
 from ..host.facts.stopped import StoppedRecord
@@ -124,6 +126,7 @@ def status(inv: Inventory, probe: bool = True, say=None, fetch: bool = False) ->
         serverless, serverless_found = (found.pop(SERVERLESS_JOB) if plan.app.name in states
                                         and SERVERLESS_JOB in found else (None, []))
         checks.extend(serverless_found)
+        _autostop(inv, read.get(plan.app.name), hosts_out, checks)
         _settle(checks, plan)
     unreachable = any(not h.get("reachable") for h in hosts_out.values())
     failing = [c for c in checks if not c.ok]
@@ -149,7 +152,23 @@ def _unreachable(name: str, error: str, hosts_out: dict, checks: list, roles=())
     checks.append(CheckResult(f"reachable-{name}", False, error, host=name))
     # The same keys as a reachable host's block (docs/status.schema.json), unknown ones null.
     hosts_out[name] = {"reachable": False, "error": error, "ssh_ms": None, "roles": list(roles), "engine": None,
-                       "compose": None, "services": [], "deployed": None, "gpu": None, "stopped_on_purpose": None}
+                       "compose": None, "services": [], "deployed": None, "gpu": None, "stopped_on_purpose": None,
+                       "autostop": None}
+
+
+def _autostop(inv: Inventory, app_state, hosts_out: dict, checks: list) -> None:
+    """Each rented worker host's autostop, as its program on the app host last wrote it (the host
+    block's `autostop` and an `autostop-HOST` check); null where there is none or the app host could
+    not be read."""
+    code, out = (app_state.extra.get("autostop", (1, "")) if app_state is not None else (1, ""))
+    states = autostopfacts.parse_states(out) if code == 0 else {}
+    for name, block in hosts_out.items():
+        block["autostop"] = None
+        host = inv.host(name)
+        if app_state is None or (getattr(host, "autostop", None) is None and name not in states):
+            continue
+        block["autostop"] = autostopcheck.view(states.get(name))
+        checks.append(autostopcheck.check(name, block["autostop"]))
 
 
 def _on_purpose(hp: HostPlan, st) -> StoppedRecord | None:
@@ -306,6 +325,8 @@ def _read_when_connected(connecting: Background, inv: Inventory, s: Session, fet
     def read(host) -> hoststate.HostState:
         # Every app host gets the Redis port section; _host_block looks at it where the plan runs Redis.
         extra = [("redis_port", published_port(inv.project, "redis", 6379))] if host.is_app else []
+        if host.is_app:  # the state files of autostop (a rented worker's idle timer, on the app host)
+            extra.append(("autostop", autostopfacts.state_command(host.workdir)))
         if host.is_worker:
             extra.append(("stopped", stopped.read_command(host.workdir)))
         extra += images.status_parts(inv, host, fetch)  # images: the branch's head (fetched with --fetch)

@@ -73,6 +73,8 @@ def status_text(rep: StatusReport, colour: bool = False) -> str:
         lines.append("")
         if not h.get("reachable"):
             lines.append(f"{_paint(name, 'bold', colour)}: {_paint('UNREACHABLE', 'FAIL', colour)}  {h.get('error', '')}")
+            if h.get("autostop"):
+                lines.append(f"  autostop: {h['autostop']['text']}")
             continue
         dep = h.get("deployed") or {}
         sync = "in sync" if dep.get("in_sync") else f"deployed {dep.get('config_hash') or 'never'}"
@@ -89,6 +91,8 @@ def status_text(rep: StatusReport, colour: bool = False) -> str:
             dep_c = (img.get("deployed_commit") or "none")[:12]
             note = "; the branch has commits not deployed" if img.get("undeployed") else ""
             lines.append(f"  branch {img['branch']} at {head} (last fetch), deployed {dep_c}{note}")
+        if h.get("autostop"):
+            lines.append(f"  autostop: {h['autostop']['text']}")
         held = h.get("stopped_on_purpose")
         if held:
             lines.append(_paint(f"  stopped on purpose ({held['task']} by {held['by']} at {held['at']}): the instance is "

@@ -17,6 +17,9 @@ RANK = {"errors": 0, "invocation": 0, "statusschema": 0, "inventory": 1, "host":
 OPERATIONS = {"comfyume_fab.ops.start", "comfyume_fab.ops.stop", "comfyume_fab.ops.status",
               "comfyume_fab.ops.rollback", "comfyume_fab.ops.copyimage", "comfyume_fab.ops.switch",
               "comfyume_fab.ops.warm"}
+# Helpers of the operations (not operations: any operation may import them; they import none)
+HELPERS = {"comfyume_fab.ops.health", "comfyume_fab.ops.audit", "comfyume_fab.ops.imagestep",
+           "comfyume_fab.ops.transfer", "comfyume_fab.ops.serverless", "comfyume_fab.ops.autostop"}
 # rollback IS start-all with the images of an earlier deploy given: the one operation built on another
 BUILT_ON = {"comfyume_fab.ops.rollback": {"comfyume_fab.ops.start"},
             # switch-gpu redeploys the queue manager alone with start-all's deploy stage
@@ -98,6 +101,12 @@ def test_an_operation_never_imports_another():
     for op in OPERATIONS:
         others = GRAPH[op] & (OPERATIONS - {op}) - BUILT_ON.get(op, set())
         assert not others, f"{op} imports {others}"
+
+
+def test_a_helper_of_the_operations_imports_no_operation():
+    for helper in HELPERS & set(GRAPH):
+        assert not GRAPH[helper] & OPERATIONS, f"{helper} imports {GRAPH[helper] & OPERATIONS}"
+    assert "comfyume_fab.ops.autostop" in GRAPH  # start-all and stop-verda --delete use it
 
 
 def test_the_inventory_model_is_a_leaf():

@@ -19,6 +19,7 @@ R = TypeVar("R")
 def target(inv: Inventory, host: Host) -> Target:
     return Target(name=host.name, address=host.address, user=host.user, port=host.port,
                   identity_file=host.identity_file, known_hosts=inv.ssh.known_hosts,
+                  tool_known_hosts=inv.generated_known_hosts if host.provider is not None else None,
                   accept_new_host_keys=inv.ssh.accept_new_host_keys, ssh_config=inv.ssh.config_file,
                   connect_timeout=float(inv.timeouts.connect), command_timeout=float(inv.timeouts.command))
 

@@ -25,5 +25,5 @@ Their helpers:
 - `transfer`: one image host to host
 - `serverless`: status's view of mode serverless (tier, GPU, price, the endpoint proved, replicas)
 - `autostop`: a rented worker's autostop installed on (`install`) and removed from (`remove`) the app
-  host, for start-all and stop-verda --delete
+  host, for start-all and for stop-verda when it deletes the instance
 """

@@ -1,4 +1,4 @@
-"""Autostop on the app host, installed and removed (a helper of start-all and `stop-verda --delete`,
+"""Autostop on the app host, installed and removed (a helper of start-all and of stop-verda deleting the instance,
 not an operation of its own).
 
 `install(inv, session, record, say)`: after start-all rented (or found) a worker host's instance,

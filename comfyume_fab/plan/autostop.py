@@ -116,12 +116,12 @@ def compose_text(inv: Inventory, host_name: str, program_digest: str) -> bytes:
             "command": [],
             "volumes": ["./conf:" + conf + ":ro", "./state:" + state, "../../audit.log:" + IN_CONTAINER + "/audit.log"],
             "labels": {LABEL: host_name, LABEL + ".program": program_digest},
-            "healthcheck": {"test": ["CMD", *run, "--healthcheck"], "interval": "30s", "timeout": "10s",
+            "healthcheck": {"test": ["CMD", *run, agent.HEALTHCHECK], "interval": "30s", "timeout": "10s",
                             "retries": 3, "start_period": "60s"},
         }},
     }
     head = (f"# comfyume-fab autostop for {host_name}: deletes its rented instance when the queue is idle\n"
-            "# (docs/provider.md#autostop). Written by start-all; removed by stop-verda --delete. Do not edit.\n")
+            "# (docs/provider.md#autostop). Written by start-all; removed when stop-verda deletes the instance. Do not edit.\n")
     return (head + json.dumps(doc, indent=2) + "\n").encode()  # JSON is YAML
 
 

@@ -45,6 +45,7 @@ STATE_VERSION = 1
 PROBE_USER = "comfyume-fab-probe"
 STATES = ("watching", "deleted", "error")
 HTTP_TIMEOUT = 15.0
+HEALTHCHECK = "--healthcheck"
 DELETE_PENDING = ("ordered", "provisioning")  # the API refuses to delete these (retried next round)
 
 
@@ -437,7 +438,7 @@ def main(argv: list[str]) -> int:
         print("usage: autostop.py CONFIG.json [--once|--healthcheck]", file=sys.stderr)
         return 2
     path = argv[0]
-    if "--healthcheck" in argv[1:]:
+    if HEALTHCHECK in argv[1:]:
         return healthcheck(path)
     if "--once" in argv[1:]:
         st = round_once(path)

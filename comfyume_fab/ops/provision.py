@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import secrets as pysecrets
 import time
 from typing import Callable
 
@@ -136,7 +135,9 @@ def rent(inv: Inventory, host: Host, client: VerdaClient, say: Callable[[str], N
     confirm(line)
     # 4. the SSH keys that may log in, the host key, the startup script
     key_ids = _ssh_key_ids(host, client)
-    name = f"{p.hostname_prefix}-{pysecrets.token_hex(3)}"
+    # one name per worker host, stable across rentals: the tailnet node (and MagicDNS name) stays
+    # recognisable; a new instance is told apart by its id
+    name = f"{p.hostname_prefix}-{host.name}"[:63].rstrip("-")
     private, public = hostkey.generate(name)
     authkey = inv.secrets[p.tailscale_authkey].reveal()
     rec: dict = {"id": None, "hostname": name, "ip": None, "tailscale_ip": None, "status": "ordering",

@@ -163,6 +163,9 @@ class ApiError(common.HTTPError):
         super().__init__(status, {"code": code, "message": message})
         self.code, self.message = code, message
 
+    def __str__(self) -> str:
+        return f"{self.status} {self.code}: {self.message}"
+
 
 def bad(message: str) -> ApiError:
     return ApiError(400, "invalid_request", message)

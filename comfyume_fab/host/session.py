@@ -7,7 +7,7 @@ import threading
 import time
 from typing import Callable, Generic, Iterable, TypeVar
 
-from ..errors import FabError
+from ..errors import FabError, UnreachableError
 from ..inventory.model import Host, Inventory
 from .ssh.connect import Target
 from .ssh.remote import Remote
@@ -165,6 +165,10 @@ class Session:
 
     def connect(self) -> "Session":
         def one(host: Host):
+            if host.provider is not None and not host.address:
+                raise UnreachableError(f"{host.name} is rented (provider: {host.provider.name}) and no instance of "
+                                       "it is recorded now", host=host.name, step="connect",
+                                       hint="start-all rents one; `status` says whether it was deleted on purpose")
             t0 = time.monotonic()
             remote = Remote(target(self.inv, host)).open()
             self.connect_s[host.name] = time.monotonic() - t0

@@ -42,7 +42,10 @@ def install(inv: Inventory, session, record: dict, say: Callable[[str], None], *
             config_hash: str = "-") -> dict:
     """Install or update the autostop of the worker host whose instance `record` is (the provider's
     record: id, hostname, created_at). Returns {"host", "changed": [paths], "started": bool}."""
-    h = _host(inv, record, host)
+    h = _host(inv, record or {}, host)
+    if record is None or not record.get("id"):
+        say(f"{h.name}: no instance is recorded, so no autostop was installed")
+        return {"host": h.name, "changed": [], "started": False, "removed": False}
     if getattr(h, "autostop", None) is None:
         removed = remove(inv, session, h.name, lambda _msg: None)
         if removed:

@@ -29,6 +29,7 @@ from ..inventory.model import GPU_MODES, Inventory
 from ..plan.diff import env_section, secret_changes, secret_sentence
 from ..plan.planner import HostPlan, Plan, make_plan, service_hash_var
 from .audit import local_revision
+from .bill import deleted_sentence, read_bill
 from .health import last_logs
 
 
@@ -56,6 +57,8 @@ def status(inv: Inventory, probe: bool = True, say=None, fetch: bool = False) ->
     say(f"connecting to {len(inv.hosts)} host(s) and reading their state")
     checks: list[CheckResult] = []
     hosts_out: dict[str, Any] = {}
+    # What is rented (records and the provider's API: price, hours, cost, balance), beside the SSH reads.
+    billing = Background(read_bill, inv, name="cfab-bill") if inv.provider_hosts else None
     with Session(inv, inv.hosts) as s:
         # Connect to every host and read its state while this thread plans (the plan's scrypt
         # fingerprints and `git`); redis-py is imported for the checks meanwhile.
@@ -84,8 +87,13 @@ def status(inv: Inventory, probe: bool = True, say=None, fetch: bool = False) ->
         checking = Background(lambda: each(early, early_jobs, key=lambda item: item[0]).raise_first(),
                               name="cfab-checks")
         read = reading.result()
+        bill, bill_checks, gone = billing.result() if billing is not None else (None, [], {})
+        for host in inv.provider_hosts:  # rented, but no instance now: deleted on purpose, or never rented
+            if host.name in s.errors and (host.name in gone or not host.address):
+                _not_rented(host.name, gone.get(host.name), hosts_out, checks, host.roles)
         for name, err in s.errors.items():
-            _unreachable(name, err.sentence(), hosts_out, checks, inv.host(name).roles)
+            if name not in hosts_out:
+                _unreachable(name, err.sentence(), hosts_out, checks, inv.host(name).roles)
         for name, exc in read.failed.items():
             if not isinstance(exc, FabError):
                 raise exc
@@ -93,11 +101,12 @@ def status(inv: Inventory, probe: bool = True, say=None, fetch: bool = False) ->
         states = {hp.name: read[hp.name] for hp in plan.hosts if hp.name in read}
         held = {hp.name: rec for hp in plan.hosts if hp.name in states
                 for rec in [_on_purpose(hp, states[hp.name])] if rec is not None}
+        away = {**held, **{name: None for name, block in hosts_out.items() if block.get("deleted_on_purpose")}}
         # Each host's hashes made with its salt: what its deploy record is compared with (a host
         # without one was never deployed by this version: its record cannot match).
         salted = plan.with_salts({n: st.salt for n, st in states.items()})
         # The job probe (a user's path through the queue manager) from the app host, beside the rest.
-        job_path = (Background(_job_path, inv, plan, s, held, probe, name="cfab-job-probe")
+        job_path = (Background(_job_path, inv, plan, s, away, probe, name="cfab-job-probe")
                     if jobprobe.planned(inv.mode, plan) and plan.app.name in states else None)
         secret_diffs = secret_changes(salted, states)  # a local secret that differs from the deployed one
         for hp in salted.hosts:
@@ -115,7 +124,7 @@ def status(inv: Inventory, probe: bool = True, say=None, fetch: bool = False) ->
             qm, *device_and_probe = found[hp.name]
             checks.extend([redis[hp.name], qm, *_gpu_lines(inv, hp, states[hp.name]), *device_and_probe])
         queue, queue_found = found.pop(QUEUE_JOB) if plan.app.name in states and QUEUE_JOB in found else ({}, [])
-        stopped_ids = {hp.host.worker_id for hp in plan.hosts if hp.name in held}
+        stopped_ids = {hp.host.worker_id for hp in plan.hosts if hp.name in away}
         for c in queue_found:  # a worker stopped on purpose sends no heartbeat: expected, not a fault
             if not c.ok and c.name.removeprefix("heartbeat-") in stopped_ids:
                 c.data["stopped_on_purpose"] = True
@@ -126,9 +135,10 @@ def status(inv: Inventory, probe: bool = True, say=None, fetch: bool = False) ->
         serverless, serverless_found = (found.pop(SERVERLESS_JOB) if plan.app.name in states
                                         and SERVERLESS_JOB in found else (None, []))
         checks.extend(serverless_found)
+        checks.extend(bill_checks)
         _autostop(inv, read.get(plan.app.name), hosts_out, checks)
         _settle(checks, plan)
-    unreachable = any(not h.get("reachable") for h in hosts_out.values())
+    unreachable = any(not h.get("reachable") and not h.get("deleted_on_purpose") for h in hosts_out.values())
     failing = [c for c in checks if not c.ok]
     ok = not unreachable and not failing
     stopped_only = bool(failing) and all(c.data.get("stopped_on_purpose") for c in failing)
@@ -141,6 +151,8 @@ def status(inv: Inventory, probe: bool = True, say=None, fetch: bool = False) ->
             "hosts": {h.name: hosts_out[h.name] for h in inv.hosts if h.name in hosts_out}, "queue": queue}
     if inv.mode == "serverless":
         data["serverless"] = serverless
+    if bill is not None:
+        data["bill"] = bill
     return StatusReport(data, checks, code)
 
 
@@ -169,6 +181,23 @@ def _autostop(inv: Inventory, app_state, hosts_out: dict, checks: list) -> None:
             continue
         block["autostop"] = autostopcheck.view(states.get(name))
         checks.append(autostopcheck.check(name, block["autostop"]))
+
+
+def _not_rented(name: str, rec: dict | None, hosts_out: dict, checks: list, roles=()) -> None:
+    """A rented host with no instance now: deleted on purpose (when, by whom, how), or never
+    rented yet. Not unreachable: exit 6 like a worker stopped on purpose, when nothing else is wrong."""
+    if rec and rec.get("deleted_by"):
+        detail = deleted_sentence(name, rec)
+        gone = {"at": rec.get("deleted_at"), "by": rec.get("deleted_by"), "how": rec.get("deleted_how"),
+                "instance_id": rec.get("id"), "hostname": rec.get("hostname"), "volumes": rec.get("volumes") or []}
+    else:
+        detail = "not rented: no instance is recorded for it (start-all rents one, at the price it shows first)"
+        gone = {"at": None, "by": None, "how": "not rented yet", "instance_id": None, "hostname": None, "volumes": []}
+    checks.append(CheckResult(f"deleted-{name}", False, detail, host=name,
+                              data={"stopped_on_purpose": True, "deleted_on_purpose": True}))
+    hosts_out[name] = {"reachable": False, "error": None, "ssh_ms": None, "roles": list(roles), "engine": None,
+                       "compose": None, "services": [], "deployed": None, "gpu": None, "stopped_on_purpose": None,
+                       "deleted_on_purpose": gone, "autostop": None}
 
 
 def _on_purpose(hp: HostPlan, st) -> StoppedRecord | None:

@@ -18,6 +18,7 @@ from ..inventory.model import Inventory
 from ..plan import compose as cg
 from ..plan.planner import HostPlan, make_plan
 from .audit import audit_line, local_revision, now_iso, who
+from . import provision
 from .lock import DeployLock
 
 
@@ -34,7 +35,53 @@ def _workers(plan, only: str | None) -> list[HostPlan]:
 
 def stop_workers(inv: Inventory, say: Callable[[str], None], only: str | None = None, down: bool = False,
                  when_idle: bool = False, idle_timeout: float = 600, wait_lock: float = 0.0, force: bool = False,
-                 warn: Callable[[str], None] | None = None) -> dict:
+                 warn: Callable[[str], None] | None = None, delete: bool = False) -> dict:
+    """`invoke stop-verda`; with `delete`, each stopped worker's rented instance is then deleted
+    (data volumes kept), its generated host key and recorded address removed, and who deleted it
+    and when recorded (status: "deleted on purpose"). Only rented hosts (`provider:`) can be."""
+    if delete:
+        plan = make_plan(inv)
+        chosen = _workers(plan, only)
+        plain = [hp.name for hp in chosen if hp.host.provider is None]
+        if plain:
+            raise ConfigError(f"--delete: {', '.join(plain)} is not rented by this tool (no provider section in "
+                              f"{inv.path}); --delete only deletes instances start-all rented (use --host NAME)")
+        # a worker whose instance is gone already (no address) has nothing to stop: delete only
+        reachable = [hp for hp in chosen if hp.host.address]
+        out: dict = {"stopped": [], "unchecked": []}
+        for names in ([only] if len(reachable) == len(chosen) else [hp.name for hp in reachable]):
+            got = _stop_workers(inv, say, names, down, when_idle, idle_timeout, wait_lock, force, warn)
+            out["stopped"] += got["stopped"]
+            out["unchecked"] += [u for u in got["unchecked"] if u not in out["unchecked"]]
+            out.setdefault("ended", {}).update(got.get("ended") or {})
+        out["deleted"] = {}
+        for hp in chosen:
+            _remove_autostop(inv, hp.host, say)
+            out["deleted"][hp.name] = provision.delete_rented(inv, hp.host, say)
+        return out
+    return _stop_workers(inv, say, only, down, when_idle, idle_timeout, wait_lock, force, warn)
+
+
+def _remove_autostop(inv: Inventory, host, say) -> None:
+    """HOOK for the autostop helper (ops/autostop.py): remove the host's autostop from the app
+    host before its instance is deleted (also one an earlier inventory with `autostop:` installed)."""
+    try:
+        from . import autostop  # noqa: PLC0415 - optional until ops/autostop.py lands
+    except ImportError:
+        return
+    app = inv.app_host
+    with Session(inv, [app]) as s:
+        s.connect()
+        if app.name in s.errors:
+            say(f"{app.name} is unreachable: the autostop of {host.name} could not be removed there (it finds the "
+                "instance deleted and does nothing)")
+            return
+        autostop.remove(inv, s, host.name, say)
+
+
+def _stop_workers(inv: Inventory, say: Callable[[str], None], only: str | None = None, down: bool = False,
+                  when_idle: bool = False, idle_timeout: float = 600, wait_lock: float = 0.0, force: bool = False,
+                  warn: Callable[[str], None] | None = None) -> dict:
     """`invoke stop-verda`: stop (or remove) the worker(s) -- the GPU bill -- whatever state the app
     host is in. With the app host reachable: under the deploy lock, optionally once the queue is
     idle (`when_idle`; `force` skips the wait), confirming the app host's containers kept their ids.

@@ -1,6 +1,6 @@
 """The architecture, enforced: the folder tree is the layering, and imports only go down.
 
-errors/invocation/statusschema < inventory < host < plan, checks < ops < present, taskrun < tasks, usage
+errors/invocation/statusschema < inventory < host < plan, checks, cloud < ops < present, taskrun < tasks, usage
 < cli. A module may import its own package and the layers below; the operations (OPERATIONS) never
 import each other, but for rollback, which is start-all with the images given; no import cycle
 anywhere (function-level imports included); the inventory's model is a leaf."""
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 PKG = Path(__file__).resolve().parents[2] / "comfyume_fab"
-RANK = {"errors": 0, "invocation": 0, "statusschema": 0, "inventory": 1, "host": 2, "plan": 3, "checks": 3,
+RANK = {"errors": 0, "invocation": 0, "statusschema": 0, "inventory": 1, "host": 2, "plan": 3, "checks": 3, "cloud": 3,
         "ops": 4, "present": 5, "taskrun": 5, "tasks": 6, "usage": 6, "cli": 7}
 OPERATIONS = {"comfyume_fab.ops.start", "comfyume_fab.ops.stop", "comfyume_fab.ops.status",
               "comfyume_fab.ops.rollback", "comfyume_fab.ops.copyimage", "comfyume_fab.ops.switch",

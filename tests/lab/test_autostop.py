@@ -11,6 +11,7 @@ must outlast it to show that it holds the instance, and the idle minute follows 
 from __future__ import annotations
 
 import json
+import math
 import stat
 import time
 import urllib.error
@@ -32,11 +33,13 @@ INSTANCE_TYPE = "1H100.80S.30V"
 
 
 def long_job(seconds: float) -> dict:
-    """~`seconds` of work on the lab's stand-in worker (its ImageBlur waits w*h*radius / 2e6 s)."""
-    return {"1": {"class_type": "EmptyImage", "inputs": {"width": 1000, "height": 1000, "batch_size": 1,
+    """~`seconds` of work on the lab's stand-in worker (its ImageBlur waits w*h*batch*radius / 2e6 s;
+    ComfyUI allows a blur_radius of at most 31, so a long job is a batch)."""
+    batch = math.ceil(seconds / 15.5)
+    radius = round(seconds * 2 / batch)
+    return {"1": {"class_type": "EmptyImage", "inputs": {"width": 1000, "height": 1000, "batch_size": batch,
                                                          "color": 0x2468AC}},
-            "2": {"class_type": "ImageBlur", "inputs": {"image": ["1", 0], "blur_radius": round(seconds * 2),
-                                                        "sigma": 1.0}},
+            "2": {"class_type": "ImageBlur", "inputs": {"image": ["1", 0], "blur_radius": radius, "sigma": 1.0}},
             "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "autostop-held"}}}
 
 

@@ -18,6 +18,7 @@ from ..checks.worker import device_check
 from ..errors import ExitCode, FabError
 from ..invocation import command
 from ..host import state as hoststate
+from ..host.agents.autostop import span
 from ..host.facts import autostop as autostopfacts
 from ..host.facts import images as imgfacts
 from ..host.facts import stopped
@@ -181,6 +182,25 @@ def _autostop(inv: Inventory, app_state, hosts_out: dict, checks: list) -> None:
             continue
         block["autostop"] = autostopcheck.view(states.get(name))
         checks.append(autostopcheck.check(name, block["autostop"]))
+        _deleted_by_autostop(name, block, states.get(name), inv.app_host.name, checks)
+
+
+def _deleted_by_autostop(name: str, block: dict, state: dict | None, app: str, checks: list) -> None:
+    """A rented host found gone at the provider, which its autostop deleted: say so (by whom, when,
+    why) instead of "the provider (autostop or the console)"."""
+    gone = block.get("deleted_on_purpose")
+    if not gone or not state or state.get("state") != "deleted" or state.get("instance_id") != gone.get("instance_id"):
+        return
+    if gone.get("by") and not str(gone["by"]).startswith("the provider"):
+        return  # recorded by this tool (stop-verda --delete): that record says it
+    why = (f"max lifetime {span(state.get('max_lifetime_s'))}" if state.get("fires_for") == "max_lifetime"
+           else f"idle {span(state.get('idle_s'))}")
+    gone.update(at=state.get("deleted_at"), by=f"autostop@{app}", how=f"autostop after {why}")
+    rec = {"deleted_how": gone["how"], "deleted_by": gone["by"], "deleted_at": gone["at"],
+           "hostname": gone.get("hostname"), "volumes": gone.get("volumes")}
+    for c in checks:
+        if c.name == f"deleted-{name}":
+            c.detail = deleted_sentence(name, rec)
 
 
 def _not_rented(name: str, rec: dict | None, hosts_out: dict, checks: list, roles=()) -> None:

@@ -226,3 +226,24 @@ def test_status_sentences_for_busy_deleted_error_and_not_running():
     assert view.check("verda", dead).warning
     none = view.view(None, now=NOW)
     assert none["state"] == "not-installed" and view.check("verda", none).warning
+
+
+def test_a_host_found_gone_which_its_autostop_deleted_is_said_to_be_deleted_by_autostop():
+    from comfyume_fab.checks.result import CheckResult
+    from comfyume_fab.ops.status import _deleted_by_autostop
+    st = state(state="deleted", deleted_at="2026-12-03T13:19:00Z", fires_for="idle")
+    block = {"autostop": view.view(st, now=NOW),
+             "deleted_on_purpose": {"at": None, "by": "the provider (autostop or the console)",
+                                    "how": "found discontinued at the provider", "instance_id": "inst-42",
+                                    "hostname": "comfyume-worker-7f3a", "volumes": ["models-1"]}}
+    checks = [CheckResult("deleted-verda", False, "deleted on purpose (found ...)", host="verda")]
+    _deleted_by_autostop("verda", block, st, "mello", checks)
+    assert block["deleted_on_purpose"] | {} == {"at": "2026-12-03T13:19:00Z", "by": "autostop@mello",
+                                                "how": "autostop after idle 30m", "instance_id": "inst-42",
+                                                "hostname": "comfyume-worker-7f3a", "volumes": ["models-1"]}
+    assert checks[0].detail.startswith("deleted on purpose (autostop after idle 30m by autostop@mello at "
+                                       "2026-12-03T13:19:00Z); instance comfyume-worker-7f3a is gone")
+    # another instance, or one this tool deleted and recorded: left as recorded
+    other = {"autostop": block["autostop"], "deleted_on_purpose": {"by": "me@laptop", "instance_id": "inst-42"}}
+    _deleted_by_autostop("verda", other, st, "mello", checks)
+    assert other["deleted_on_purpose"]["by"] == "me@laptop"

@@ -102,7 +102,7 @@ def _install_autostop(inv: Inventory, host, say) -> None:
     with Session(inv, [inv.app_host]) as s:
         s.connect()
         s.require_all()
-        autostop.install(inv, s, record.load(inv, host.name), say)
+        autostop.install(inv, s, record.load(inv, host.name), say, host=host.name)
 
 
 def _start_all(inv: Inventory, say, warn, wait_lock: float, image_tags, confirm) -> StartSummary:

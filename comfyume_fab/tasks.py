@@ -78,7 +78,8 @@ def start_all(c, hosts=None, dry_run=False, wait_lock=False, yes=False, keep_fai
 @task(klass=FabTask, help={"hosts": HOSTS_HELP, "host": "stop only this worker host (default: every worker host)",
             "down": "remove the worker containers too (volumes are always kept)",
             "when_idle": "first wait until no job is pending or running (needs the app host's queue)",
-            "force": "do not wait for the queue (with --when-idle: stop now)",
+            "force": "do not wait for the queue (with --when-idle: stop now); with --delete: delete the instance even "
+                     "when its worker cannot be reached to stop it first",
             "dry_run": "print the commands and touch nothing",
             "delete": "then delete the rented instance (provider: in hosts.yaml; data volumes are kept): the bill "
                       "stops",

@@ -16,7 +16,6 @@ from __future__ import annotations
 import shlex
 
 HOST_KEY = "/etc/ssh/ssh_host_ed25519_key"
-DONE_MARK = "/var/lib/comfyume-fab/startup.done"
 
 
 def script(private_key: str, public_line: str, authkey: str, hostname: str) -> str:
@@ -41,8 +40,6 @@ fi
 TS_KEY={q(authkey)}
 tailscale up --authkey="$TS_KEY" --hostname={q(hostname)}
 unset TS_KEY
-install -d -m 700 /var/lib/comfyume-fab
-date -u +%Y-%m-%dT%H:%M:%SZ > {DONE_MARK}
 exit 0
 }}
 """

@@ -104,6 +104,11 @@ def remove_host(name: str) -> bool:
     hostsvc.wipe_host_dirs(host)
     sh(["ip", "netns", "del", host.netns], check=False)
     sh(["ip", "link", "del", host.veth], check=False)
+    # The next host given this address has another MAC: forget the old one here and in every other
+    # lab host, or they send to it (REACHABLE for up to ~45 s) and the new host's sshd looks dead.
+    sh(["ip", "neigh", "flush", "to", host.address], check=False)
+    for ns in network.existing_netns():
+        sh(["ip", "-n", ns, "neigh", "flush", "to", host.address], check=False)
     with _state_lock() as state:
         state["hosts"] = [e for e in state["hosts"] if e["name"] != name]
     return True

@@ -27,6 +27,7 @@ from .audit import who
 GONE = ("discontinued", "deleted", "notfound")
 SETTLED = ("running", "error", "offline", "discontinued")
 POLL_S = 1.0
+CLEANUP_WAIT_S = 300.0  # how long a failed rent waits for its instance to become deletable
 
 
 def client_for(inv: Inventory, host: Host) -> VerdaClient:
@@ -313,7 +314,10 @@ def _failed(inv: Inventory, host: Host, client: VerdaClient, rec: dict, script_i
         rec["status"] = "failed"
         record.save(inv, host.name, rec)
     elif rec.get("id"):
-        gone = delete_instance(inv, host, client, rec["id"], say)
+        # an instance still provisioning is deleted once it settles: wait for that rather than
+        # leave it billing (the provisioning timeout may be what failed)
+        gone = delete_instance(inv, host, client, rec["id"], say,
+                               wait_s=max(host.provider.provision_timeout, CLEANUP_WAIT_S))
         hostkey.forget(inv.generated_known_hosts, rec.get("ip"), host.port)
         record.mark_deleted(inv, host.name, who(), how=f"start-all (failed at {step})")
         left = (f"instance {rec['hostname']} was deleted, nothing is left rented" if gone else

@@ -50,7 +50,17 @@ def stop_workers(inv: Inventory, say: Callable[[str], None], only: str | None = 
         reachable = [hp for hp in chosen if hp.host.address]
         out: dict = {"stopped": [], "unchecked": []}
         for names in ([only] if len(reachable) == len(chosen) else [hp.name for hp in reachable]):
-            got = _stop_workers(inv, say, names, down, when_idle, idle_timeout, wait_lock, force, warn)
+            try:
+                got = _stop_workers(inv, say, names, down, when_idle, idle_timeout, wait_lock, force, warn)
+            except UnreachableError as exc:
+                if not force or exc.host not in {hp.name for hp in chosen}:
+                    if exc.host in {hp.name for hp in chosen}:
+                        exc.hint = ((exc.hint + "; ") if exc.hint else "") + \
+                            "--force deletes the instance without stopping the worker first"
+                    raise
+                (warn or say)(f"{exc.host} is unreachable ({exc.cause}): --force, deleting its instance without "
+                              "stopping the worker first")
+                got = {"stopped": [], "unchecked": [f"the clean stop of the worker on {exc.host}"]}
             out["stopped"] += got["stopped"]
             out["unchecked"] += [u for u in got["unchecked"] if u not in out["unchecked"]]
             out.setdefault("ended", {}).update(got.get("ended") or {})

@@ -91,14 +91,10 @@ def _refuse_rent(line: str) -> None:
 
 
 def _install_autostop(inv: Inventory, host, say) -> None:
-    """HOOK for the autostop helper (ops/autostop.py): after the instance is up and the worker
-    healthy, install its autostop on the app host."""
-    try:
-        from . import autostop  # noqa: PLC0415 - optional until ops/autostop.py lands
-    except ImportError:
-        say(f"{host.name}: autostop is set but this version cannot install it yet (ops/autostop.py missing)")
-        return
+    """After the instance is up and the worker healthy, install its autostop on the app host
+    (ops/autostop.py)."""
     from ..cloud import record
+    from . import autostop
     with Session(inv, [inv.app_host]) as s:
         s.connect()
         s.require_all()

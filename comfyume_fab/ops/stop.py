@@ -73,12 +73,9 @@ def stop_workers(inv: Inventory, say: Callable[[str], None], only: str | None = 
 
 
 def _remove_autostop(inv: Inventory, host, say) -> None:
-    """HOOK for the autostop helper (ops/autostop.py): remove the host's autostop from the app
-    host before its instance is deleted (also one an earlier inventory with `autostop:` installed)."""
-    try:
-        from . import autostop  # noqa: PLC0415 - optional until ops/autostop.py lands
-    except ImportError:
-        return
+    """Remove the host's autostop from the app host before its instance is deleted (also one an
+    earlier inventory with `autostop:` installed; ops/autostop.py)."""
+    from . import autostop
     app = inv.app_host
     with Session(inv, [app]) as s:
         s.connect()

@@ -17,6 +17,7 @@ import time
 import urllib.error
 import urllib.request
 
+import jsonschema
 import pytest
 import yaml
 
@@ -26,7 +27,7 @@ from comfyume_fab.inventory import load_inventory
 from comfyume_fab.lab import hostsvc, verda
 from comfyume_fab.ops import autostop
 from comfyume_fab.plan import autostop as plan
-from tests.support import job_status, submit_job, workdir_file
+from tests.support import REPO, invoke, job_status, submit_job, workdir_file
 
 IDLE_S = 60  # `idle: 1m`; read every 15 s (a quarter of idle)
 INSTANCE_TYPE = "1H100.80S.30V"
@@ -132,7 +133,17 @@ def test_idle_instance_is_deleted_without_the_laptop_and_a_running_job_holds_it(
     assert cloud_secret(inv) not in inspect  # not in the container's environment or argv
 
     # Held: past the first moment an idle queue would have fired (watching began ~t0; 1m + one 15 s
-    # round), the instance is still running while the job runs, and the state says busy.
+    # round), the instance is still running while the job runs, and the state says busy; status
+    # (run meanwhile) shows it for the rented host, in text and --json.
+    res = invoke("status", "--json", "--no-probe", "--hosts", str(inv.path))
+    assert "Traceback" not in res.stdout + res.stderr, res.stderr
+    data = json.loads(res.stdout)
+    jsonschema.validate(data, json.loads((REPO / "docs" / "status.schema.json").read_text()))
+    block = data["hosts"]["rented"]["autostop"]
+    assert block["state"] == "watching" and block["instance_id"] == record["id"], block
+    assert block["text"].startswith("watching, busy (1 running, 0 pending) at "), block
+    check = next(c for c in data["checks"] if c["name"] == "autostop-rented")
+    assert check["ok"] and not check["warning"] and check["detail"] == block["text"]
     while time.monotonic() < t0 + IDLE_S + 20:
         assert instance()[1]["status"] == "running", state_of(lab)
         time.sleep(2)

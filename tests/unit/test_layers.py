@@ -19,7 +19,8 @@ OPERATIONS = {"comfyume_fab.ops.start", "comfyume_fab.ops.stop", "comfyume_fab.o
               "comfyume_fab.ops.warm"}
 # Helpers of the operations (not operations: any operation may import them; they import none)
 HELPERS = {"comfyume_fab.ops.health", "comfyume_fab.ops.audit", "comfyume_fab.ops.imagestep",
-           "comfyume_fab.ops.transfer", "comfyume_fab.ops.serverless", "comfyume_fab.ops.autostop"}
+           "comfyume_fab.ops.transfer", "comfyume_fab.ops.serverless", "comfyume_fab.ops.autostop",
+           "comfyume_fab.ops.provision", "comfyume_fab.ops.bill"}
 # rollback IS start-all with the images of an earlier deploy given: the one operation built on another
 BUILT_ON = {"comfyume_fab.ops.rollback": {"comfyume_fab.ops.start"},
             # switch-gpu redeploys the queue manager alone with start-all's deploy stage

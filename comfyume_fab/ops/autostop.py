@@ -1,5 +1,5 @@
-"""Autostop on the app host, installed and removed (a helper of start-all and of stop-verda deleting the instance,
-not an operation of its own).
+"""Autostop on the app host, installed and removed: a helper of start-all and of `stop-verda
+--delete`, not an operation of its own.
 
 `install(inv, session, record, say)`: after start-all rented (or found) a worker host's instance,
 write its autostop's program, config, env file (0600: the Verda credentials stay on the app host,

@@ -121,7 +121,7 @@ def compose_text(inv: Inventory, host_name: str, program_digest: str) -> bytes:
         }},
     }
     head = (f"# comfyume-fab autostop for {host_name}: deletes its rented instance when the queue is idle\n"
-            "# (docs/provider.md#autostop). Written by start-all; removed when stop-verda deletes the instance. Do not edit.\n")
+            "# (docs/provider.md#autostop). Written by start-all, removed by stop-verda --delete: do not edit.\n")
     return (head + json.dumps(doc, indent=2) + "\n").encode()  # JSON is YAML
 
 

@@ -109,7 +109,7 @@ def state_of(lab) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def test_idle_instance_is_deleted_without_the_laptop_and_a_running_job_holds_it(lab, rented):
+def test_idle_instance_is_deleted_without_the_laptop_and_a_running_job_holds_it(lab, cloud, rented):
     inv, session, record, instance = rented
     job = submit_job("user001", long_job(95))  # the lab's worker (verda) runs it
     deadline = time.monotonic() + 20
@@ -162,6 +162,12 @@ def test_idle_instance_is_deleted_without_the_laptop_and_a_running_job_holds_it(
         assert time.monotonic() - idle_since < 120, f"not deleted within 2 min of going idle: {state_of(lab)}"
         time.sleep(1)
     took = time.monotonic() - idle_since
+    # the stand-in removes the deleted instance's lab host in the background: wait for it, so that
+    # nothing after this test (the lab's fault healing, the stand-in's exit) races with it
+    deadline = time.monotonic() + 60
+    while any(i["id"] == record["id"] for i in cloud.lab_instances()):
+        assert time.monotonic() < deadline, f"the deleted instance's lab host is still there: {cloud.lab_instances()}"
+        time.sleep(0.5)
     assert took >= IDLE_S - 16, f"deleted {took:.0f} s after the queue went idle, before idle (1m) passed"
     st = state_of(lab)
     assert (st["state"], st["fires_for"], st["instance_id"]) == ("deleted", "idle", record["id"]), st

@@ -156,7 +156,8 @@ class FakeVerda:
         if url.endswith("/oauth2/token"):
             if body.get("client_secret") != SECRET:
                 return 401, b'{"code": "unauthorized_request", "message": "Invalid client credentials"}'
-            return 200, b'{"access_token": "tok-1", "refresh_token": "r", "scope": "x", "token_type": "Bearer", "expires_in": 3600}'
+            return 200, json.dumps({"access_token": "tok-1", "refresh_token": "r", "scope": "x",
+                                    "token_type": "Bearer", "expires_in": 3600}).encode()
         if method == "GET":
             return (404, b'{"code": "not_found", "message": "Instance not found"}') if self.status is None else \
                 (200, json.dumps({"id": "inst-1", "status": self.status}).encode())

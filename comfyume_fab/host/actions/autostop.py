@@ -14,7 +14,8 @@ def prepare(workdir: str, folder: str) -> str:
     base = workdir_path(workdir, folder)
     audit = workdir_path(workdir, AUDIT_LOG)
     return (f"umask 077 && {shlex.join(['mkdir', '-p', f'{base}/conf', f'{base}/state'])} && "
-            f"chmod 700 {q(base)} {q(base + '/conf')} {q(base + '/state')} && touch {q(audit)} && chmod 600 {q(audit)} && "
+            f"chmod 700 {q(base)} {q(base + '/conf')} {q(base + '/state')} && "
+            f"touch {q(audit)} && chmod 600 {q(audit)} && "
             f"printf 'AUTOSTOP_USER=%s:%s\\n' \"$(id -u)\" \"$(id -g)\" > {q(base + '/.env')}")
 
 

@@ -305,7 +305,8 @@ def api_error(status: int, body: bytes, what: str) -> ApiError:
     code = data.get("code") if isinstance(data, dict) else None
     message = data.get("message") if isinstance(data, dict) else None
     text = " ".join(str(message or (body or b"").decode("utf-8", "replace")).split())[:200]
-    return ApiError(status, code, f"{what}: HTTP {status}" + (f" {code}" if code else "") + (f": {text}" if text else ""))
+    said = f"{what}: HTTP {status}" + (f" {code}" if code else "")
+    return ApiError(status, code, said + (f": {text}" if text else ""))
 
 
 def delete_instance(cfg: dict, creds: dict, call=http) -> str:

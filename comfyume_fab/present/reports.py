@@ -88,6 +88,8 @@ def status_text(rep: StatusReport, colour: bool = False) -> str:
             what = (f"DELETED ON PURPOSE ({gone['how']} by {gone['by']} at {gone['at']}): not billing; start-all rents "
                     "a new instance" if gone.get("by") else "NOT RENTED: start-all rents an instance")
             lines.append(f"{_paint(name, 'bold', colour)} ({', '.join(h['roles'])})  {_paint(what, 'warn', colour)}")
+            if h.get("autostop"):
+                lines.append(f"  autostop: {h['autostop']['text']}")
             continue
         if not h.get("reachable"):
             lines.append(f"{_paint(name, 'bold', colour)}: {_paint('UNREACHABLE', 'FAIL', colour)}  {h.get('error', '')}")

@@ -171,6 +171,12 @@ def test_status_text_says_each_rented_hosts_autostop_also_when_the_host_is_gone(
     assert re.search(r"^verda: UNREACHABLE  cannot reach\n  autostop: deleted the instance at \S+ \(idle 1m\)$",
                      text, re.M)
     assert "  autostop: not installed (start-all installs it)" in status_text(_report())
+    rep = _report(unreachable=True)
+    rep.data["hosts"]["verda"]["deleted_on_purpose"] = {"at": "2026-12-03T13:00:00Z", "by": "autostop@mello",
+                                                        "how": "autostop after idle 1m", "instance_id": "i-1",
+                                                        "hostname": "w", "volumes": []}
+    assert re.search(r"^verda \(worker\)  DELETED ON PURPOSE \(autostop after idle 1m by autostop@mello at "
+                     r"2026-12-03T13:00:00Z\).*\n  autostop: deleted the instance at ", status_text(rep), re.M)
 
 
 def test_checks_list_failures_first():

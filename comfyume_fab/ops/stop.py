@@ -235,19 +235,29 @@ def stop_all(inv: Inventory, say: Callable[[str], None], down: bool = False, wai
     plan = make_plan(inv)
     app = plan.app
     revision = local_revision()
-    with Session(inv, inv.hosts) as s:
+    # a rented worker with no instance now (deleted, or never rented) has nothing to stop
+    absent = {h.name for h in inv.provider_hosts if not h.address}
+    for name in sorted(absent):
+        say(f"{name}: no rented instance now: nothing to stop there")
+    hosts = [h for h in inv.hosts if h.name not in absent]
+    with Session(inv, hosts) as s:
         s.connect()
         s.require_all()
         with DeployLock(s[app.name], app.host.workdir, "stop-all", revision, wait=wait_lock, say=say,
                           stale_after=inv.timeouts.lock_wait):
-            workers = [hp for hp in plan.hosts if hp.worker_services and hp.name != app.name]
+            workers = [hp for hp in plan.hosts if hp.worker_services and hp.name != app.name and hp.name not in absent]
             gather(lambda hp: _stop_worker(inv, s, hp, down, say, "stop-all"), workers)
+            for hp in workers:
+                if hp.host.provider is not None:
+                    say(f"{hp.name}: its rented instance is still billing (`stop-verda --delete` deletes it)")
             say(f"{app.name}: {'removing' if down else 'stopping'} {', '.join(app.services)}")
             res = s[app.name].run(composeact.stop(app.compose, (), remove=down), timeout=inv.timeouts.command,
                                   step="stop app host")
             if not res.ok:
                 raise UnhealthyError(f"stopping the app host failed: {res.tail()}", host=app.name, step="stop app host")
             for hp in plan.hosts:
-                s[hp.name].run(wdact.audit(hp.host.workdir, audit_line(
-                    "stop-all", revision, plan.config_hash, plan.mode, "down" if down else "stopped")), step="audit")
-    return {"stopped": [hp.name for hp in plan.hosts]}
+                if hp.name not in absent:
+                    s[hp.name].run(wdact.audit(hp.host.workdir, audit_line(
+                        "stop-all", revision, plan.config_hash, plan.mode, "down" if down else "stopped")),
+                        step="audit")
+    return {"stopped": [hp.name for hp in plan.hosts if hp.name not in absent]}

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import jsonschema
 import pytest
 import yaml
 
@@ -23,6 +24,7 @@ from tests.support import invoke, wait_for
 pytestmark = pytest.mark.lab
 
 TYPE = "1H100.80S.30V"
+SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "docs" / "status.schema.json").read_text())
 PREFIX = "lab"  # the instance's hostname: lab-rented -> the lab host's login user cfab-lab-rented
 
 
@@ -90,6 +92,7 @@ def test_start_all_rents_verifies_and_deploys_then_status_shows_the_bill(lab, st
     st = invoke("status", "--hosts", str(rented), "--json", env=env(standin))
     data = json.loads(st.stdout)
     assert st.returncode == 0, st.stdout[-3000:]
+    jsonschema.validate(data, SCHEMA)
     assert any(c["name"] == "job-probe" and c["ok"] for c in data["checks"]), [c["name"] for c in data["checks"]]
     bill = data["bill"]
     assert bill["hosts"]["rented"]["state"] == "rented" and bill["hosts"]["rented"]["price_per_hour"] == 2.19
@@ -111,6 +114,7 @@ def test_stop_verda_delete_keeps_the_volume_and_status_says_deleted_on_purpose(l
     st = invoke("status", "--hosts", str(rented), "--json", env=env(standin))
     assert st.returncode == 6, st.stdout[-2000:]
     data = json.loads(st.stdout)
+    jsonschema.validate(data, SCHEMA)
     gone = data["hosts"]["rented"]["deleted_on_purpose"]
     assert gone["how"] == "stop-verda --delete" and gone["by"] == rec["deleted_by"] and gone["at"] == rec["deleted_at"]
     assert data["verdict"] == "stopped on purpose"

@@ -5,7 +5,9 @@ sshd with the host key the script installed.
 
 The startup script runs as root in the host's network namespace, in a private mount namespace
 where /etc/ssh and /root are folders of that lab host (`<host root>/instance/etc-ssh`, `.../root`),
-so it can write host keys and root's files without touching this machine's own; HOME=/root,
+/tmp and /var/tmp are private, and the rest of this machine's root file system is READ-ONLY (the lab
+host is no VM: a script that installs packages or writes /usr/local fails, the instance is
+`error`); the UTS namespace is private too (`hostname` = the lab host's name); HOME=/root,
 DOCKER_HOST = the host's engine, and PATH starts with two shims (lab STAND-INs, written per host):
   - `tailscale` (in the host's bin folder, also on its SSH sessions' PATH): `up --authkey=K
     [--hostname=H] [--advertise-tags=T]` accepts K only when its SHA-256 is the stand-in's accepted
@@ -166,9 +168,9 @@ def run_script(host: LabHost, script: str, timeout: float) -> tuple[int, str]:
         script = "#!/bin/sh\n" + script
     f["script"].write_text(script)
     os.chmod(f["script"], 0o700)
-    argv = ["nsenter", f"--net={host.netns_path}", "unshare", "--mount", "--propagation", "private", "/bin/sh", "-c",
-            'mount --bind "$1" /etc/ssh && mount --bind "$2" /root && cd /root && exec "$3"',
-            "verda-startup", str(f["etc_ssh"]), str(f["root"]), str(f["script"])]
+    argv = ["nsenter", f"--net={host.netns_path}", "unshare", "--mount", "--uts", "--propagation", "private",
+            "/bin/sh", "-c", SANDBOX, "verda-startup", str(f["etc_ssh"]), str(f["root"]), str(f["inst"]),
+            host.name, str(f["script"])]
     env = hostsvc.no_outside_registry_env()
     env = {k: v for k, v in env.items() if k.endswith("_PROXY") or k.endswith("_proxy")}
     env.update(PATH=f"{f['sbin']}:{host.bin_dir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -184,6 +186,23 @@ def run_script(host: LabHost, script: str, timeout: float) -> tuple[int, str]:
             proc.wait()
             return 124, f"did not finish within {timeout:.0f} s"
     return code, f"exited with status {code}"
+
+
+# The script's view of this machine: /etc/ssh and /root are the instance's own folders, /tmp and
+# /var/tmp private, the instance folder (tailscale state, systemctl log) writable, the hostname the
+# lab host's; the rest of the root file system READ-ONLY, so a script that would change this
+# machine (apt-get, files in /usr/local or /etc) fails instead, and the instance goes to `error`.
+SANDBOX = """set -e
+mount --bind "$1" /etc/ssh
+mount --bind "$2" /root
+mount --bind "$3" "$3"
+mount -t tmpfs -o mode=1777 verda-tmp /tmp
+mount -t tmpfs -o mode=1777 verda-tmp /var/tmp
+mount -o remount,bind,ro /
+hostname "$4"
+cd /root
+exec "$5"
+"""
 
 
 def install_host_key(host: LabHost) -> None:

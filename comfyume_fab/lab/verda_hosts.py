@@ -35,6 +35,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 from . import dynhost, hostsvc
@@ -43,6 +44,7 @@ from .standins.verda_api import ProvisionFailed, authkey_digest, serve
 from .system import LabError, sh
 
 TAILSCALE_VERSION = "1.76.6-lab-standin"
+REMOVAL_WAIT = 90.0  # s a new instance waits for a same-named deleted one's host to go
 
 
 class LabHosts:
@@ -52,18 +54,25 @@ class LabHosts:
         self.authkey_sha256 = authkey_sha256
         self.record_file = record_file
         self.lock = threading.Lock()
-        self.reserved: set[str] = set()
+        self.reserved: set[str] = set()  # names of this stand-in's live hosts
+        self.removing: set[str] = set()  # ... and of those being removed
 
     # -- names and the record ---------------------------------------------------------------
     def host_name(self, hostname: str, instance_id: str) -> str:
-        """A lab host name for the instance: its hostname, made a valid and free lab name."""
+        """A lab host name for the instance: its hostname made a valid lab name (so the login user
+        is cfab-<hostname>, predictable), waiting while a deleted instance's host of that name is
+        still being removed; taken by a live host: `<name>-<id[:4]>`."""
         base = re.sub(r"[^a-z0-9-]+", "-", hostname.lower()).strip("-")[:20].strip("-") or "instance"
-        with self.lock:
-            name = base
-            if name in self.reserved or dynhost.find(name) is not None:
-                name = f"{base}-{instance_id[:4]}"
-            self.reserved.add(name)
-        return name
+        deadline = time.monotonic() + REMOVAL_WAIT
+        while True:
+            with self.lock:
+                if base not in self.removing or time.monotonic() > deadline:
+                    name = base
+                    if name in self.reserved or name in self.removing or dynhost.find(name) is not None:
+                        name = f"{base}-{instance_id[:4]}"
+                    self.reserved.add(name)
+                    return name
+            time.sleep(0.2)
 
     def _record(self, name: str, present: bool) -> None:
         with self.lock:
@@ -112,10 +121,15 @@ class LabHosts:
             hostsvc.stop_dockerd(host)
 
     def remove(self, name: str) -> None:
-        dynhost.remove_host(name)
-        self._record(name, False)
         with self.lock:
-            self.reserved.discard(name)
+            self.removing.add(name)
+        try:
+            dynhost.remove_host(name)
+            self._record(name, False)
+        finally:
+            with self.lock:
+                self.removing.discard(name)
+                self.reserved.discard(name)
 
 
 def _find(name: str) -> LabHost:

@@ -182,7 +182,7 @@ class ProvisionFailed(Exception):
 class Provisioner(Protocol):
     """What makes and removes the lab hosts behind instances (lab/verda_hosts.py)."""
 
-    def host_name(self, hostname: str, instance_id: str) -> str: ...
+    def host_name(self, hostname: str, instance_id: str) -> str: ...  # may wait for a removal
     def create(self, name: str, *, authorized_keys: str, script: str | None, fail: bool,
                timeout: float) -> dict: ...
     def power(self, name: str, on: bool) -> None: ...
@@ -491,12 +491,11 @@ class Cloud:
             fail = self.knobs["fail_next_script"] > 0
             if fail:
                 self.knobs["fail_next_script"] -= 1
-            name = self.provisioner.host_name(inst["hostname"], iid) if self.provisioner else None
-            self.lab[iid] = {"lab_host": name, "address": None, "user": None, "host_present": False,
+            self.lab[iid] = {"lab_host": None, "address": None, "user": None, "host_present": False,
                              "script_exit": None, "tailscale": None, "cost": 0.0, "detail": ""}
             authorized = "\n".join(self.keys[k]["key"] for k in key_ids)
             script = self.scripts[script_id]["script"] if script_id else None
-        self.background(lambda: self._provision(iid, name, authorized, script, fail))
+        self.background(lambda: self._provision(iid, authorized, script, fail))
         return iid
 
     def _set(self, iid: str, **fields) -> None:
@@ -504,7 +503,7 @@ class Cloud:
             self._tick()
             self.instances[iid].update(fields)
 
-    def _provision(self, iid: str, name: str | None, authorized: str, script: str | None, fail: bool) -> None:
+    def _provision(self, iid: str, authorized: str, script: str | None, fail: bool) -> None:
         time.sleep(float(self.knobs["ordered_delay"]))
         self._set(iid, status=PROVISIONING)
         time.sleep(float(self.knobs["provisioning_delay"]))
@@ -512,8 +511,10 @@ class Cloud:
             self._set(iid, status=RUNNING, ip="192.0.2.1")
             return
         try:
+            # named now, not at create: a same-named host still being deleted is waited for
+            name = self.provisioner.host_name(self.instances[iid]["hostname"], iid)
             with self.lock:
-                self.lab[iid]["host_present"] = True  # from here on the host may exist: remove it on delete
+                self.lab[iid].update(lab_host=name, host_present=True)  # from here on: remove it on delete
             facts = self.provisioner.create(name, authorized_keys=authorized, script=script, fail=fail,
                                             timeout=float(self.knobs["script_timeout"]))
         except ProvisionFailed as exc:

@@ -94,10 +94,12 @@ starts with /etc/ssh/ssh_host_ed25519_key as the script left it, and the instanc
 Lab-only endpoints (never in Verda's API, no token needed):
   GET  /__lab/instances -> [{"id", "hostname", "status", "lab_host", "address", "user",
        "host_present", "script_exit", "tailscale", "cost"}] (deleted ones too, while their host exists)
-  POST /__lab/knobs {knob: value} -> the knobs now. Knobs (also at start): no_capacity
-       ["TYPE[@LOCATION][/spot|/ondemand]", "*"...], ordered_delay, provisioning_delay (s),
-       fail_next_script (count: the next instances' scripts fail), script_timeout, balance,
-       billing_speed, prices {type: {"price_per_hour", "spot_price"}}, token_ttl, refresh_ttl.
+  POST /__lab/knobs {knob: value} -> the knobs now (GET: the same without changing). Knobs (also
+       at start): no_capacity ["TYPE[@LOCATION][/spot|/ondemand]", "*"...], ordered_delay (0.5 s),
+       provisioning_delay (0 s, before the lab host is made), fail_next_script (count: the next
+       instances' scripts fail), script_timeout (300 s), balance (500 usd: the balance now),
+       billing_speed (1), prices {type: {"price_per_hour", "spot_price"}} (for instances created
+       later), token_ttl (3600 s), refresh_ttl (86400 s), volume_location (at start only).
   POST /__lab/shutdown -> deletes every instance's lab host, then the process ends.
 """
 from __future__ import annotations
@@ -306,16 +308,13 @@ class Cloud:
     def knob_view(self) -> dict:
         return dict(self.knobs, balance=round(self.balance_amount(), 6))
 
-    def _price(self, inst: dict) -> float:
-        return inst["price_per_hour"]
-
     def _tick(self) -> None:
         now = self.clock()
         elapsed = max(0.0, now - self.last_tick) * float(self.knobs["billing_speed"])
         self.last_tick = now
         for iid, inst in self.instances.items():
             if inst["status"] in BILLED:
-                cost = self._price(inst) * elapsed / 3600.0
+                cost = inst["price_per_hour"] * elapsed / 3600.0
                 self.spent += cost
                 self.lab[iid]["cost"] += cost
 

@@ -105,10 +105,12 @@ def running(lab_dir: str | Path | None = None, **knobs) -> Iterator[VerdaLab]:
                                 cwd=str(Path(__file__).resolve().parents[2]), start_new_session=True)
     try:
         ready = _wait_ready(proc, work / "ready.json", log)
+        config.unlink()  # read at start: the credentials stay in no file
         root = ready["url"][: -len("/v1")]
         yield VerdaLab(ready["url"], client_id, client_secret, authkey, ready["volume_id"], proc.pid, log,
                        work / "hosts.json", _root=root)
     finally:
+        config.unlink(missing_ok=True)
         _stop(proc, work / "hosts.json")
 
 

@@ -5,7 +5,9 @@ sshd with the host key the script installed.
 
 The startup script runs as root in the host's network namespace, in a private mount namespace
 where /etc/ssh and /root are folders of that lab host (`<host root>/instance/etc-ssh`, `.../root`),
-so it can write host keys and root's files without touching this machine's own; HOME=/root,
+/tmp and /var/tmp are private, and the rest of this machine's root file system is READ-ONLY (the lab
+host is no VM: a script that installs packages or writes /usr/local fails, the instance is
+`error`); the UTS namespace is private too (`hostname` = the lab host's name); HOME=/root,
 DOCKER_HOST = the host's engine, and PATH starts with two shims (lab STAND-INs, written per host):
   - `tailscale` (in the host's bin folder, also on its SSH sessions' PATH): `up --authkey=K
     [--hostname=H] [--advertise-tags=T]` accepts K only when its SHA-256 is the stand-in's accepted
@@ -33,14 +35,16 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
-from . import dynhost, hostsvc
+from . import dynhost, hostsvc, network
 from .layout import LabHost
 from .standins.verda_api import ProvisionFailed, authkey_digest, serve
 from .system import LabError, sh
 
 TAILSCALE_VERSION = "1.76.6-lab-standin"
+REMOVAL_WAIT = 90.0  # s a new instance waits for a same-named deleted one's host to go
 
 
 class LabHosts:
@@ -50,18 +54,25 @@ class LabHosts:
         self.authkey_sha256 = authkey_sha256
         self.record_file = record_file
         self.lock = threading.Lock()
-        self.reserved: set[str] = set()
+        self.reserved: set[str] = set()  # names of this stand-in's live hosts
+        self.removing: set[str] = set()  # ... and of those being removed
 
     # -- names and the record ---------------------------------------------------------------
     def host_name(self, hostname: str, instance_id: str) -> str:
-        """A lab host name for the instance: its hostname, made a valid and free lab name."""
+        """A lab host name for the instance: its hostname made a valid lab name (so the login user
+        is cfab-<hostname>, predictable), waiting while a deleted instance's host of that name is
+        still being removed; taken by a live host: `<name>-<id[:4]>`."""
         base = re.sub(r"[^a-z0-9-]+", "-", hostname.lower()).strip("-")[:20].strip("-") or "instance"
-        with self.lock:
-            name = base
-            if name in self.reserved or dynhost.find(name) is not None:
-                name = f"{base}-{instance_id[:4]}"
-            self.reserved.add(name)
-        return name
+        deadline = time.monotonic() + REMOVAL_WAIT
+        while True:
+            with self.lock:
+                if base not in self.removing or time.monotonic() > deadline:
+                    name = base
+                    if name in self.reserved or name in self.removing or dynhost.find(name) is not None:
+                        name = f"{base}-{instance_id[:4]}"
+                    self.reserved.add(name)
+                    return name
+            time.sleep(0.2)
 
     def _record(self, name: str, present: bool) -> None:
         with self.lock:
@@ -97,6 +108,7 @@ class LabHosts:
                 exc.facts = facts
                 raise exc
         install_host_key(host)
+        forget_old_neighbour(host)
         dynhost.start_sshd(host)
         return facts
 
@@ -110,10 +122,25 @@ class LabHosts:
             hostsvc.stop_dockerd(host)
 
     def remove(self, name: str) -> None:
-        dynhost.remove_host(name)
-        self._record(name, False)
         with self.lock:
-            self.reserved.discard(name)
+            self.removing.add(name)
+        try:
+            dynhost.remove_host(name)
+            self._record(name, False)
+        finally:
+            with self.lock:
+                self.removing.discard(name)
+                self.reserved.discard(name)
+
+
+def forget_old_neighbour(host: LabHost) -> None:
+    """A re-rented instance often gets the address a deleted one had, with another MAC: drop the
+    old neighbour entry here and in every lab host, or packets go to the gone host for up to ~45 s
+    and the new sshd looks dead."""
+    sh(["ip", "neigh", "flush", "to", host.address], check=False)
+    for ns in network.existing_netns():
+        if ns != host.netns:
+            sh(["ip", "-n", ns, "neigh", "flush", "to", host.address], check=False)
 
 
 def _find(name: str) -> LabHost:
@@ -166,9 +193,9 @@ def run_script(host: LabHost, script: str, timeout: float) -> tuple[int, str]:
         script = "#!/bin/sh\n" + script
     f["script"].write_text(script)
     os.chmod(f["script"], 0o700)
-    argv = ["nsenter", f"--net={host.netns_path}", "unshare", "--mount", "--propagation", "private", "/bin/sh", "-c",
-            'mount --bind "$1" /etc/ssh && mount --bind "$2" /root && cd /root && exec "$3"',
-            "verda-startup", str(f["etc_ssh"]), str(f["root"]), str(f["script"])]
+    argv = ["nsenter", f"--net={host.netns_path}", "unshare", "--mount", "--uts", "--propagation", "private",
+            "/bin/sh", "-c", SANDBOX, "verda-startup", str(f["etc_ssh"]), str(f["root"]), str(f["inst"]),
+            host.name, str(f["script"])]
     env = hostsvc.no_outside_registry_env()
     env = {k: v for k, v in env.items() if k.endswith("_PROXY") or k.endswith("_proxy")}
     env.update(PATH=f"{f['sbin']}:{host.bin_dir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -184,6 +211,23 @@ def run_script(host: LabHost, script: str, timeout: float) -> tuple[int, str]:
             proc.wait()
             return 124, f"did not finish within {timeout:.0f} s"
     return code, f"exited with status {code}"
+
+
+# The script's view of this machine: /etc/ssh and /root are the instance's own folders, /tmp and
+# /var/tmp private, the instance folder (tailscale state, systemctl log) writable, the hostname the
+# lab host's; the rest of the root file system READ-ONLY, so a script that would change this
+# machine (apt-get, files in /usr/local or /etc) fails instead, and the instance goes to `error`.
+SANDBOX = """set -e
+mount --bind "$1" /etc/ssh
+mount --bind "$2" /root
+mount --bind "$3" "$3"
+mount -t tmpfs -o mode=1777 verda-tmp /tmp
+mount -t tmpfs -o mode=1777 verda-tmp /var/tmp
+mount -o remount,bind,ro /
+hostname "$4"
+cd /root
+exec "$5"
+"""
 
 
 def install_host_key(host: LabHost) -> None:

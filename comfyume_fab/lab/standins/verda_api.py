@@ -94,10 +94,12 @@ starts with /etc/ssh/ssh_host_ed25519_key as the script left it, and the instanc
 Lab-only endpoints (never in Verda's API, no token needed):
   GET  /__lab/instances -> [{"id", "hostname", "status", "lab_host", "address", "user",
        "host_present", "script_exit", "tailscale", "cost"}] (deleted ones too, while their host exists)
-  POST /__lab/knobs {knob: value} -> the knobs now. Knobs (also at start): no_capacity
-       ["TYPE[@LOCATION][/spot|/ondemand]", "*"...], ordered_delay, provisioning_delay (s),
-       fail_next_script (count: the next instances' scripts fail), script_timeout, balance,
-       billing_speed, prices {type: {"price_per_hour", "spot_price"}}, token_ttl, refresh_ttl.
+  POST /__lab/knobs {knob: value} -> the knobs now (GET: the same without changing). Knobs (also
+       at start): no_capacity ["TYPE[@LOCATION][/spot|/ondemand]", "*"...], ordered_delay (0.5 s),
+       provisioning_delay (0 s, before the lab host is made), fail_next_script (count: the next
+       instances' scripts fail), script_timeout (300 s), balance (500 usd: the balance now),
+       billing_speed (1), prices {type: {"price_per_hour", "spot_price"}} (for instances created
+       later), token_ttl (3600 s), refresh_ttl (86400 s), volume_location (at start only).
   POST /__lab/shutdown -> deletes every instance's lab host, then the process ends.
 """
 from __future__ import annotations
@@ -182,7 +184,7 @@ class ProvisionFailed(Exception):
 class Provisioner(Protocol):
     """What makes and removes the lab hosts behind instances (lab/verda_hosts.py)."""
 
-    def host_name(self, hostname: str, instance_id: str) -> str: ...
+    def host_name(self, hostname: str, instance_id: str) -> str: ...  # may wait for a removal
     def create(self, name: str, *, authorized_keys: str, script: str | None, fail: bool,
                timeout: float) -> dict: ...
     def power(self, name: str, on: bool) -> None: ...
@@ -306,16 +308,13 @@ class Cloud:
     def knob_view(self) -> dict:
         return dict(self.knobs, balance=round(self.balance_amount(), 6))
 
-    def _price(self, inst: dict) -> float:
-        return inst["price_per_hour"]
-
     def _tick(self) -> None:
         now = self.clock()
         elapsed = max(0.0, now - self.last_tick) * float(self.knobs["billing_speed"])
         self.last_tick = now
         for iid, inst in self.instances.items():
             if inst["status"] in BILLED:
-                cost = self._price(inst) * elapsed / 3600.0
+                cost = inst["price_per_hour"] * elapsed / 3600.0
                 self.spent += cost
                 self.lab[iid]["cost"] += cost
 
@@ -491,12 +490,11 @@ class Cloud:
             fail = self.knobs["fail_next_script"] > 0
             if fail:
                 self.knobs["fail_next_script"] -= 1
-            name = self.provisioner.host_name(inst["hostname"], iid) if self.provisioner else None
-            self.lab[iid] = {"lab_host": name, "address": None, "user": None, "host_present": False,
+            self.lab[iid] = {"lab_host": None, "address": None, "user": None, "host_present": False,
                              "script_exit": None, "tailscale": None, "cost": 0.0, "detail": ""}
             authorized = "\n".join(self.keys[k]["key"] for k in key_ids)
             script = self.scripts[script_id]["script"] if script_id else None
-        self.background(lambda: self._provision(iid, name, authorized, script, fail))
+        self.background(lambda: self._provision(iid, authorized, script, fail))
         return iid
 
     def _set(self, iid: str, **fields) -> None:
@@ -504,7 +502,7 @@ class Cloud:
             self._tick()
             self.instances[iid].update(fields)
 
-    def _provision(self, iid: str, name: str | None, authorized: str, script: str | None, fail: bool) -> None:
+    def _provision(self, iid: str, authorized: str, script: str | None, fail: bool) -> None:
         time.sleep(float(self.knobs["ordered_delay"]))
         self._set(iid, status=PROVISIONING)
         time.sleep(float(self.knobs["provisioning_delay"]))
@@ -512,8 +510,10 @@ class Cloud:
             self._set(iid, status=RUNNING, ip="192.0.2.1")
             return
         try:
+            # named now, not at create: a same-named host still being deleted is waited for
+            name = self.provisioner.host_name(self.instances[iid]["hostname"], iid)
             with self.lock:
-                self.lab[iid]["host_present"] = True  # from here on the host may exist: remove it on delete
+                self.lab[iid].update(lab_host=name, host_present=True)  # from here on: remove it on delete
             facts = self.provisioner.create(name, authorized_keys=authorized, script=script, fail=fail,
                                             timeout=float(self.knobs["script_timeout"]))
         except ProvisionFailed as exc:

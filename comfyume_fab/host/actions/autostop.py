@@ -31,4 +31,5 @@ def remove(workdir: str, folder: str, project: str) -> str:
     matter), then the folder with its env file and state."""
     label = f"label=com.docker.compose.project={project}"
     return (f"ids=$(docker ps -aq --filter {q(label)}); if [ -n \"$ids\" ]; then docker rm -f $ids >/dev/null; fi && "
-            f"rm -rf -- {q(workdir_path(workdir, folder))}")
+            f"rm -rf -- {q(workdir_path(workdir, folder))} && "
+            f"{{ rmdir -- {q(workdir_path(workdir, folder.rsplit('/', 1)[0]))} 2>/dev/null || true; }}")

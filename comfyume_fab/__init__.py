@@ -9,6 +9,7 @@ The sub-packages are the layers, bottom to top (imports only go down; tests/unit
 - `host`: the SSH edge (`host.ssh` is the only package that opens SSH), the facts a host is read
   for, the actions that change it.
 - `plan` and `checks`: the pure planner; the checks that report what they find.
+- `cloud`: renting GPU hosts: the provider's API (Verda), the record of what was rented, generated host keys.
 - `ops`: the operations behind the tasks (start, stop, status, rollback, copy-image, logs, ...), one
   entry point each.
 - `present`: every text, colour and progress line (the ANSI codes defined once, in present.style).

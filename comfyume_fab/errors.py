@@ -49,7 +49,8 @@ EXIT_MEANINGS = {
     ExitCode.UNHEALTHY: "a service, cross-host link, GPU or inference check failed",
     ExitCode.LOCKED: "another deploy holds the lock",
     ExitCode.STOPPED: "`status` only: a worker was stopped on purpose (`stop-verda`/`stop-all` recorded who and when) "
-                      "and nothing else is wrong; `start-all` clears it",
+                      "or its rented instance deleted on purpose (`stop-verda --delete`, autostop), and nothing else "
+                      "is wrong; `start-all` clears it",
     ExitCode.MISSING_IMAGE: "a host lacks an image that a service to be (re)created there needs, and the inventory "
                             "gives it no source (nothing was touched; the message names the host, the image and "
                             "`copy-image` from a host that has it)",

@@ -26,7 +26,11 @@ def load(option: str | None, need_secrets: bool = True, host_option: bool = Fals
     from .inventory.read import load_inventory
     if option and not os.path.lexists(option):
         _refuse_host_name(option, host_option)
-    return load_inventory(inventory_path(option), need_secrets=need_secrets)
+    inv = load_inventory(inventory_path(option), need_secrets=need_secrets)
+    if inv.provider_hosts:  # a rented host's addresses: from its record (.comfyume-fab/instances/)
+        from .cloud import record
+        inv = record.resolve(inv)
+    return inv
 
 
 def _default_host_names() -> list[str]:

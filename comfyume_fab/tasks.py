@@ -53,9 +53,11 @@ def _ui(quiet=False):
 @task(klass=FabTask, help={"hosts": HOSTS_HELP, "dry_run": "print every host's commands in order and touch nothing",
             "wait_lock": "wait (up to timeouts.lock_wait) instead of failing when another deploy holds the lock",
             "yes": "change the Redis password when the local one differs from the deployed one (it recreates "
-                   "Redis) without asking",
+                   "Redis), and rent a missing GPU instance at the price shown, without asking",
+            "keep_failed": "keep an instance whose renting failed (for inspection; it bills until "
+                           "`stop-verda --delete`)",
             "verbose": VERBOSE_HELP})
-def start_all(c, hosts=None, dry_run=False, wait_lock=False, yes=False, verbose=False):
+def start_all(c, hosts=None, dry_run=False, wait_lock=False, yes=False, keep_failed=False, verbose=False):
     """Bring up the app host, prove Redis is reachable from the workers, bring up the workers, probe inference."""
     from comfyume_fab import taskrun
     with taskrun.reported(verbose, "start-all"):
@@ -67,20 +69,23 @@ def start_all(c, hosts=None, dry_run=False, wait_lock=False, yes=False, verbose=
         from comfyume_fab.ops.start import start_all as run
         from comfyume_fab.present.reports import start_text
         ui = _ui()
-        from comfyume_fab.present.confirm import secret_confirmer
+        from comfyume_fab.present.confirm import rent_confirmer, secret_confirmer
         summary = run(inv, ui, ui.warn, wait_lock=inv.timeouts.lock_wait if wait_lock else 0.0,
-                      confirm=secret_confirmer(yes))
+                      confirm=secret_confirmer(yes), confirm_rent=rent_confirmer(yes), keep_failed=keep_failed)
         print(start_text(summary))
 
 
 @task(klass=FabTask, help={"hosts": HOSTS_HELP, "host": "stop only this worker host (default: every worker host)",
             "down": "remove the worker containers too (volumes are always kept)",
             "when_idle": "first wait until no job is pending or running (needs the app host's queue)",
-            "force": "do not wait for the queue (with --when-idle: stop now)",
+            "force": "do not wait for the queue (with --when-idle: stop now); with --delete: delete the instance even "
+                     "when its worker cannot be reached to stop it first",
             "dry_run": "print the commands and touch nothing",
+            "delete": "then delete the rented instance (provider: in hosts.yaml; data volumes are kept): the bill "
+                      "stops",
             "wait_lock": "wait for another deploy's lock instead of failing", "verbose": VERBOSE_HELP})
 def stop_verda(c, hosts=None, host=None, down=False, when_idle=False, force=False, dry_run=False, wait_lock=False,
-               verbose=False):
+               delete=False, verbose=False):
     """Stop the GPU worker(s) only, even when the app host is unreachable (a warning says what was not checked)."""
     from comfyume_fab import taskrun
     with taskrun.reported(verbose, "stop-verda"):
@@ -92,7 +97,8 @@ def stop_verda(c, hosts=None, host=None, down=False, when_idle=False, force=Fals
         from comfyume_fab.ops.stop import stop_workers
         ui = _ui()
         out = stop_workers(inv, ui, only=host, down=down, when_idle=when_idle, idle_timeout=inv.timeouts.lock_wait,
-                           wait_lock=inv.timeouts.lock_wait if wait_lock else 0.0, force=force, warn=ui.warn)
+                           wait_lock=inv.timeouts.lock_wait if wait_lock else 0.0, force=force, warn=ui.warn,
+                           delete=delete)
         from comfyume_fab.present.reports import stop_workers_text
         print(stop_workers_text(out))
 

@@ -16,4 +16,5 @@
   checks (heartbeats it could not record, busy workers, links jobs do not go through).
 - `serverless`: a serverless tier's endpoint proved from the app host (key refused without it, a graph executed).
 - `deployments`: the provider's container-deployment API (replicas and scaling of one deployment).
+- `autostop`: a rented worker's autostop as status reports it (watching, deleted, error, not running).
 """

@@ -9,6 +9,7 @@
 - `facts`: what a host says, one module per subject: each fact's command, parser, section name
   and `HostState` fields together (`Fact`).
 - `actions`: the commands that change a host, one module per subject (reads apart from writes).
+- `agents`: programs installed on a host to run there by themselves (stdlib only), e.g. `autostop`.
 - `state`: the registered facts assembled: a host's state read in one round trip (`read`) into
   `HostState`, and `read_containers`, the one way to read a project's containers.
 """

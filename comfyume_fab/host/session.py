@@ -7,7 +7,7 @@ import threading
 import time
 from typing import Callable, Generic, Iterable, TypeVar
 
-from ..errors import FabError
+from ..errors import FabError, UnreachableError
 from ..inventory.model import Host, Inventory
 from .ssh.connect import Target
 from .ssh.remote import Remote
@@ -19,6 +19,7 @@ R = TypeVar("R")
 def target(inv: Inventory, host: Host) -> Target:
     return Target(name=host.name, address=host.address, user=host.user, port=host.port,
                   identity_file=host.identity_file, known_hosts=inv.ssh.known_hosts,
+                  tool_known_hosts=inv.generated_known_hosts if host.provider is not None else None,
                   accept_new_host_keys=inv.ssh.accept_new_host_keys, ssh_config=inv.ssh.config_file,
                   connect_timeout=float(inv.timeouts.connect), command_timeout=float(inv.timeouts.command))
 
@@ -164,6 +165,10 @@ class Session:
 
     def connect(self) -> "Session":
         def one(host: Host):
+            if host.provider is not None and not host.address:
+                raise UnreachableError(f"{host.name} is rented (provider: {host.provider.name}) and no instance of "
+                                       "it is recorded now", host=host.name, step="connect",
+                                       hint="start-all rents one; `status` says whether it was deleted on purpose")
             t0 = time.monotonic()
             remote = Remote(target(self.inv, host)).open()
             self.connect_s[host.name] = time.monotonic() - t0

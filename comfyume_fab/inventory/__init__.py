@@ -5,6 +5,7 @@
 - `yamlsrc`: YAML with the line of every key, duplicate keys and size bounds.
 - `checker`: typed reads of values that collect every problem as one line each.
 - `hosts`, `rules`: the per-host section and the cross-key rules (modes vs roles, ports, secrets).
+- `provider`: a worker host's `provider:` (what to rent) and `autostop:` sections.
 - `imagesrc`: the `images:` section: each service's image and where it comes from.
 - `secrets`: secrets by reference, the `Secret` wrapper that prints as ***.
 - `fingerprint`: a secret's fingerprint, what stands for it in every hash stored on hosts.

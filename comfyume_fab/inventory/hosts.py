@@ -6,9 +6,10 @@ import dataclasses
 from . import model
 from .checker import (USER_RE, Checker, address_check, in_range, ip_check, kind_of,
                                name_check, one_of, pattern, readable_file, shown, workdir_check)
+from .provider import read_autostop, read_provider
 
 HOST_KEYS = ("address", "user", "port", "identity_file", "tailscale_ip", "roles", "gpu", "workdir",
-             "worker_id")
+             "worker_id", "provider", "autostop")
 ROLE_HINT = f"expected one of: {', '.join(model.ROLES)}"
 
 
@@ -23,9 +24,16 @@ def read_host(c: Checker, name: object, spec: object, base: str) -> model.Host |
               f"e.g. {name}: {{address: {name}, roles: [worker]}}")
         return None
     spec = c.mapping(path, spec, HOST_KEYS, "address: mello")
-    address = c.get(spec, path, "address", "str", None, check=address_check,
-                    required="the SSH address: a hostname, IP address or ssh_config alias")
-    user = c.get(spec, path, "user", "str", None, example="root",
+    rented = "provider" in spec
+    provider = read_provider(c, path, spec["provider"]) if rented else None
+    for key in ("address", "tailscale_ip") if rented else ():
+        if key in spec:
+            c.err(path + (key,), f"{name} is rented (provider:), so its {key} comes from the instance start-all "
+                  "creates", f"remove {key}: it is recorded in {model.STATE_DIR}/instances/{name}.json, "
+                  "never written into hosts.yaml")
+    address = None if rented else c.get(spec, path, "address", "str", None, check=address_check,
+                                         required="the SSH address: a hostname, IP address or ssh_config alias")
+    user = c.get(spec, path, "user", "str", "root" if rented else None, example="root",
                  check=pattern(USER_RE, "is not a valid login name",
                                "letters, digits, '.', '_' and '-', not starting with '-'"))
     port = c.get(spec, path, "port", "int", None, example=22, check=in_range(1, 65535, "a port"))
@@ -34,8 +42,9 @@ def read_host(c: Checker, name: object, spec: object, base: str) -> model.Host |
         identity = readable_file(c, path + ("identity_file",), identity, base,
                                  "check the path and its permissions, or remove identity_file "
                                  "to let ssh_config choose the key")
-    tailscale_ip = c.get(spec, path, "tailscale_ip", "str", None, example="100.99.216.71", check=ip_check)
-    if tailscale_ip is None and spec.get("tailscale_ip") is not None:
+    tailscale_ip = None if rented else c.get(spec, path, "tailscale_ip", "str", None, example="100.99.216.71",
+                                             check=ip_check)
+    if tailscale_ip is None and spec.get("tailscale_ip") is not None and not rented:
         tailscale_ip = str(spec["tailscale_ip"])  # reported already; kept so mode rules do not repeat it
     roles = _roles(c, path, spec)
     is_worker = roles is not None and "worker" in roles
@@ -50,13 +59,22 @@ def read_host(c: Checker, name: object, spec: object, base: str) -> model.Host |
     if worker_id is not None and roles is not None and not is_worker:
         c.err(path + ("worker_id",), f"{name} has no worker role, so worker_id is not used",
               "remove worker_id, or add worker to roles")
+    if rented and roles is not None and roles != ("worker",):
+        c.err(path + ("roles",), f"{name} is rented (provider:) but has roles [{', '.join(roles)}]",
+              "only a worker host is rented and deleted: give it roles: [worker] and keep the app host always on")
+    autostop = None
+    if "autostop" in spec:
+        autostop = read_autostop(c, path, spec["autostop"])
+        if not rented:
+            c.err(path + ("autostop",), f"autostop deletes a rented instance, but {name} has no provider section",
+                  "add provider: (see docs/provider.md), or remove autostop")
     if roles is None or bad_name:
         return None
     # A bad or missing address is reported already; the host still takes part in the mode rules.
-    address = address or str(spec.get("address") or "")
+    address = "" if rented else address or str(spec.get("address") or "")
     return model.Host(name=str(name), address=address, roles=roles, user=user, port=port,
                     identity_file=identity, tailscale_ip=tailscale_ip, gpu=gpu, workdir=workdir,
-                    worker_id=worker_id, line=c.doc.line_of(path))
+                    worker_id=worker_id, line=c.doc.line_of(path), provider=provider, autostop=autostop)
 
 
 def _roles(c: Checker, path: tuple, spec: dict) -> tuple[str, ...] | None:

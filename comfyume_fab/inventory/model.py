@@ -278,9 +278,46 @@ class SshSettings:
     config_file: str | None = None
 
 
+# --- a rented worker (hosts.<name>.provider, .autostop) ------------------------------------------
+CLOUD_PROVIDERS = ("verda",)  # only Verda can be rented for now
+DEFAULT_CLOUD_API = "https://api.verda.com/v1"  # the `verda` SDK's default base URL
+DEFAULT_CLOUD_IMAGE = "ubuntu-24.04-cuda-12.8-open-docker"
+STATE_DIR = ".comfyume-fab"  # beside hosts.yaml: the records of rented instances, generated host keys
+
+
+@dataclass(frozen=True)
+class ProviderSpec:
+    """What to rent for a worker host (`provider:`): the instance type and place, the OS image (or a
+    kept OS volume), the data volumes attached and never deleted, and secret NAMES only (the Verda
+    client credentials are VERDA_CLIENT_ID / VERDA_CLIENT_SECRET; `tailscale_authkey` names the
+    secret holding the tailnet auth key). Its address and tailnet address come from the record."""
+    instance_type: str
+    name: str = "verda"
+    api: str = DEFAULT_CLOUD_API
+    location: str = "FIN-01"
+    spot: bool = False
+    image: str | None = DEFAULT_CLOUD_IMAGE
+    os_volume: str | None = None
+    volumes: tuple[str, ...] = ()
+    hostname_prefix: str = "comfyume-worker"
+    ssh_keys: tuple[str, ...] = ()
+    tailscale_authkey: str = "TAILSCALE_AUTHKEY"
+    provision_timeout: float = 600.0
+
+
+@dataclass(frozen=True)
+class Autostop:
+    """Delete the rented instance when the queue was idle `idle_s` seconds, or `max_lifetime_s`
+    after it was created (None: no limit). Runs on the app host (ops/autostop.py)."""
+    idle_s: int
+    max_lifetime_s: int | None = None
+
+
 @dataclass(frozen=True)
 class Host:
-    """One machine. user/port/identity_file None: ssh_config (or the defaults) decides."""
+    """One machine. user/port/identity_file None: ssh_config (or the defaults) decides. A host with a
+    `provider` is rented by start-all: its address and tailscale_ip come from its record
+    (cloud/record.py), empty until then."""
     name: str
     address: str
     roles: tuple[str, ...]
@@ -292,6 +329,8 @@ class Host:
     workdir: str = "comfyume"
     worker_id: str | None = None
     line: int = 0
+    provider: ProviderSpec | None = None
+    autostop: Autostop | None = None
 
     @property
     def is_app(self) -> bool:
@@ -329,6 +368,23 @@ class Inventory:
     def app_host(self) -> Host | None:
         """The host with the app role (there is at most one)."""
         return next((h for h in self.hosts if h.is_app), None)
+
+    @property
+    def state_dir(self) -> str:
+        """`.comfyume-fab/` beside the inventory: what the tool records between runs (rented
+        instances, the host keys it generated), never the user's hosts.yaml."""
+        return os.path.join(os.path.dirname(os.path.abspath(self.path)), STATE_DIR)
+
+    @property
+    def generated_known_hosts(self) -> str:
+        """The host keys this tool generated for rented instances, read by the SSH layer besides
+        ssh.known_hosts (strictly: never trust on first use)."""
+        return os.path.join(self.state_dir, "known_hosts")
+
+    @property
+    def provider_hosts(self) -> tuple[Host, ...]:
+        """Hosts the tool rents (a `provider:` section), in file order."""
+        return tuple(h for h in self.hosts if h.provider is not None)
 
     @property
     def worker_hosts(self) -> tuple[Host, ...]:

@@ -17,7 +17,7 @@ from .checker import (DURATION_RE, NAME_HINT, URL_RE, Checker, expand, in_range,
                       one_of, pattern, positive, readable_file, seconds)
 from .hosts import assign_worker_ids, read_host
 from .imagesrc import check_hosts as check_image_hosts, read_images
-from .rules import check_modes, check_ports, check_secrets
+from .rules import check_modes, check_ports, check_secrets, rented_secrets
 from .yamlsrc import FileProblem, YamlDoc, load_yaml_file, read_regular
 
 TOP_KEYS = ("mode", "project", "num_users", "images", "ports", "worker", "timeouts", "rollout", "health",
@@ -66,7 +66,8 @@ def read_inventory(doc: YamlDoc, shown: str, environ: Mapping[str, str], need_se
         check_modes(c, mode, hosts, serverless)
     if ports_ok:
         check_ports(c, ports, num_users)
-    secrets, env_file, env_file_missing = check_secrets(c, mode, env_file_given, base, environ, need_secrets)
+    secrets, env_file, env_file_missing = check_secrets(c, mode, env_file_given, base, environ, need_secrets,
+                                                        rented_secrets(hosts))
     if c.found:
         raise ConfigError(c.problems)
     return model.Inventory(

@@ -115,19 +115,37 @@ def check_env_file(c: Checker, given: str | None, path: str | None) -> EnvFile |
     return env_file
 
 
+CLOUD_SECRETS = ("VERDA_CLIENT_ID", "VERDA_CLIENT_SECRET")  # needed as soon as a host is rented
+
+
+def rented_secrets(hosts: list[model.Host]) -> tuple[str, ...]:
+    """The secrets renting needs: the provider's client credentials and each rented host's
+    Tailscale auth key (by the name its provider section gives)."""
+    if not any(h.provider for h in hosts):
+        return ()
+    names = list(CLOUD_SECRETS)
+    for h in hosts:
+        if h.provider and h.provider.tailscale_authkey not in names:
+            names.append(h.provider.tailscale_authkey)
+    return tuple(names)
+
+
 def check_secrets(c: Checker, mode: str | None, env_file_given: str | None, base: str,
-                  environ: Mapping[str, str], need_secrets: bool = True
+                  environ: Mapping[str, str], need_secrets: bool = True, extra_required: tuple[str, ...] = ()
                   ) -> tuple[dict[str, Secret], str | None, bool]:
-    """Resolve the secrets the mode needs (environment first, then the env file); without
-    `need_secrets` (plan, --dry-run) a missing one is an `Unset` placeholder, not a problem.
-    Returns (secrets, the env file's path, whether that file does not exist)."""
+    """Resolve the secrets the mode needs (environment first, then the env file), and
+    `extra_required` (a rented host's); without `need_secrets` (plan, --dry-run) a missing one is an
+    `Unset` placeholder, not a problem. Returns (secrets, the env file's path, whether that file does
+    not exist)."""
     where = ("secrets",)
     env_file_path = expand(env_file_given, base) if env_file_given else None
     env_file = check_env_file(c, env_file_given, env_file_path)
     missing = env_file if isinstance(env_file, EnvFileProblem) else None
     env_file = None if missing else env_file
     required = REQUIRED_ALWAYS + (REQUIRED_WITH_ADMIN if mode not in (None, "frontend-testing") else ())
-    result = resolve_secrets(required, OPTIONAL, environ, env_file, env_file_given, allow_unset=not need_secrets)
+    required += tuple(n for n in extra_required if n not in required)
+    optional = tuple(n for n in OPTIONAL if n not in required)
+    result = resolve_secrets(required, optional, environ, env_file, env_file_given, allow_unset=not need_secrets)
     problems = list(result.problems)
     unset = any(what.endswith(" is not set") for what, _ in problems)
     if missing and unset:  # the secrets were to come from that file: name the missing file, once

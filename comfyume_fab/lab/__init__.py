@@ -5,6 +5,8 @@ and Docker engine), for the tests and the demo. Needs root; never used by the to
 - `network`: the lab's tailnet: a bridge and one network namespace per host.
 - `hostsvc`: each simulated host's login user, SSH server and Docker engine.
 - `dynhost`: hosts added to a lab that is up and removed again (rented instances, extra workers).
+- `verda`: `running()`: the Verda API STAND-IN as a child process (tests, docs), cleaned up on exit.
+- `verda_hosts`: the lab host behind each stand-in Verda instance: startup script, shims, sshd.
 - `images`: the images for the lab's engines, built here (no registry is reachable).
 - `real`: the profile on the team's REAL services: images built from ../shared/comfyume-real and
   ComfyUI 0.8.0 (venvs made here, real code and commands unchanged, every shim listed there).

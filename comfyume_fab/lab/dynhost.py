@@ -73,6 +73,7 @@ def add_host(name: str, role: str = "worker", *, authorized_key: str | None = No
     key = authorized_key or (LAB_DIR / "id_ed25519.pub").read_text()
     try:
         network.host_up(host)
+        forget_address(host.address)  # a host removed just before may have had this address
         hostsvc.ensure_user(host, key)
         if start_ssh:
             start_sshd(host)
@@ -92,6 +93,15 @@ def start_sshd(host: LabHost) -> None:
     hostsvc.start_sshd(host)
 
 
+def forget_address(address: str) -> None:
+    """Forget `address`'s MAC here and in every lab host: a host given an address another just
+    released has another MAC, and a neighbour entry still REACHABLE (up to ~45 s) would send to the
+    old one, so the new host's sshd would look dead."""
+    sh(["ip", "neigh", "flush", "to", address], check=False)
+    for ns in network.existing_netns():
+        sh(["ip", "-n", ns, "neigh", "flush", "to", address], check=False)
+
+
 def remove_host(name: str) -> bool:
     """Remove a host added with `add_host`: processes, engine, user, folders, namespace, address.
     Returns False when the lab has no such host."""
@@ -104,6 +114,7 @@ def remove_host(name: str) -> bool:
     hostsvc.wipe_host_dirs(host)
     sh(["ip", "netns", "del", host.netns], check=False)
     sh(["ip", "link", "del", host.veth], check=False)
+    forget_address(host.address)
     with _state_lock() as state:
         state["hosts"] = [e for e in state["hosts"] if e["name"] != name]
     return True

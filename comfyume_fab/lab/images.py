@@ -24,6 +24,9 @@ BASE = "comfyume-lab/base:bookworm"
 ROOTFS_VERSION = "1"
 ROOTFS_PACKAGES = "python3,python3-redis,redis-server,curl,procps"
 STANDINS = Path(__file__).parent / "standins"
+# Stand-ins that run on this machine, never in an image (the Verda API stand-in makes lab hosts):
+# they are not copied into the images and do not change the images' recipe key.
+MACHINE_SIDE = ("verda_api.py",)
 
 STANDIN_NOTE = ("STAND-IN for the comfyume {svc} (lab only): speaks the real HTTP contract, "
                 "is not the team's private image")
@@ -48,7 +51,7 @@ IMAGES: dict[str, tuple[list[str], str]] = {
 
 def recipe_key() -> str:
     h = hashlib.sha256(f"{ROOTFS_VERSION}|{ROOTFS_PACKAGES}|{sorted(IMAGES.items())}".encode())
-    for path in sorted(STANDINS.glob("*.py")):
+    for path in sorted(p for p in STANDINS.glob("*.py") if p.name not in MACHINE_SIDE):
         h.update(path.name.encode() + b"\0" + path.read_bytes())
     return h.hexdigest()[:12]
 
@@ -103,7 +106,7 @@ def build_images(host: LabHost, say: Callable[[str], None]) -> Path:
         docker(host, "import", str(rootfs), BASE, timeout=300)
     ctx = Path(tempfile.mkdtemp(prefix="ctx-", dir=CACHE_ROOT))
     try:
-        shutil.copytree(STANDINS, ctx / "standins", ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(STANDINS, ctx / "standins", ignore=shutil.ignore_patterns("__pycache__", *MACHINE_SIDE))
         for name, (cmd, label) in IMAGES.items():
             dockerfile = "\n".join([
                 f"FROM {BASE}",

@@ -32,6 +32,7 @@ from ..plan.diff import (RECREATE, UNCHANGED, SecretChange, diff_host, env_secti
                          secret_refusal, secret_sentence, summary_lines, what_happened)
 from ..plan.planner import HostPlan, Plan, make_plan
 from . import imagestep as images
+from . import provision
 from .audit import audit_line, deployed_record, local_revision
 from .health import up_failed, wait_healthy
 from .lock import DeployLock
@@ -61,7 +62,8 @@ class StartSummary:
 
 def start_all(inv: Inventory, say: Callable[[str], None], warn: Callable[[str], None],
               wait_lock: float = 0.0, image_tags=None,
-              confirm: Callable[[SecretChange], None] | None = None) -> StartSummary:
+              confirm: Callable[[SecretChange], None] | None = None,
+              confirm_rent: Callable[[str], None] | None = None, keep_failed: bool = False) -> StartSummary:
     """Bring the deployment up in order, proving each link before the next step; return what
     changed and every check's result. Raises at the first failed step (the app host is left
     running); a rerun on a healthy deployment changes nothing. `image_tags` (rollback): host ->
@@ -69,8 +71,37 @@ def start_all(inv: Inventory, say: Callable[[str], None], warn: Callable[[str], 
 
     A secret whose local value differs from the deployed one is said (which, from where) before
     anything is touched; a changed Redis password (it recreates Redis) goes on only when `confirm`
-    returns (--yes, or the user said yes); `confirm` raises to refuse, and without one it is refused."""
+    returns (--yes, or the user said yes); `confirm` raises to refuse, and without one it is refused.
+
+    A rented worker (`provider:`) without a live instance is rented first (ops/provision.py: the
+    price said and passed to `confirm_rent`, which raises to refuse; a failure deletes what was
+    rented unless `keep_failed`); once everything is healthy, its autostop is installed."""
     warn = _once(warn)
+    if inv.provider_hosts:
+        inv = provision.ensure_instances(inv, say, warn, confirm_rent or _refuse_rent, keep_failed)
+    summary = _start_all(inv, say, warn, wait_lock, image_tags, confirm)
+    for host in inv.provider_hosts:
+        if host.autostop is not None:
+            _install_autostop(inv, host, say)
+    return summary
+
+
+def _refuse_rent(line: str) -> None:
+    raise ConfigError(f"{line}: not confirmed (rerun with --yes to rent it, or on a terminal to be asked)")
+
+
+def _install_autostop(inv: Inventory, host, say) -> None:
+    """After the instance is up and the worker healthy, install its autostop on the app host
+    (ops/autostop.py)."""
+    from ..cloud import record
+    from . import autostop
+    with Session(inv, [inv.app_host]) as s:
+        s.connect()
+        s.require_all()
+        autostop.install(inv, s, record.load(inv, host.name), say, host=host.name)
+
+
+def _start_all(inv: Inventory, say, warn, wait_lock: float, image_tags, confirm) -> StartSummary:
     with Session(inv, inv.hosts) as s:
         say(f"connecting to {len(inv.hosts)} host(s): {', '.join(h.name for h in inv.hosts)}")
         # While connecting and reading: `git` for the revision, the planner's imports and the

@@ -8,6 +8,7 @@ import json
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..checks import autostop as autostopcheck
 from ..checks import images, jobprobe, qmhealth
 from ..checks.links import prefetch_redis, redis_ping
 from ..checks.probe import run_probe
@@ -17,6 +18,8 @@ from ..checks.worker import device_check
 from ..errors import ExitCode, FabError
 from ..invocation import command
 from ..host import state as hoststate
+from ..host.agents.autostop import span
+from ..host.facts import autostop as autostopfacts
 from ..host.facts import images as imgfacts
 from ..host.facts import stopped
 from ..host.facts.stopped import StoppedRecord
@@ -27,6 +30,7 @@ from ..inventory.model import GPU_MODES, Inventory
 from ..plan.diff import env_section, secret_changes, secret_sentence
 from ..plan.planner import HostPlan, Plan, make_plan, service_hash_var
 from .audit import local_revision
+from .bill import deleted_sentence, read_bill
 from .health import last_logs
 
 
@@ -54,6 +58,8 @@ def status(inv: Inventory, probe: bool = True, say=None, fetch: bool = False) ->
     say(f"connecting to {len(inv.hosts)} host(s) and reading their state")
     checks: list[CheckResult] = []
     hosts_out: dict[str, Any] = {}
+    # What is rented (records and the provider's API: price, hours, cost, balance), beside the SSH reads.
+    billing = Background(read_bill, inv, name="cfab-bill") if inv.provider_hosts else None
     with Session(inv, inv.hosts) as s:
         # Connect to every host and read its state while this thread plans (the plan's scrypt
         # fingerprints and `git`); redis-py is imported for the checks meanwhile.
@@ -82,8 +88,13 @@ def status(inv: Inventory, probe: bool = True, say=None, fetch: bool = False) ->
         checking = Background(lambda: each(early, early_jobs, key=lambda item: item[0]).raise_first(),
                               name="cfab-checks")
         read = reading.result()
+        bill, bill_checks, gone = billing.result() if billing is not None else (None, [], {})
+        for host in inv.provider_hosts:  # rented, but no instance now: deleted on purpose, or never rented
+            if host.name in s.errors and (host.name in gone or not host.address):
+                _not_rented(host.name, gone.get(host.name), hosts_out, checks, host.roles)
         for name, err in s.errors.items():
-            _unreachable(name, err.sentence(), hosts_out, checks, inv.host(name).roles)
+            if name not in hosts_out:
+                _unreachable(name, err.sentence(), hosts_out, checks, inv.host(name).roles)
         for name, exc in read.failed.items():
             if not isinstance(exc, FabError):
                 raise exc
@@ -91,11 +102,12 @@ def status(inv: Inventory, probe: bool = True, say=None, fetch: bool = False) ->
         states = {hp.name: read[hp.name] for hp in plan.hosts if hp.name in read}
         held = {hp.name: rec for hp in plan.hosts if hp.name in states
                 for rec in [_on_purpose(hp, states[hp.name])] if rec is not None}
+        away = {**held, **{name: None for name, block in hosts_out.items() if block.get("deleted_on_purpose")}}
         # Each host's hashes made with its salt: what its deploy record is compared with (a host
         # without one was never deployed by this version: its record cannot match).
         salted = plan.with_salts({n: st.salt for n, st in states.items()})
         # The job probe (a user's path through the queue manager) from the app host, beside the rest.
-        job_path = (Background(_job_path, inv, plan, s, held, probe, name="cfab-job-probe")
+        job_path = (Background(_job_path, inv, plan, s, away, probe, name="cfab-job-probe")
                     if jobprobe.planned(inv.mode, plan) and plan.app.name in states else None)
         secret_diffs = secret_changes(salted, states)  # a local secret that differs from the deployed one
         for hp in salted.hosts:
@@ -113,7 +125,7 @@ def status(inv: Inventory, probe: bool = True, say=None, fetch: bool = False) ->
             qm, *device_and_probe = found[hp.name]
             checks.extend([redis[hp.name], qm, *_gpu_lines(inv, hp, states[hp.name]), *device_and_probe])
         queue, queue_found = found.pop(QUEUE_JOB) if plan.app.name in states and QUEUE_JOB in found else ({}, [])
-        stopped_ids = {hp.host.worker_id for hp in plan.hosts if hp.name in held}
+        stopped_ids = {hp.host.worker_id for hp in plan.hosts if hp.name in away}
         for c in queue_found:  # a worker stopped on purpose sends no heartbeat: expected, not a fault
             if not c.ok and c.name.removeprefix("heartbeat-") in stopped_ids:
                 c.data["stopped_on_purpose"] = True
@@ -124,8 +136,10 @@ def status(inv: Inventory, probe: bool = True, say=None, fetch: bool = False) ->
         serverless, serverless_found = (found.pop(SERVERLESS_JOB) if plan.app.name in states
                                         and SERVERLESS_JOB in found else (None, []))
         checks.extend(serverless_found)
+        checks.extend(bill_checks)
+        _autostop(inv, read.get(plan.app.name), hosts_out, checks)
         _settle(checks, plan)
-    unreachable = any(not h.get("reachable") for h in hosts_out.values())
+    unreachable = any(not h.get("reachable") and not h.get("deleted_on_purpose") for h in hosts_out.values())
     failing = [c for c in checks if not c.ok]
     ok = not unreachable and not failing
     stopped_only = bool(failing) and all(c.data.get("stopped_on_purpose") for c in failing)
@@ -138,6 +152,8 @@ def status(inv: Inventory, probe: bool = True, say=None, fetch: bool = False) ->
             "hosts": {h.name: hosts_out[h.name] for h in inv.hosts if h.name in hosts_out}, "queue": queue}
     if inv.mode == "serverless":
         data["serverless"] = serverless
+    if bill is not None:
+        data["bill"] = bill
     return StatusReport(data, checks, code)
 
 
@@ -149,7 +165,59 @@ def _unreachable(name: str, error: str, hosts_out: dict, checks: list, roles=())
     checks.append(CheckResult(f"reachable-{name}", False, error, host=name))
     # The same keys as a reachable host's block (docs/status.schema.json), unknown ones null.
     hosts_out[name] = {"reachable": False, "error": error, "ssh_ms": None, "roles": list(roles), "engine": None,
-                       "compose": None, "services": [], "deployed": None, "gpu": None, "stopped_on_purpose": None}
+                       "compose": None, "services": [], "deployed": None, "gpu": None, "stopped_on_purpose": None,
+                       "autostop": None}
+
+
+def _autostop(inv: Inventory, app_state, hosts_out: dict, checks: list) -> None:
+    """Each rented worker host's autostop, as its program on the app host last wrote it (the host
+    block's `autostop` and an `autostop-HOST` check); null where there is none or the app host could
+    not be read."""
+    code, out = (app_state.extra.get("autostop", (1, "")) if app_state is not None else (1, ""))
+    states = autostopfacts.parse_states(out) if code == 0 else {}
+    for name, block in hosts_out.items():
+        block["autostop"] = None
+        host = inv.host(name)
+        if app_state is None or (getattr(host, "autostop", None) is None and name not in states):
+            continue
+        block["autostop"] = autostopcheck.view(states.get(name))
+        checks.append(autostopcheck.check(name, block["autostop"]))
+        _deleted_by_autostop(name, block, states.get(name), inv.app_host.name, checks)
+
+
+def _deleted_by_autostop(name: str, block: dict, state: dict | None, app: str, checks: list) -> None:
+    """A rented host found gone at the provider, which its autostop deleted: say so (by whom, when,
+    why) instead of "the provider (autostop or the console)"."""
+    gone = block.get("deleted_on_purpose")
+    if not gone or not state or state.get("state") != "deleted" or state.get("instance_id") != gone.get("instance_id"):
+        return
+    if gone.get("by") and not str(gone["by"]).startswith("the provider"):
+        return  # recorded by this tool (stop-verda --delete): that record says it
+    why = (f"max lifetime {span(state.get('max_lifetime_s'))}" if state.get("fires_for") == "max_lifetime"
+           else f"idle {span(state.get('idle_s'))}")
+    gone.update(at=state.get("deleted_at"), by=f"autostop@{app}", how=f"autostop after {why}")
+    rec = {"deleted_how": gone["how"], "deleted_by": gone["by"], "deleted_at": gone["at"],
+           "hostname": gone.get("hostname"), "volumes": gone.get("volumes")}
+    for c in checks:
+        if c.name == f"deleted-{name}":
+            c.detail = deleted_sentence(name, rec)
+
+
+def _not_rented(name: str, rec: dict | None, hosts_out: dict, checks: list, roles=()) -> None:
+    """A rented host with no instance now: deleted on purpose (when, by whom, how), or never
+    rented yet. Not unreachable: exit 6 like a worker stopped on purpose, when nothing else is wrong."""
+    if rec and rec.get("deleted_by"):
+        detail = deleted_sentence(name, rec)
+        gone = {"at": rec.get("deleted_at"), "by": rec.get("deleted_by"), "how": rec.get("deleted_how"),
+                "instance_id": rec.get("id"), "hostname": rec.get("hostname"), "volumes": rec.get("volumes") or []}
+    else:
+        detail = "not rented: no instance is recorded for it (start-all rents one, at the price it shows first)"
+        gone = {"at": None, "by": None, "how": "not rented yet", "instance_id": None, "hostname": None, "volumes": []}
+    checks.append(CheckResult(f"deleted-{name}", False, detail, host=name,
+                              data={"stopped_on_purpose": True, "deleted_on_purpose": True}))
+    hosts_out[name] = {"reachable": False, "error": None, "ssh_ms": None, "roles": list(roles), "engine": None,
+                       "compose": None, "services": [], "deployed": None, "gpu": None, "stopped_on_purpose": None,
+                       "deleted_on_purpose": gone, "autostop": None}
 
 
 def _on_purpose(hp: HostPlan, st) -> StoppedRecord | None:
@@ -306,6 +374,8 @@ def _read_when_connected(connecting: Background, inv: Inventory, s: Session, fet
     def read(host) -> hoststate.HostState:
         # Every app host gets the Redis port section; _host_block looks at it where the plan runs Redis.
         extra = [("redis_port", published_port(inv.project, "redis", 6379))] if host.is_app else []
+        if host.is_app:  # the state files of autostop (a rented worker's idle timer, on the app host)
+            extra.append(("autostop", autostopfacts.state_command(host.workdir)))
         if host.is_worker:
             extra.append(("stopped", stopped.read_command(host.workdir)))
         extra += images.status_parts(inv, host, fetch)  # images: the branch's head (fetched with --fetch)

@@ -18,6 +18,7 @@ from ..inventory.model import Inventory
 from ..plan import compose as cg
 from ..plan.planner import HostPlan, make_plan
 from .audit import audit_line, local_revision, now_iso, who
+from . import provision
 from .lock import DeployLock
 
 
@@ -34,7 +35,60 @@ def _workers(plan, only: str | None) -> list[HostPlan]:
 
 def stop_workers(inv: Inventory, say: Callable[[str], None], only: str | None = None, down: bool = False,
                  when_idle: bool = False, idle_timeout: float = 600, wait_lock: float = 0.0, force: bool = False,
-                 warn: Callable[[str], None] | None = None) -> dict:
+                 warn: Callable[[str], None] | None = None, delete: bool = False) -> dict:
+    """`invoke stop-verda`; with `delete`, each stopped worker's rented instance is then deleted
+    (data volumes kept), its generated host key and recorded address removed, and who deleted it
+    and when recorded (status: "deleted on purpose"). Only rented hosts (`provider:`) can be."""
+    if delete:
+        plan = make_plan(inv)
+        chosen = _workers(plan, only)
+        plain = [hp.name for hp in chosen if hp.host.provider is None]
+        if plain:
+            raise ConfigError(f"--delete: {', '.join(plain)} is not rented by this tool (no provider section in "
+                              f"{inv.path}); --delete only deletes instances start-all rented (use --host NAME)")
+        # a worker whose instance is gone already (no address) has nothing to stop: delete only
+        reachable = [hp for hp in chosen if hp.host.address]
+        out: dict = {"stopped": [], "unchecked": []}
+        for names in ([only] if len(reachable) == len(chosen) else [hp.name for hp in reachable]):
+            try:
+                got = _stop_workers(inv, say, names, down, when_idle, idle_timeout, wait_lock, force, warn)
+            except UnreachableError as exc:
+                if not force or exc.host not in {hp.name for hp in chosen}:
+                    if exc.host in {hp.name for hp in chosen}:
+                        exc.hint = ((exc.hint + "; ") if exc.hint else "") + \
+                            "--force deletes the instance without stopping the worker first"
+                    raise
+                (warn or say)(f"{exc.host} is unreachable ({exc.cause}): --force, deleting its instance without "
+                              "stopping the worker first")
+                got = {"stopped": [], "unchecked": [f"the clean stop of the worker on {exc.host}"]}
+            out["stopped"] += got["stopped"]
+            out["unchecked"] += [u for u in got["unchecked"] if u not in out["unchecked"]]
+            out.setdefault("ended", {}).update(got.get("ended") or {})
+        out["deleted"] = {}
+        for hp in chosen:
+            _remove_autostop(inv, hp.host, say)
+            out["deleted"][hp.name] = provision.delete_rented(inv, hp.host, say)
+        return out
+    return _stop_workers(inv, say, only, down, when_idle, idle_timeout, wait_lock, force, warn)
+
+
+def _remove_autostop(inv: Inventory, host, say) -> None:
+    """Remove the host's autostop from the app host before its instance is deleted (also one an
+    earlier inventory with `autostop:` installed; ops/autostop.py)."""
+    from . import autostop
+    app = inv.app_host
+    with Session(inv, [app]) as s:
+        s.connect()
+        if app.name in s.errors:
+            say(f"{app.name} is unreachable: the autostop of {host.name} could not be removed there (it finds the "
+                "instance deleted and does nothing)")
+            return
+        autostop.remove(inv, s, host.name, say)
+
+
+def _stop_workers(inv: Inventory, say: Callable[[str], None], only: str | None = None, down: bool = False,
+                  when_idle: bool = False, idle_timeout: float = 600, wait_lock: float = 0.0, force: bool = False,
+                  warn: Callable[[str], None] | None = None) -> dict:
     """`invoke stop-verda`: stop (or remove) the worker(s) -- the GPU bill -- whatever state the app
     host is in. With the app host reachable: under the deploy lock, optionally once the queue is
     idle (`when_idle`; `force` skips the wait), confirming the app host's containers kept their ids.
@@ -181,19 +235,29 @@ def stop_all(inv: Inventory, say: Callable[[str], None], down: bool = False, wai
     plan = make_plan(inv)
     app = plan.app
     revision = local_revision()
-    with Session(inv, inv.hosts) as s:
+    # a rented worker with no instance now (deleted, or never rented) has nothing to stop
+    absent = {h.name for h in inv.provider_hosts if not h.address}
+    for name in sorted(absent):
+        say(f"{name}: no rented instance now: nothing to stop there")
+    hosts = [h for h in inv.hosts if h.name not in absent]
+    with Session(inv, hosts) as s:
         s.connect()
         s.require_all()
         with DeployLock(s[app.name], app.host.workdir, "stop-all", revision, wait=wait_lock, say=say,
                           stale_after=inv.timeouts.lock_wait):
-            workers = [hp for hp in plan.hosts if hp.worker_services and hp.name != app.name]
+            workers = [hp for hp in plan.hosts if hp.worker_services and hp.name != app.name and hp.name not in absent]
             gather(lambda hp: _stop_worker(inv, s, hp, down, say, "stop-all"), workers)
+            for hp in workers:
+                if hp.host.provider is not None:
+                    say(f"{hp.name}: its rented instance is still billing (`stop-verda --delete` deletes it)")
             say(f"{app.name}: {'removing' if down else 'stopping'} {', '.join(app.services)}")
             res = s[app.name].run(composeact.stop(app.compose, (), remove=down), timeout=inv.timeouts.command,
                                   step="stop app host")
             if not res.ok:
                 raise UnhealthyError(f"stopping the app host failed: {res.tail()}", host=app.name, step="stop app host")
             for hp in plan.hosts:
-                s[hp.name].run(wdact.audit(hp.host.workdir, audit_line(
-                    "stop-all", revision, plan.config_hash, plan.mode, "down" if down else "stopped")), step="audit")
-    return {"stopped": [hp.name for hp in plan.hosts]}
+                if hp.name not in absent:
+                    s[hp.name].run(wdact.audit(hp.host.workdir, audit_line(
+                        "stop-all", revision, plan.config_hash, plan.mode, "down" if down else "stopped")),
+                        step="audit")
+    return {"stopped": [hp.name for hp in plan.hosts if hp.name not in absent]}

@@ -7,4 +7,5 @@
 - `steps`: the ordered commands a task would run, for `invoke plan` and `--dry-run`.
 - `diff`: what start-all would create, recreate (and why) or remove, per service.
 - `rollback`: which earlier deploy each host goes back to (`rollback --to` checked there).
+- `autostop`: a rented worker's autostop files for the app host (program, config, env file, service).
 """

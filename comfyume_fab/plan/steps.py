@@ -28,7 +28,16 @@ def steps(plan: Plan, task: str, only: str | None = None, down: bool = False) ->
     inv = plan.inventory
     app = plan.app
     wd = app.host.workdir
-    out: list[tuple[str, str]] = [(h.name, "(ssh) connect; read engine, Compose, GPU, containers") for h in plan.hosts]
+    out: list[tuple[str, str]] = []
+    if task == "start-all":  # a rented worker without a live instance is rented first (ops/provision.py)
+        for h in inv.provider_hosts:
+            if not h.address:
+                p = h.provider
+                out.append((h.name, f"({p.name} API) rent {p.instance_type} ({'spot' if p.spot else 'on demand'}) in "
+                                    f"{p.location}: availability, price confirmed (--yes), host key generated here, "
+                                    "startup script, create with the kept volumes, wait until running, SSH verified, "
+                                    "tailscale ip -4, recorded"))
+    out += [(h.name, "(ssh) connect; read engine, Compose, GPU, containers") for h in plan.hosts]
     out.append((app.name, lockact.lock_acquire(wd, "<who> task=" + task, TOKEN)))
     workers = [hp for hp in plan.hosts if hp.worker_services and (not only or hp.name == only)]
     if only and not workers:  # the same refusal as the real stop-verda's, before anything is shown

@@ -69,10 +69,32 @@ def status_text(rep: StatusReport, colour: bool = False) -> str:
         if sc:
             lines.append(f"  deployment {sc['deployment']}: {sc['replicas']} replica(s), {sc['running']} running; "
                          f"min {sc['min_replicas']} max {sc['max_replicas']}")
+    bill = d.get("bill")
+    if bill:
+        bal = (f"balance {bill['balance']:.2f} {bill['currency']}" if bill.get("balance") is not None
+               else "balance unknown")
+        runway = (f", {bill['runway_hours']:g} h of runway at {bill['burn_per_hour']:.2f} {bill['currency']}/h"
+                  if bill.get("runway_hours") is not None else "")
+        lines.append(f"rented: {bal}{runway}")
+        for name, b in bill["hosts"].items():
+            if b["state"] == "rented":
+                lines.append(f"  {name}: {b['instance_type']} ({'spot' if b['spot'] else 'on demand'}) in "
+                             f"{b['location']} at {b['price_per_hour']:.2f}/h, running {b['hours']:.2f} h, cost so far "
+                             f"{b['cost_so_far']:.2f} {bill['currency']}")
     for name, h in d["hosts"].items():
         lines.append("")
+        gone = h.get("deleted_on_purpose")
+        if gone:
+            what = (f"DELETED ON PURPOSE ({gone['how']} by {gone['by']} at {gone['at']}): not billing; start-all rents "
+                    "a new instance" if gone.get("by") else "NOT RENTED: start-all rents an instance")
+            lines.append(f"{_paint(name, 'bold', colour)} ({', '.join(h['roles'])})  {_paint(what, 'warn', colour)}")
+            if h.get("autostop"):
+                lines.append(f"  autostop: {h['autostop']['text']}")
+            continue
         if not h.get("reachable"):
             lines.append(f"{_paint(name, 'bold', colour)}: {_paint('UNREACHABLE', 'FAIL', colour)}  {h.get('error', '')}")
+            if h.get("autostop"):
+                lines.append(f"  autostop: {h['autostop']['text']}")
             continue
         dep = h.get("deployed") or {}
         sync = "in sync" if dep.get("in_sync") else f"deployed {dep.get('config_hash') or 'never'}"
@@ -89,6 +111,8 @@ def status_text(rep: StatusReport, colour: bool = False) -> str:
             dep_c = (img.get("deployed_commit") or "none")[:12]
             note = "; the branch has commits not deployed" if img.get("undeployed") else ""
             lines.append(f"  branch {img['branch']} at {head} (last fetch), deployed {dep_c}{note}")
+        if h.get("autostop"):
+            lines.append(f"  autostop: {h['autostop']['text']}")
         held = h.get("stopped_on_purpose")
         if held:
             lines.append(_paint(f"  stopped on purpose ({held['task']} by {held['by']} at {held['at']}): the instance is "
@@ -193,7 +217,11 @@ def stop_workers_text(out: dict) -> str:
     tail = "app host NOT checked (unreachable)" if out.get("unchecked") else "app host untouched"
     killed = [h for h, found in (out.get("ended") or {}).items() if any(e["killed"] for e in found)]
     how = f"; KILLED (not a clean stop) on {', '.join(killed)}" if killed else ""
-    return clean(f"stop-verda: stopped the worker on {', '.join(out['stopped']) or 'no host'}; {tail}{how}")
+    deleted = [f"{name} (instance {rec.get('hostname')} deleted at {rec.get('deleted_at')}; volumes "
+               f"{', '.join(rec.get('volumes') or []) or 'none'} kept)"
+               for name, rec in (out.get("deleted") or {}).items() if rec.get("deleted_at")]
+    gone = f"; deleted {', '.join(deleted)}: no longer billing" if deleted else ""
+    return clean(f"stop-verda: stopped the worker on {', '.join(out['stopped']) or 'no host'}; {tail}{how}{gone}")
 
 
 def stop_all_text(out: dict) -> str:

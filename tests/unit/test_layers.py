@@ -1,6 +1,6 @@
 """The architecture, enforced: the folder tree is the layering, and imports only go down.
 
-errors/invocation/statusschema < inventory < host < plan, checks < ops < present, taskrun < tasks, usage
+errors/invocation/statusschema < inventory < host < plan, checks, cloud < ops < present, taskrun < tasks, usage
 < cli. A module may import its own package and the layers below; the operations (OPERATIONS) never
 import each other, but for rollback, which is start-all with the images given; no import cycle
 anywhere (function-level imports included); the inventory's model is a leaf."""
@@ -12,11 +12,15 @@ from pathlib import Path
 import pytest
 
 PKG = Path(__file__).resolve().parents[2] / "comfyume_fab"
-RANK = {"errors": 0, "invocation": 0, "statusschema": 0, "inventory": 1, "host": 2, "plan": 3, "checks": 3,
+RANK = {"errors": 0, "invocation": 0, "statusschema": 0, "inventory": 1, "host": 2, "plan": 3, "checks": 3, "cloud": 3,
         "ops": 4, "present": 5, "taskrun": 5, "tasks": 6, "usage": 6, "cli": 7}
 OPERATIONS = {"comfyume_fab.ops.start", "comfyume_fab.ops.stop", "comfyume_fab.ops.status",
               "comfyume_fab.ops.rollback", "comfyume_fab.ops.copyimage", "comfyume_fab.ops.switch",
               "comfyume_fab.ops.warm"}
+# Helpers of the operations (not operations: any operation may import them; they import none)
+HELPERS = {"comfyume_fab.ops.health", "comfyume_fab.ops.audit", "comfyume_fab.ops.imagestep",
+           "comfyume_fab.ops.transfer", "comfyume_fab.ops.serverless", "comfyume_fab.ops.autostop",
+           "comfyume_fab.ops.provision", "comfyume_fab.ops.bill"}
 # rollback IS start-all with the images of an earlier deploy given: the one operation built on another
 BUILT_ON = {"comfyume_fab.ops.rollback": {"comfyume_fab.ops.start"},
             # switch-gpu redeploys the queue manager alone with start-all's deploy stage
@@ -98,6 +102,12 @@ def test_an_operation_never_imports_another():
     for op in OPERATIONS:
         others = GRAPH[op] & (OPERATIONS - {op}) - BUILT_ON.get(op, set())
         assert not others, f"{op} imports {others}"
+
+
+def test_a_helper_of_the_operations_imports_no_operation():
+    for helper in HELPERS & set(GRAPH):
+        assert not GRAPH[helper] & OPERATIONS, f"{helper} imports {GRAPH[helper] & OPERATIONS}"
+    assert "comfyume_fab.ops.autostop" in GRAPH  # start-all and stop-verda --delete use it
 
 
 def test_the_inventory_model_is_a_leaf():

@@ -13,6 +13,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
+from comfyume_fab.checks.autostop import view as autostop_view
 from comfyume_fab.checks.result import CheckResult
 from comfyume_fab.errors import ConfigError, ExitCode
 from comfyume_fab.ops.exec import exec_command
@@ -127,10 +128,13 @@ def _report(users_ok=20, unreachable=False):
     hosts = {"mello": {"reachable": True, "error": None, "ssh_ms": 12.0, "roles": ["app"], "engine": "26.1",
                        "compose": "2.26.1", "services": services,
                        "deployed": {"revision": "abc", "config_hash": "h", "at": None, "by": None, "in_sync": True},
-                       "gpu": {"present": False, "gpus": [], "error": ""}, "stopped_on_purpose": None},
+                       "gpu": {"present": False, "gpus": [], "error": ""}, "stopped_on_purpose": None,
+                       "autostop": None},
              "verda": ({"reachable": False, "error": "cannot reach", "ssh_ms": None, "roles": ["worker"],
                         "engine": None, "compose": None, "services": [], "deployed": None, "gpu": None,
-                        "stopped_on_purpose": None}
+                        "stopped_on_purpose": None, "autostop": autostop_view(
+                            {"host": "verda", "instance_id": "i-1", "state": "deleted", "idle_s": 60,
+                             "deleted_at": "2026-12-03T13:00:00Z", "fires_for": "idle"})}
                        if unreachable else
                        {"reachable": True, "error": None, "ssh_ms": 9.0, "roles": ["worker"], "engine": "26.1",
                         "compose": "2.26.1", "services": [_service("worker")],
@@ -139,7 +143,8 @@ def _report(users_ok=20, unreachable=False):
                             {"index": 0, "name": "H200", "memory_used_mib": 1, "memory_total_mib": 2,
                              "utilization_pct": 3}]},
                         "stopped_on_purpose": {"by": "me", "at": "t", "task": "stop-verda", "stopped_for_s": 60,
-                                               "instance_running": True}})}
+                                               "instance_running": True},
+                        "autostop": autostop_view(None)})}
     data = {"schema_version": SCHEMA_VERSION, "ok": users_ok == 20 and not unreachable, "mode": "dual-server",
             "inventory": "hosts.yaml", "revision": "abc", "config_hash": "h", "hosts": hosts,
             "queue": {} if unreachable else {"depth": 0, "running": 0, "workers": {"verda": {"heartbeat_age_s": 1,
@@ -159,6 +164,19 @@ def test_status_text_collapses_the_frontends_and_expands_only_the_failing_ones()
     assert re.search(r"^  user019 +running +unhealthy", table, re.M) and re.search(r"^  user020 ", table, re.M)
     assert not re.search(r"^  user018 ", table, re.M)
     assert "\x1b[" not in text and "\x1b[" in status_text(_report(), colour=True)
+
+
+def test_status_text_says_each_rented_hosts_autostop_also_when_the_host_is_gone():
+    text = status_text(_report(unreachable=True)).split("checks:")[0]
+    assert re.search(r"^verda: UNREACHABLE  cannot reach\n  autostop: deleted the instance at \S+ \(idle 1m\)$",
+                     text, re.M)
+    assert "  autostop: not installed (start-all installs it)" in status_text(_report())
+    rep = _report(unreachable=True)
+    rep.data["hosts"]["verda"]["deleted_on_purpose"] = {"at": "2026-12-03T13:00:00Z", "by": "autostop@mello",
+                                                        "how": "autostop after idle 1m", "instance_id": "i-1",
+                                                        "hostname": "w", "volumes": []}
+    assert re.search(r"^verda \(worker\)  DELETED ON PURPOSE \(autostop after idle 1m by autostop@mello at "
+                     r"2026-12-03T13:00:00Z\).*\n  autostop: deleted the instance at ", status_text(rep), re.M)
 
 
 def test_checks_list_failures_first():

@@ -9,4 +9,5 @@ read it (`host.facts`). Pure builders of command lines, like the facts: nothing 
 - `git`: clone or fetch a branch into the host's bare checkout (`fetch_command`).
 - `images`: build an image from the checkout (`build_command`), log in to a registry (`login_command`).
 - `stopped`: write and clear the "stopped on purpose" record (`facts.stopped` reads it).
+- `autostop`: a rented worker's autostop service on the app host: folders made, started, removed.
 """

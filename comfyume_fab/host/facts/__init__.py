@@ -18,6 +18,7 @@ read learns is a `Fact`: its section name, command, parser and `HostState` field
 - `images`: the images on the engine and the commit a built image came from.
 - `queue_manager`: the queue manager's HTTP API (`/health`, `/api/jobs`), parsed.
 - `ended`: how a stopped container ended (exit code, killed after its grace period, OOM).
+- `autostop`: autostop's installed files and container, and the state files its program writes.
 - `comfyui`: ComfyUI's HTTP API: `GET /system_stats`, `POST /prompt`, `GET /history/{id}`.
 
 No I/O here; `host.state` runs the commands. Every parser is tested on output recorded from the

@@ -30,6 +30,8 @@ class Target:
     port: int | None = None
     identity_file: str | None = None
     known_hosts: str = KNOWN_HOSTS
+    # host keys this tool generated itself (rented instances), checked before known_hosts
+    tool_known_hosts: str | None = None
     accept_new_host_keys: bool = False
     ssh_config: str | None = None
     connect_timeout: float = 10.0
@@ -105,7 +107,8 @@ def _open(t: Target, conn: Connection, sock, label: str, explicit: list[str] = (
     """Open `conn` (through `sock` when given) with strict host keys and OpenSSH-style keys;
     every failure is one sentence that names `label` (the host, or `jump host X`)."""
     known = Path(os.path.expanduser(t.known_hosts))
-    hostkeys.enforce(conn, known, t.accept_new_host_keys)
+    hostkeys.enforce(conn, known, t.accept_new_host_keys,
+                     Path(t.tool_known_hosts) if t.tool_known_hosts else None)
     strategy = auth.for_connection(conn, explicit, extra_files)
     conn.connect_kwargs["auth_strategy"] = strategy
     if sock is not None:

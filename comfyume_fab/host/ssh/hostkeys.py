@@ -30,9 +30,13 @@ def known_name(conn: Connection) -> str:
     return conn.host if int(conn.port) == 22 else f"[{conn.host}]:{conn.port}"
 
 
-def enforce(conn: Connection, known: Path, accept_new: bool) -> None:
+def enforce(conn: Connection, known: Path, accept_new: bool, generated: Path | None = None) -> None:
     """Before `conn` opens: the keys recorded in `known` (when it exists), and no key taken unseen
-    unless `accept_new` (trust on first use, recorded in `known`)."""
+    unless `accept_new` (trust on first use, recorded in `known`). `generated`: the keys this tool
+    generated for instances it rented (`.comfyume-fab/known_hosts`), loaded first so that, for a
+    reused cloud address, the key the tool installed is the one checked, never an older one."""
+    if generated is not None and generated.exists():
+        conn.client.load_host_keys(str(generated))
     if known.exists():
         conn.client.load_host_keys(str(known))
     conn.client.set_missing_host_key_policy(AcceptNewPolicy(known) if accept_new else paramiko.RejectPolicy())

@@ -8,4 +8,6 @@ private images.
 - `frontend`: a user frontend (ComfyUI's UI).
 - `admin`: the admin dashboard.
 - `gateway`: Verda's serverless container gateway (Bearer key, cold start, sync/async, deployment API).
+- `verda_api`: Verda's public cloud API (OAuth, instance types, availability, instances that are real
+  lab hosts, SSH keys, startup scripts, volumes, balance); runs on this machine, not in an image.
 """

@@ -31,6 +31,9 @@ those endpoints declare.
                                  with httpx's "Client error '404 Not Found' for url ..." text, 502
                                  "Serverless error: All connection attempts failed", 503 "Serverless
                                  client not initialized. Check SERVERLESS_ENDPOINT."
+  GET  /api/jobs?user_id=&status=&limit=
+                                 [JobResponse]: a user's jobs (user:{u}:jobs) or, without user_id, the
+                                 first `limit` (100) pending jobs only, as upstream; filtered by status
   GET  /api/jobs/{id}            JobResponse (position_in_queue while pending); 404 {"detail": "Job not found"}
   DELETE /api/jobs/{id}          204: a pending job is deleted everywhere, a running one marked
                                  cancelled; 400 "Cannot cancel job in <status> state" otherwise; 404
@@ -181,6 +184,26 @@ def create_job(request: dict) -> dict:
     return job
 
 
+def list_jobs(query: dict) -> list[dict]:
+    """GET /api/jobs as upstream's list_jobs: a user's jobs (user:{u}:jobs) with user_id, else the
+    first `limit` pending jobs only (upstream's "TODO: Add running, completed, failed"), filtered by
+    status, at most `limit` (default 100); 422 for a status or limit the models refuse."""
+    status, user_id, limit = query.get("status"), query.get("user_id"), query.get("limit", "100")
+    if status is not None and status not in ("pending", "running", "completed", "failed", "cancelled"):
+        raise unprocessable(("query", "status"), "Input should be 'pending', 'running', 'completed', 'failed' "
+                                                 "or 'cancelled'", "enum")
+    try:
+        limit = int(limit)
+    except ValueError:
+        raise unprocessable(("query", "limit"), "Input should be a valid integer, unable to parse string as an "
+                                                "integer", "int_parsing") from None
+    ids = sorted(REDIS.smembers(f"user:{user_id}:jobs")) if user_id else REDIS.zrange("queue:pending", 0, limit - 1)
+    jobs = [job for job in (load(i) for i in ids) if job is not None]
+    if status:
+        jobs = [job for job in jobs if job.get("status") == status]
+    return [response(job) for job in jobs[:max(0, limit)]]
+
+
 def delete_job(job: dict) -> None:
     for name in QUEUES:
         REDIS.zrem(f"queue:{name}", job["id"])
@@ -292,6 +315,8 @@ class Handler(common.StandinHandler):
             if limit > 0 and REDIS.zcard("queue:pending") >= limit:
                 raise common.HTTPError(429, {"detail": f"Queue is full (max depth: {limit})"})
             return self.send_json(201, response(create_job(request)))
+        if method == "GET" and path == "/api/jobs":
+            return self.send_json(200, list_jobs(query))
         if path.startswith("/api/jobs/") and method in ("GET", "DELETE"):
             job = load(path[len("/api/jobs/"):])
             if job is None:

@@ -6,5 +6,7 @@
 - `compose`: the compose files shipped in compose/ and the generated frontends.yml.
 - `steps`: the ordered commands a task would run, for `invoke plan` and `--dry-run`.
 - `diff`: what start-all would create, recreate (and why) or remove, per service.
+- `stack`: the Swarm stack file (`engine: swarm`) from the same plan: placement by node label,
+  Swarm secrets through a shim, host-mode ports, the overlay's MTU, the GPU generic resource.
 - `rollback`: which earlier deploy each host goes back to (`rollback --to` checked there).
 """

@@ -8,5 +8,7 @@ read it (`host.facts`). Pure builders of command lines, like the facts: nothing 
 - `containers`: stop and remove containers by id (`remove_containers`), run a detached job (`run_job`).
 - `git`: clone or fetch a branch into the host's bare checkout (`fetch_command`).
 - `images`: build an image from the checkout (`build_command`), log in to a registry (`login_command`).
+- `swarm`: init the manager, join a worker (token on stdin, never argv), label and remove
+  nodes, deploy the stack (`--resolve-image never`), scale a service.
 - `stopped`: write and clear the "stopped on purpose" record (`facts.stopped` reads it).
 """

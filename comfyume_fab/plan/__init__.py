@@ -8,5 +8,6 @@
 - `diff`: what start-all would create, recreate (and why) or remove, per service.
 - `stack`: the Swarm stack file (`engine: swarm`) from the same plan: placement by node label,
   Swarm secrets through a shim, host-mode ports, the overlay's MTU, the GPU generic resource.
+- `cluster`: the swarm set-up still to run (init, joins, labels, node removals) or a refusal.
 - `rollback`: which earlier deploy each host goes back to (`rollback --to` checked there).
 """

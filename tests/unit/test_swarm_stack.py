@@ -12,26 +12,9 @@ import yaml
 
 from comfyume_fab.plan import stack
 from comfyume_fab.plan.planner import make_plan
-from tests.support import ENV, load_here as load
+from tests.support import ENV, SWARM_INV, load_here as load
 
-INV = """\
-engine: swarm
-mode: dual-server
-num_users: 3
-hosts:
-  mello:
-    address: mello
-    tailscale_ip: 100.64.0.1
-    roles: [app]
-  verda:
-    address: verda
-    tailscale_ip: 100.64.0.2
-    roles: [worker]
-  verda-2:
-    address: verda-2
-    tailscale_ip: 100.64.0.3
-    roles: [worker]
-"""
+INV = SWARM_INV
 ARGV = {"queue-manager": ("python3", "-u", "main.py"), "admin": ("python3", "app.py"),
         "worker": ("/bin/bash", "/app/start-worker.sh")}
 NAMES = {"REDIS_PASSWORD": "comfyume_REDIS_PASSWORD_0123456789ab", "ADMIN_PASSWORD": "comfyume_ADMIN_PASSWORD_ba9876543210"}

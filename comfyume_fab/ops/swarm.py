@@ -73,7 +73,12 @@ def _stack_state(s: Session, inv: Inventory) -> tuple[tuple[sf.Service, ...], tu
     res = remote.run(cmd.sections([("services", sf.services_command(inv.project)),
                                    ("tasks", sf.tasks_command(inv.project))]), step="swarm tasks")
     sec = cmd.split_sections(res.stdout)
-    return sf.parse_services(sec.get("services", (1, ""))[1]), sf.parse_tasks(sec.get("tasks", (1, ""))[1])
+    services = sf.parse_services(sec.get("services", (1, ""))[1])
+    tasks = sf.parse_tasks(sec.get("tasks", (1, ""))[1])
+    # `docker stack services` prints short IDs, a task names its service's full one
+    short = {t.service_id: next((sv.id for sv in services if sv.id and t.service_id.startswith(sv.id)), t.service_id)
+             for t in tasks}
+    return services, tuple(dataclasses.replace(t, service_id=short[t.service_id]) for t in tasks)
 
 
 def _refs(inv: Inventory, host) -> list[str]:

@@ -7,4 +7,7 @@
 - `steps`: the ordered commands a task would run, for `invoke plan` and `--dry-run`.
 - `diff`: what start-all would create, recreate (and why) or remove, per service.
 - `rollback`: which earlier deploy each host goes back to (`rollback --to` checked there).
+- `swarmgpu`: GPUs as a Swarm generic resource: daemon.json's `node-generic-resources` and
+  default runtime from `nvidia-smi -L`, the NVIDIA runtime's `swarm-resource` line, the worker's
+  `generic_resources` reservation, and the lines `plan` shows for them.
 """

@@ -10,4 +10,7 @@
   Swarm secrets through a shim, host-mode ports, the overlay's MTU, the GPU generic resource.
 - `cluster`: the swarm set-up still to run (init, joins, labels, node removals) or a refusal.
 - `rollback`: which earlier deploy each host goes back to (`rollback --to` checked there).
+- `swarmgpu`: GPUs as a Swarm generic resource: daemon.json's `node-generic-resources` and
+  default runtime from `nvidia-smi -L`, the NVIDIA runtime's `swarm-resource` line, the worker's
+  `generic_resources` reservation, and the lines `plan` shows for them.
 """

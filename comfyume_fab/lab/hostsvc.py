@@ -143,7 +143,7 @@ def start_dockerd(host: LabHost) -> None:
     log = open(host.dockerd_log, "ab")
     import subprocess
     subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True,
-                     env=engine_env())
+                     env=no_outside_registry_env())
     log.close()
     try:
         wait_for(lambda: docker(host, "version", "--format", "{{.Server.Version}}", check=False).returncode == 0,
@@ -164,14 +164,6 @@ def start_dockerd(host: LabHost) -> None:
 # the image its engine already has, and no registry is asked.
 CLOSED_PROXY = "http://127.0.0.1:9"
 LAB_REGISTRY = "100.64.0.1:5000"  # lab/registry.py serves it on mello
-
-
-def engine_env() -> dict:
-    """A lab engine's environment: no registry outside the lab, and Swarm's executor told not to try
-    a pull before each task (daemon/cluster/executor/container/controller.go, Prepare: the pull is
-    skipped only when DOCKER_SERVICE_PREFER_OFFLINE_IMAGE is "1"); a task whose image is missing on
-    its node then fails with "No such image", which the tool reports, instead of pulling."""
-    return dict(no_outside_registry_env(), DOCKER_SERVICE_PREFER_OFFLINE_IMAGE="1")
 
 
 def no_outside_registry_env() -> dict:

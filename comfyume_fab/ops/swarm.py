@@ -22,16 +22,19 @@ from ..checks.queue import queue_checks
 from ..checks.result import CheckResult
 from ..errors import ConfigError, ExitCode, MissingImageError, UnhealthyError
 from ..host import commands as cmd
+from ..host.actions import daemonjson as dj
 from ..host.actions import swarm as act
 from ..host.actions import workdir as wdact
 from ..host.facts import salt as saltfact
 from ..host.facts import swarm as sf
+from ..host.facts.nvidia import read_gpu_list
 from ..host.session import Session, each, gather
 from ..inventory.fingerprint import fingerprint
 from ..inventory.model import Inventory
 from ..plan.cluster import INIT, JOIN, LABEL, REMOVE, cluster_steps
 from ..plan.compose import user_name
 from ..plan.planner import Plan, make_plan
+from ..plan import swarmgpu
 from ..plan.stack import render_stack, secret_name, stack_yaml
 from .audit import audit_line, local_revision
 from .lock import DeployLock
@@ -163,6 +166,74 @@ def _run_step(inv: Inventory, s: Session, step) -> None:
                                  step="swarm node rm")
 
 
+# --- GPUs as generic resources ----------------------------------------------------------------------
+
+@dataclasses.dataclass
+class GpuSetup:
+    """One worker host's GPU settings: its GPUs (None: no usable nvidia-smi), the new daemon.json and
+    config.toml texts (None: already right) and the lines that say what changes."""
+    host: str
+    gpus: tuple | None
+    daemon_json: str | None
+    runtime_toml: str | None
+    lines: list[str]
+    error: str = ""
+
+
+def gpu_setup(host: str, read_output: str) -> GpuSetup:
+    """Pure: `daemonjson.READ`'s output -> what must change. Without GPUs (a CPU worker, the lab) only
+    stale NVIDIA-GPU entries would go; a host without daemon.json and GPUs needs nothing."""
+    sec = cmd.split_sections(read_output)
+    gpus, error = read_gpu_list(*sec.get("nvidia_list", (127, "")))
+    current = swarmgpu.parse_daemon_json(sec.get("daemon_json", (0, ""))[1], dj.DAEMON_JSON)
+    wanted = swarmgpu.render_daemon_json(current, gpus or ())
+    lines = [f"{host} {dj.DAEMON_JSON} {line}" for line in swarmgpu.daemon_json_changes(current, wanted)]
+    daemon = swarmgpu.daemon_json_text(wanted) if lines else None
+    toml = None
+    if gpus:
+        now = sec.get("runtime_toml", (0, ""))[1]
+        new = swarmgpu.edit_nvidia_runtime_config(now)
+        changes = swarmgpu.nvidia_runtime_config_changes(now, new)
+        lines += [f"{host} {line}" for line in changes]
+        toml = new if changes else None
+    return GpuSetup(host, gpus, daemon, toml, lines, error)
+
+
+def _apply_gpu(inv: Inventory, s: Session, setup: GpuSetup, say) -> None:
+    """Write what changed (backups kept) and restart that host's engine, once."""
+    remote = s[setup.host]
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    for path, text in ((dj.DAEMON_JSON, setup.daemon_json), (dj.RUNTIME_TOML, setup.runtime_toml)):
+        if text is None:
+            continue
+        res = remote.run(dj.write_file(path, stamp), input=text.encode(), step="gpu settings")
+        if not res.ok:
+            raise UnhealthyError(f"writing {path} failed: {res.tail()}", host=setup.host, step="gpu settings",
+                                 hint="the login needs root or passwordless sudo for this one-time change")
+    say(f"{setup.host}: restarting the Docker engine for its GPU settings (backups: *.comfyume-{stamp})")
+    res = remote.run(dj.RESTART, timeout=max(inv.timeouts.command, 90), step="engine restart")
+    if not res.ok:
+        raise UnhealthyError(f"the Docker engine did not come back after its restart: {res.tail()}",
+                             host=setup.host, step="engine restart",
+                             hint=f"see `journalctl -u docker` there; the previous files are the *.comfyume-{stamp} copies")
+
+
+def gpu_step(inv: Inventory, s: Session, say, warn) -> dict[str, GpuSetup]:
+    """Each worker host's GPUs advertised as NVIDIA-GPU generic resources (engine restarted only on change)."""
+    def one(host):
+        res = s[host.name].run(dj.READ, step="gpu settings")
+        return gpu_setup(host.name, res.stdout)
+    setups = dict(gather(one, inv.worker_hosts))
+    for setup in setups.values():
+        if setup.error:
+            warn(f"{setup.host}: nvidia-smi -L failed ({setup.error}): no GPU is advertised to Swarm")
+        for line in setup.lines:
+            say(f"plan: {line}")
+        if setup.daemon_json is not None or setup.runtime_toml is not None:
+            _apply_gpu(inv, s, setup, say)
+    return setups
+
+
 # --- start-all --------------------------------------------------------------------------------------
 
 def start_swarm(inv: Inventory, say: Callable[[str], None], warn: Callable[[str], None],
@@ -187,6 +258,7 @@ def start_swarm(inv: Inventory, say: Callable[[str], None], warn: Callable[[str]
         say("preflight: every host reachable, every image present on the hosts that run it")
         with DeployLock(s[app.name], app.workdir, "start-all", revision, wait=wait_lock, say=say,
                         stale_after=inv.timeouts.lock_wait):
+            gpu_step(inv, s, say, warn)
             steps, infos, nodes = converge_cluster(inv, s, say)
             host_of = {n.id: n.host for n in nodes}
             workers = [n for n in nodes if n.labels.get(sf.ROLE_LABEL) == "worker"]

@@ -30,6 +30,7 @@ import yaml
 from ..host.facts.swarm import HOST_LABEL, ROLE_LABEL
 from .compose import static_file, user_name
 from .planner import Plan
+from .swarmgpu import GPU_KIND, generic_resources
 
 TAILNET_MTU = 1280  # Tailscale's tailscale0, and the lab's tailnet links
 VXLAN_OVERHEAD = 50
@@ -40,7 +41,6 @@ SECRETS_DIR = "/run/secrets"
 SHIM = ('for f in /run/secrets/*; do [ -f "$f" ] || continue; export "${f##*/}=$(cat "$f")"; done; '
         'exec "$@"')
 SHIM_NAME = "comfyume-secrets"  # $0 of the shim, what `ps` shows
-GPU_KIND = "NVIDIA-GPU"
 
 # which secrets each service reads (as environment variables, through the shim)
 SERVICE_SECRETS = {"redis": ("REDIS_PASSWORD",), "queue-manager": ("REDIS_PASSWORD",),
@@ -161,8 +161,8 @@ def render_stack(plan: Plan, argv: Mapping[str, Sequence[str]], secret_names: Ma
             "deploy": _deploy("app")}
 
     worker = _compose_service("worker")
-    resources = ({"resources": {"reservations": {"generic_resources": [
-        {"discrete_resource_spec": {"kind": GPU_KIND, "value": 1}}]}}} if gpu_workers else {})
+    resources = ({"resources": {"reservations": {"generic_resources": generic_resources(True)}}}
+                 if gpu_workers else {})
     services["worker"] = {
         "image": inv.images.worker, **_shimmed(argv["worker"]), "init": True,
         "stop_signal": "SIGINT", "stop_grace_period": "20s",

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
+
+import jsonschema
 
 import pytest
 import yaml
@@ -15,6 +18,7 @@ import yaml
 from tests.support import invoke
 
 APP, W1, W2 = "swm-app", "swm-w1", "swm-w2"
+SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "docs" / "status.schema.json").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +85,7 @@ def test_swarm_start_status_stop_reschedule(swarm, lab):
     status = _run(outputs, "status", "--hosts", str(inv), "--json")
     assert status.returncode == 0, status.stdout + status.stderr
     data = json.loads(status.stdout)
+    jsonschema.validate(data, SCHEMA)  # the shipped `status --json` schema, kept in step
     tasks = [t for t in data["swarm"]["tasks"] if t["desired"] == "running"]
     assert {t["host"] for t in tasks if t["service"] != "cfabswarm_worker"} == {APP}
     # host mode: Redis and the queue manager listen on the app host itself (no routing mesh)
@@ -111,6 +116,7 @@ def test_swarm_start_status_stop_reschedule(swarm, lab):
             time.sleep(2)
         cut = _run(outputs, "status", "--hosts", str(inv), "--json")
         data = json.loads(cut.stdout)
+        jsonschema.validate(data, SCHEMA)
         assert any(line.endswith(f"from {W2} (node down) to {W1}") for line in data["swarm"]["moved"]), data["swarm"]
         assert cut.returncode == 3  # W2 is unreachable
     finally:

@@ -103,3 +103,14 @@ def test_gpu_branch_reserves_one_generic_resource(plan):
 def test_secret_name_changes_with_the_value():
     assert stack.secret_name("comfyume", "REDIS_PASSWORD", "a" * 64) != stack.secret_name("comfyume", "REDIS_PASSWORD",
                                                                                             "b" * 64)
+
+
+def test_plan_and_dry_run_show_the_swarm_steps(plan):
+    from comfyume_fab.plan.steps import render_text, steps
+    text = render_text(plan, "start-all")
+    assert "engine swarm: the services below run as one stack" in text
+    commands = [c for _, c in steps(plan, "start-all")]
+    assert any(c.startswith("docker swarm init --advertise-addr 100.64.0.1 --data-path-addr 100.64.0.1") for c in commands)
+    assert any("docker stack deploy --resolve-image never" in c for c in commands)
+    assert not any("--token" in c or "SWMTKN" in c for c in commands)
+    assert [c for _, c in steps(plan, "stop-verda")][2] == "docker service scale --detach comfyume_worker=0"

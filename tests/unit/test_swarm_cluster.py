@@ -109,3 +109,37 @@ def test_the_join_token_is_only_in_the_body_on_stdin():
         False, "This node is already part of a swarm.")
     assert act.init("100.64.0.1") == ("docker swarm init --advertise-addr 100.64.0.1 --data-path-addr 100.64.0.1 "
                                       "--listen-addr 100.64.0.1:2377")
+
+
+# --- the parsers on output recorded from a real engine (tests/fixtures/docker-20.10-swarm/) -----------
+
+from pathlib import Path  # noqa: E402
+
+from comfyume_fab.host.facts import swarm as sf  # noqa: E402
+
+REC = Path(__file__).resolve().parents[1] / "fixtures"
+RECORDED = json.loads((REC / "recorded-commands.json").read_text())
+
+
+def _rec(name: str, command: str) -> str:
+    key = f"docker-20.10-swarm/{name}"
+    assert RECORDED[key] == command  # the module still runs the command the recording was made with
+    return (REC / key).read_text()
+
+
+def test_recorded_swarm_info_nodes_services_tasks_images():
+    assert parse_info(_rec("info-inactive.json", sf.INFO_COMMAND)).state == "inactive"
+    manager = parse_info(_rec("info-manager.json", sf.INFO_COMMAND))
+    assert manager.active and manager.manager and manager.node_id and manager.cluster_id
+    (node,) = parse_nodes(_rec("nodes.jsonl", sf.NODES_COMMAND))
+    assert node.id == manager.node_id and node.host == "swm-rec" and node.labels["comfyume.role"] == "app"
+    assert node.state == "ready" and node.availability == "active" and node.gpus == ()
+    services = {s.name: s for s in sf.parse_services(_rec("stack-services.jsonl", sf.services_command("rec")))}
+    assert (services["rec_ok"].running, services["rec_ok"].wanted) == (1, 1)
+    assert (services["rec_gone"].running, services["rec_gone"].wanted) == (0, 1)
+    tasks = parse_tasks(_rec("stack-tasks.jsonl", sf.tasks_command("rec")))
+    gone = [t for t in tasks if t.service_id.startswith(services["rec_gone"].id)]
+    assert gone and all("No such image" in t.error for t in gone if t.state == "rejected")
+    assert any(t.state == "running" for t in tasks if t.service_id.startswith(services["rec_ok"].id))
+    images = parse_images(_rec("images.tsv", sf.images_command(["redis:7-alpine", "comfyume-missing:v0"])))
+    assert images == {"redis:7-alpine": ("redis-server", "--protected-mode", "no"), "comfyume-missing:v0": None}

@@ -171,8 +171,10 @@ MISSING = "@@missing"
 def images_command(refs: Sequence[str]) -> str:
     """Per image: its reference, then its entrypoint and command (JSON), or MISSING when the engine
     lacks it (never pulled)."""
-    parts = [f"printf '%s\\t' {shlex.quote(r)}; docker image inspect --format {shlex.quote(IMAGE_FORMAT)} "
-             f"{shlex.quote(r)} 2>/dev/null || echo {MISSING}" for r in refs]
+    # (`docker image inspect` prints an empty line even for an image it does not have: hence the variable)
+    parts = [f"if cfab_i=$(docker image inspect --format {shlex.quote(IMAGE_FORMAT)} {shlex.quote(r)} 2>/dev/null); "
+             f"then printf '%s\\t%s\\n' {shlex.quote(r)} \"$cfab_i\"; else printf '%s\\t%s\\n' {shlex.quote(r)} {MISSING}; fi"
+             for r in refs]
     return "; ".join(parts) or "true"
 
 

@@ -72,6 +72,19 @@ def _worker_nodes(hosts) -> dict[str, str]:
 
 def test_swarm_start_status_stop_reschedule(swarm, lab):
     hosts, inv, outputs = swarm
+    # a worker host without the worker image: named with the copy-image line, nothing touched, exit 7
+    from comfyume_fab.lab.hostsvc import docker
+    ref = yaml.safe_load(inv.read_text()).get("images", {}).get("worker", "comfyume-worker:v0.11.0")
+    docker(hosts[W2], "image", "tag", ref, "cfab-kept/worker:saved")
+    docker(hosts[W2], "image", "rm", ref)
+    try:
+        missing = _run(outputs, "start-all", "--hosts", str(inv))
+        assert missing.returncode == 7, missing.stdout + missing.stderr
+        assert f"{W2} has no image {ref}" in missing.stderr and f"--source {W1} --target {W2}" in missing.stderr
+        assert _manager(hosts, "info", "--format", "{{.Swarm.LocalNodeState}}").strip() == "inactive"
+    finally:
+        docker(hosts[W2], "image", "tag", "cfab-kept/worker:saved", ref)
+        docker(hosts[W2], "image", "rm", "cfab-kept/worker:saved")
     res = _run(outputs, "start-all", "--hosts", str(inv))
     assert res.returncode == 0, res.stderr + res.stdout
     assert "docker swarm init" in res.stdout and f"{W1}: joining the swarm" in res.stdout

@@ -272,6 +272,12 @@ def start_swarm(inv: Inventory, say: Callable[[str], None], warn: Callable[[str]
             text = stack_yaml(plan, render_stack(plan, argv, names, gpu_workers=gpu))
             deployed = _deploy(inv, s, plan, text, app_salt, say)
             tasks = wait_running(inv, s, say, host_of)
+            ready = [str(n.host) for n in _nodes(s, app.name) if n.labels.get(sf.ROLE_LABEL) == "worker"
+                     and n.state == "ready" and n.availability == "active"]
+            note = spread_note(f"{inv.project}_worker", tasks.get(f"{inv.project}_worker", []), ready)
+            if note:
+                warn(note)
+                warnings.append(note)
             checks = _links(inv, s, plan, say)
             result = "changed" if deployed or steps else "unchanged"
             gather(lambda h: _audit(s, h, plan, revision, result), inv.hosts)
@@ -442,6 +448,17 @@ def stop_swarm_workers(inv: Inventory, say, wait_lock: float = 0.0) -> dict[str,
                     "app_untouched": before == after, "app_tasks": len(after)}
 
 
+def spread_note(service: str, on: list[str], ready: list[str]) -> str | None:
+    """A sentence when a service's running tasks crowd onto fewer worker hosts than could take them
+    (after a host came back, Swarm does not move tasks back on its own)."""
+    idle = sorted(set(ready) - set(on))
+    if not idle or len(set(on)) >= min(len(on), len(set(ready))):
+        return None
+    return (f"{service}: {len(on)} task(s) on {', '.join(sorted(set(on)))}, none on {', '.join(idle)}: Swarm does not "
+            f"move tasks back by itself; `docker service update --force {service}` on the app host spreads them "
+            f"(it restarts the workers)")
+
+
 # --- status ------------------------------------------------------------------------------------------
 
 def moved_tasks(tasks, host_of: dict[str, str | None], down: set[str]) -> list[str]:
@@ -527,6 +544,15 @@ def status_swarm(inv: Inventory, probe: bool = True, say=None) -> tuple[dict[str
                                      t.service_id == sv.id and t.desired == "running" and t.state == "running"})
                     checks.append(CheckResult(f"swarm-service-{name}", ok, detail + (f" on {', '.join(placed)}" if
                                                                                        placed else ""), host=app.name))
+                worker_sv = got.get(f"{inv.project}_worker")
+                if worker_sv is not None:
+                    on = [str(host_of.get(t.node_id)) for t in tasks if t.service_id == worker_sv.id
+                          and t.desired == "running" and t.state == "running"]
+                    ready = [str(n.host) for n in nodes if n.labels.get(sf.ROLE_LABEL) == "worker"
+                             and n.state == "ready" and n.availability == "active"]
+                    note = spread_note(worker_sv.name, on, ready)
+                    if note:
+                        checks.append(CheckResult("swarm-spread", True, note, host=app.name, warning=True))
                 swarm["moved"] = moved_tasks(tasks, host_of, down)
                 for line in swarm["moved"]:
                     checks.append(CheckResult("swarm-rescheduled", True, line, host=app.name, warning=True))

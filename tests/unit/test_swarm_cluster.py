@@ -143,3 +143,12 @@ def test_recorded_swarm_info_nodes_services_tasks_images():
     assert any(t.state == "running" for t in tasks if t.service_id.startswith(services["rec_ok"].id))
     images = parse_images(_rec("images.tsv", sf.images_command(["redis:7-alpine", "comfyume-missing:v0"])))
     assert images == {"redis:7-alpine": ("redis-server", "--protected-mode", "no"), "comfyume-missing:v0": None}
+
+
+def test_a_crowded_worker_service_is_said_with_the_command_that_spreads_it():
+    from comfyume_fab.ops.swarm import spread_note
+    note = spread_note("comfyume_worker", ["verda", "verda"], ["verda", "verda-2"])
+    assert note.startswith("comfyume_worker: 2 task(s) on verda, none on verda-2")
+    assert "docker service update --force comfyume_worker" in note
+    assert spread_note("comfyume_worker", ["verda", "verda-2"], ["verda", "verda-2"]) is None
+    assert spread_note("comfyume_worker", ["verda"], ["verda", "verda-2"]) is None  # one task: nothing to spread

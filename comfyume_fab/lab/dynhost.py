@@ -73,6 +73,9 @@ def add_host(name: str, role: str = "worker", *, authorized_key: str | None = No
     key = authorized_key or (LAB_DIR / "id_ed25519.pub").read_text()
     try:
         network.host_up(host)
+        # An address freed by a host removed moments ago may still be in this machine's neighbour
+        # cache with the old host's MAC: sshd's listen check would then time out on it.
+        sh(["ip", "neigh", "flush", "to", host.address], check=False)
         hostsvc.ensure_user(host, key)
         if start_ssh:
             start_sshd(host)

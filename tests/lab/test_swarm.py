@@ -146,6 +146,18 @@ def test_swarm_start_status_stop_reschedule(swarm, lab):
     assert f"none on {W2}" in final.stdout + final.stderr, final.stdout + final.stderr
     assert _run(outputs, "status", "--hosts", str(inv)).returncode == 0
 
+    # W2 taken out of hosts.yaml: its node is removed from the swarm, the worker service shrinks to one
+    data = yaml.safe_load(inv.read_text())
+    del data["hosts"][W2]
+    smaller = inv.with_name("hosts-without-w2.yaml")
+    smaller.write_text(yaml.safe_dump(data, sort_keys=False))
+    shrunk = _run(outputs, "start-all", "--hosts", str(smaller))
+    assert shrunk.returncode == 0, shrunk.stdout + shrunk.stderr
+    assert f"of {W2}, no longer in" in shrunk.stdout
+    labels = [json.loads(_manager(hosts, "node", "inspect", "--format", "{{json .Spec.Labels}}", n))
+              for n in _manager(hosts, "node", "ls", "-q").split()]
+    assert sorted(v["comfyume.host"] for v in labels) == [APP, W1]
+
     # the join token never appeared in any output, nor in a file the tool left on a host
     token = _manager(hosts, "swarm", "join-token", "-q", "worker").strip()
     assert token.startswith("SWMTKN-")

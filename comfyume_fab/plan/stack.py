@@ -15,7 +15,8 @@ What differs from the compose files, and why (docs/swarm.md):
   crosses the tailnet directly, never a VXLAN overlay); the admin page and the frontends too (the
   routing mesh is not used at all). Host mode binds every address of the node: Swarm cannot bind a
   published port to one address, so the host's firewall must keep these ports to the tailnet.
-- the stack's overlay network gets an MTU that fits inside the tailnet's (1280 - 50 bytes of VXLAN).
+- the stack's overlay network is told the tailnet's MTU (1280), so its VXLAN packets fit inside it
+  (the containers get 1280 - 50 bytes).
 - every service uses DNS round robin (no virtual IP, no IPVS), so nothing needs the engine's iptables.
 - GPUs: the worker reserves `generic_resources` NVIDIA-GPU: 1 when its hosts advertise GPUs
   (Compose's `devices` reservation is rejected by `docker stack deploy`).
@@ -34,7 +35,10 @@ from .swarmgpu import GPU_KIND, generic_resources
 
 TAILNET_MTU = 1280  # Tailscale's tailscale0, and the lab's tailnet links
 VXLAN_OVERHEAD = 50
-OVERLAY_MTU = TAILNET_MTU - VXLAN_OVERHEAD
+# The overlay driver's `com.docker.network.driver.mtu` is the path's MTU: libnetwork takes VXLAN's 50
+# bytes off it for the containers' interfaces (measured in the lab by bench/overlay.py: option 1280,
+# containers 1230; tests/lab/test_swarm.py checks the containers' MTU), so the tailnet's MTU is given.
+OVERLAY_MTU = TAILNET_MTU
 NETWORK = "comfyume"
 SECRETS_DIR = "/run/secrets"
 # Exports each secret file as the variable of its name, then runs the image's own argv ("$@").

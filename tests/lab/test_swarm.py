@@ -107,6 +107,12 @@ def test_swarm_start_status_stop_reschedule(swarm, lab):
                                    f"cfabswarm_{svc}"))
         assert spec == [{"Protocol": "tcp", "TargetPort": port, "PublishedPort": port, "PublishMode": "host"}]
     assert any(c["name"] == "job-probe" and c["ok"] for c in data["checks"]), data["checks"]
+    # the overlay fits the tailnet: a task's overlay interface has 1280 - 50 (VXLAN)
+    from comfyume_fab.lab.hostsvc import docker as engine
+    cid = engine(hosts[W1], "ps", "-q", "--filter", "label=com.docker.swarm.service.name=cfabswarm_worker"
+                 ).stdout.split()[0]
+    mtus = engine(hosts[W1], "exec", cid, "sh", "-c", "cat /sys/class/net/eth*/mtu").stdout.split()
+    assert min(int(m) for m in mtus) == 1230, mtus
 
     # a rerun changes nothing
     again = _run(outputs, "start-all", "--hosts", str(inv))

@@ -26,6 +26,7 @@ from ..host.actions import daemonjson as dj
 from ..host.actions import swarm as act
 from ..host.actions import workdir as wdact
 from ..host.facts import salt as saltfact
+from ..host.facts import ParseError
 from ..host.facts import swarm as sf
 from ..host.facts.nvidia import read_gpu_list
 from ..host.session import Session, each, gather
@@ -222,7 +223,10 @@ def gpu_step(inv: Inventory, s: Session, say, warn) -> dict[str, GpuSetup]:
     """Each worker host's GPUs advertised as NVIDIA-GPU generic resources (engine restarted only on change)."""
     def one(host):
         res = s[host.name].run(dj.READ, step="gpu settings")
-        return gpu_setup(host.name, res.stdout)
+        try:
+            return gpu_setup(host.name, res.stdout)
+        except ParseError as exc:  # a daemon.json dockerd could not read either: never rewritten
+            raise UnhealthyError(str(exc), host=host.name, step="gpu settings") from None
     setups = dict(gather(one, inv.worker_hosts))
     for setup in setups.values():
         if setup.error:

@@ -66,9 +66,14 @@ def start_all(c, hosts=None, dry_run=False, wait_lock=False, yes=False, keep_fai
             print(render_text(_dry_run_plan(hosts), "start-all"))
             return
         inv = taskrun.load(hosts)
+        ui = _ui()
+        if inv.engine == "swarm":
+            from comfyume_fab.ops.swarm import start_swarm
+            from comfyume_fab.present.swarm import start_text as swarm_start_text
+            print(swarm_start_text(start_swarm(inv, ui, ui.warn, wait_lock=inv.timeouts.lock_wait if wait_lock else 0.0)))
+            return
         from comfyume_fab.ops.start import start_all as run
         from comfyume_fab.present.reports import start_text
-        ui = _ui()
         from comfyume_fab.present.confirm import rent_confirmer, secret_confirmer
         summary = run(inv, ui, ui.warn, wait_lock=inv.timeouts.lock_wait if wait_lock else 0.0,
                       confirm=secret_confirmer(yes), confirm_rent=rent_confirmer(yes), keep_failed=keep_failed)
@@ -94,13 +99,31 @@ def stop_verda(c, hosts=None, host=None, down=False, when_idle=False, force=Fals
             print(render_text(_dry_run_plan(hosts, host_option=True), "stop-verda", only=host, down=down))
             return
         inv = taskrun.load(hosts, host_option=True)
-        from comfyume_fab.ops.stop import stop_workers
         ui = _ui()
+        if inv.engine == "swarm":
+            from comfyume_fab.ops.swarm import stop_swarm_workers
+            from comfyume_fab.present.swarm import stop_text
+            _swarm_refuses("stop-verda", host=host, down=down, when_idle=when_idle)
+            print(stop_text(stop_swarm_workers(inv, ui, wait_lock=inv.timeouts.lock_wait if wait_lock else 0.0)))
+            return
+        from comfyume_fab.ops.stop import stop_workers
         out = stop_workers(inv, ui, only=host, down=down, when_idle=when_idle, idle_timeout=inv.timeouts.lock_wait,
                            wait_lock=inv.timeouts.lock_wait if wait_lock else 0.0, force=force, warn=ui.warn,
                            delete=delete)
         from comfyume_fab.present.reports import stop_workers_text
         print(stop_workers_text(out))
+
+
+def _swarm_refuses(task: str, engine: bool = False, **given) -> None:
+    """With engine: swarm, the options that only make sense per compose host are refused in one sentence."""
+    from comfyume_fab.errors import ConfigError
+    if engine:
+        raise ConfigError(f"{task} is not built for engine: swarm yet: `stop-verda` scales the worker service to 0; "
+                          f"`docker stack rm PROJECT` on the app host removes the whole stack (docs/swarm.md)")
+    used = [f"--{k.replace('_', '-')}" for k, v in given.items() if v]
+    if used:
+        raise ConfigError(f"{task} with engine: swarm does not take {', '.join(used)} (Swarm places the tasks; "
+                          f"see docs/swarm.md)")
 
 
 @task(klass=FabTask, help={"hosts": HOSTS_HELP, "down": "remove containers too (volumes, so Redis data, are kept)",
@@ -115,6 +138,8 @@ def stop_all(c, hosts=None, down=False, dry_run=False, wait_lock=False, verbose=
             print(render_text(_dry_run_plan(hosts), "stop-all", down=down))
             return
         inv = taskrun.load(hosts)
+        if inv.engine == "swarm":
+            _swarm_refuses("stop-all", engine=True)
         from comfyume_fab.ops.stop import stop_all as run
         from comfyume_fab.present.reports import stop_all_text
         out = run(inv, _ui(), down=down, wait_lock=inv.timeouts.lock_wait if wait_lock else 0.0)
@@ -139,6 +164,26 @@ def status(c, hosts=None, json=False, no_probe=False, watch=False, interval="2",
             print(schema_text(), end="")
             return
         inv = taskrun.load(hosts)
+        if inv.engine == "swarm":
+            _swarm_refuses("status", watch=watch, fetch=fetch)
+            from comfyume_fab.ops.swarm import status_swarm
+            from comfyume_fab.present import swarm as swarm_text
+            from comfyume_fab.present.progress import StatusLine
+            line = StatusLine()
+            try:
+                data, checks, code = status_swarm(inv, probe=not no_probe, say=line)
+            finally:
+                line.clear()
+            if json:
+                print(swarm_text.status_json(data, checks))
+            else:
+                import sys
+                from comfyume_fab.present.style import use_colour
+                print(swarm_text.status_text(data, checks, code, colour=use_colour(sys.stdout)))
+            if code:
+                from invoke.exceptions import Exit
+                raise Exit(code=int(code))
+            return
         if watch:
             from comfyume_fab.ops.watch import watch as run_watch
             from comfyume_fab.present.watch import watch_screen

@@ -596,3 +596,24 @@ class Local:
             yield sock
         finally:
             sock.close()
+
+
+# engine: swarm with an app host and two worker hosts (tests/unit/test_swarm_*.py)
+SWARM_INV = """\
+engine: swarm
+mode: dual-server
+num_users: 3
+hosts:
+  mello:
+    address: mello
+    tailscale_ip: 100.64.0.1
+    roles: [app]
+  verda:
+    address: verda
+    tailscale_ip: 100.64.0.2
+    roles: [worker]
+  verda-2:
+    address: verda-2
+    tailscale_ip: 100.64.0.3
+    roles: [worker]
+"""

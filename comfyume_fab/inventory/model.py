@@ -19,6 +19,8 @@ GPU_MODES = ("dual-server", "single-server-gpu")  # modes whose worker is expect
 ROLES = ("app", "worker")
 GPU_SETTINGS = ("auto", "required", "none")
 PROVIDERS = ("verda", "runpod", "modal", "local")
+ENGINES = ("compose", "swarm")  # `engine:` how the hosts run the services (docs/swarm.md)
+SWARM_MODES = ("dual-server",)  # engine: swarm places an app host and worker hosts
 
 
 
@@ -349,6 +351,7 @@ class Inventory:
     hosts: tuple[Host, ...]
     secrets: Mapping[str, Secret]
     project: str = "comfyume"
+    engine: str = "compose"  # compose (one compose project per host) or swarm (one stack, docs/swarm.md)
     num_users: int = 20
     images: Images = Images()
     ports: Ports = Ports()

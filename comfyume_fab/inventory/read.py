@@ -17,10 +17,10 @@ from .checker import (DURATION_RE, NAME_HINT, URL_RE, Checker, expand, in_range,
                       one_of, pattern, positive, readable_file, seconds)
 from .hosts import assign_worker_ids, read_host
 from .imagesrc import check_hosts as check_image_hosts, read_images
-from .rules import check_modes, check_ports, check_secrets, rented_secrets
+from .rules import check_modes, check_ports, check_secrets, check_swarm, rented_secrets
 from .yamlsrc import FileProblem, YamlDoc, load_yaml_file, read_regular
 
-TOP_KEYS = ("mode", "project", "num_users", "images", "ports", "worker", "timeouts", "rollout", "health",
+TOP_KEYS = ("mode", "engine", "project", "num_users", "images", "ports", "worker", "timeouts", "rollout", "health",
             "probe", "serverless", "ssh", "secrets", "hosts")
 CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
 DEPLOYMENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
@@ -42,6 +42,7 @@ def read_inventory(doc: YamlDoc, shown: str, environ: Mapping[str, str], need_se
     top = c.mapping((), doc.data, TOP_KEYS, "mode: dual-server")
     mode = c.get(top, (), "mode", "str", required=f"one of: {', '.join(model.MODES)}",
                  check=one_of(model.MODES, "mode"))
+    engine = c.get(top, (), "engine", "str", "compose", check=one_of(model.ENGINES, "engine"))
     project = c.get(top, (), "project", "str", "comfyume", check=name_check("project name"))
     before = len(c.found)
     num_users = c.get(top, (), "num_users", "int", 20, check=in_range(1, 200, "an integer"))
@@ -64,6 +65,8 @@ def read_inventory(doc: YamlDoc, shown: str, environ: Mapping[str, str], need_se
 
     if mode and hosts_ok:
         check_modes(c, mode, hosts, serverless)
+        if engine == "swarm":
+            check_swarm(c, mode, hosts, sources)
     if ports_ok:
         check_ports(c, ports, num_users)
     secrets, env_file, env_file_missing = check_secrets(c, mode, env_file_given, base, environ, need_secrets,
@@ -72,7 +75,7 @@ def read_inventory(doc: YamlDoc, shown: str, environ: Mapping[str, str], need_se
         raise ConfigError(c.problems)
     return model.Inventory(
         path=shown, mode=mode, hosts=tuple(hosts), secrets=MappingProxyType(dict(secrets)),
-        project=project, num_users=num_users, images=images, ports=ports, worker=worker,
+        project=project, engine=engine, num_users=num_users, images=images, ports=ports, worker=worker,
         timeouts=timeouts, rollout=rollout, health=health, probe=probe, serverless=serverless, ssh=ssh,
         sources=sources, env_file=env_file, env_file_missing=env_file_missing, lines=MappingProxyType(dict(doc.lines)))
 

@@ -155,3 +155,27 @@ def check_secrets(c: Checker, mode: str | None, env_file_given: str | None, base
     for what, hint in problems:
         c.err(where, what, hint)
     return dict(result.secrets), env_file_path, missing is not None
+
+
+def check_swarm(c: Checker, mode: str, hosts: list[model.Host], sources: model.ImageSources) -> None:
+    """What `engine: swarm` needs: an app host and worker hosts (mode dual-server), a tailnet address on
+    every host (Swarm advertises and carries its traffic on it), and images already on the hosts
+    (a swarm task never pulls or builds here)."""
+    if mode not in model.SWARM_MODES:
+        c.err(("engine",), f"engine: swarm places an app host and worker hosts (mode dual-server), but mode is {mode}",
+              f"use engine: compose for mode {mode}, or mode: dual-server")
+        return
+    for host in hosts:
+        if host.tailscale_ip is None:
+            c.err(("hosts", host.name, "tailscale_ip"),
+                  f"engine: swarm needs a tailscale_ip on every host, {host.name} has none",
+                  f"Swarm advertises {host.name} and carries its traffic on that address: write what "
+                  f"`tailscale ip -4` prints on {host.name}")
+    for key in sorted(model.IMAGE_SERVICES, key=lambda k: k == "redis"):  # redis follows the others' source
+        source = sources.source_of(key)
+        if source != "present":
+            where = ("images", "sources", key) if key in sources.per_service else ("images", "source")
+            c.err(where, f"engine: swarm deploys images already on the hosts, but images.{key} comes from {source}",
+                  "build or pull them with engine: compose first, or copy them with copy-image; then set "
+                  "images.source: present")
+            return

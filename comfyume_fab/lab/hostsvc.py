@@ -157,13 +157,19 @@ def start_dockerd(host: LabHost) -> None:
 # proxy on a closed loopback port of the host's own namespace, so a pull of an outside image fails at
 # once with "connection refused", and no DNS query leaves (the proxy would resolve the name). The lab
 # tailnet (a registry on a lab host) is reached directly.
+# In Swarm mode an engine also asks a registry on its own: the manager pins a service's image to a
+# digest (daemon/cluster/services.go) and every task's executor pulls its image before it starts
+# (daemon/cluster/executor/container/controller.go, Prepare); both are skipped when dockerd runs with
+# DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1 (what moby's own integration tests set), so a lab task runs
+# the image its engine already has, and no registry is asked.
 CLOSED_PROXY = "http://127.0.0.1:9"
 LAB_REGISTRY = "100.64.0.1:5000"  # lab/registry.py serves it on mello
 
 
 def no_outside_registry_env() -> dict:
     env = {k: v for k, v in os.environ.items() if k.lower() not in ("http_proxy", "https_proxy", "no_proxy")}
-    env.update(HTTP_PROXY=CLOSED_PROXY, HTTPS_PROXY=CLOSED_PROXY, NO_PROXY="100.64.0.0/10,localhost,127.0.0.1")
+    env.update(HTTP_PROXY=CLOSED_PROXY, HTTPS_PROXY=CLOSED_PROXY, NO_PROXY="100.64.0.0/10,localhost,127.0.0.1",
+               DOCKER_SERVICE_PREFER_OFFLINE_IMAGE="1")
     return env
 
 

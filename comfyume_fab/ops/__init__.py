@@ -16,6 +16,8 @@ operation (but rollback, start-all with the images given).
 - `exec`: `run_exec` (invoke exec)
 - `diff`: `diff` (invoke diff)
 - `watch`: `watch` (invoke status --watch)
+- `swarm`: `start_swarm`, `stop_swarm_workers`, `status_swarm`: start-all, stop-verda and status
+  with `engine: swarm` (the tasks choose it by the inventory's engine)
 
 Their helpers:
 

@@ -26,6 +26,8 @@ UPLOAD = ("(sftp) write {files} and .env (mode 0600, atomic rename) into {wd}, a
 def steps(plan: Plan, task: str, only: str | None = None, down: bool = False) -> list[tuple[str, str]]:
     """(host, command or description) in execution order."""
     inv = plan.inventory
+    if inv.engine == "swarm":
+        return swarm_steps(plan, task, only, down)
     app = plan.app
     wd = app.host.workdir
     out: list[tuple[str, str]] = []
@@ -81,6 +83,52 @@ def steps(plan: Plan, task: str, only: str | None = None, down: bool = False) ->
     return out
 
 
+def swarm_steps(plan: Plan, task: str, only: str | None = None, down: bool = False) -> list[tuple[str, str]]:
+    """What start-all and stop-verda do with engine: swarm (docs/swarm.md), in order."""
+    from ..host.actions import swarm as swarmact
+    inv = plan.inventory
+    app = plan.app
+    wd = app.host.workdir
+    if task == "stop-all" or only or down:
+        raise ConfigError(f"{task}{' --host' if only else ''}{' --down' if down else ''} is not built for engine: "
+                          "swarm: stop-verda scales the worker service to 0 (docs/swarm.md)")
+    hosts = plan.hosts if task == "start-all" else (app,)
+    out: list[tuple[str, str]] = [(h.name, "(ssh) connect; read the images' entrypoints (never pulled) and the "
+                                           "fingerprint salt") for h in hosts]
+    out.append((app.name, lockact.lock_acquire(wd, "<who> task=" + task, TOKEN)))
+    if task == "start-all":
+        for h in inv.worker_hosts:
+            out.append((h.name, "(gpu) nvidia-smi -L, /etc/docker/daemon.json, the NVIDIA runtime's config.toml: "
+                                "with GPUs, NVIDIA-GPU=<uuid> generic resources and the nvidia default runtime "
+                                "written (backup *.comfyume-<time>) and the engine restarted, only on change"))
+        out.append((app.name, swarmact.init(app.host.tailscale_ip) + "   # unless it already manages this swarm"))
+        for h in inv.worker_hosts:
+            out.append((h.name, "(engine API) POST /swarm/join, the token in the JSON body on stdin: "
+                                + swarmact.JOIN + "   # unless it is in this swarm already"))
+        for h in inv.hosts:
+            out.append((app.name, swarmact.label("<node of " + h.name + ">", "app" if h.is_app else "worker", h.name)
+                        + "   # when its labels differ"))
+        out.append((app.name, swarmact.remove_node("<node>") + "   # each Down node no host is now, or a departed "
+                                                                "host's"))
+        out.append((app.name, f"(sftp) write {swarmact.STACK_FILE} and {swarmact.SECRETS_DIR}/REDIS_PASSWORD, "
+                              f"ADMIN_PASSWORD (0600) into {wd}"))
+        out.append((app.name, swarmact.config(wd)))
+        out.append((app.name, swarmact.deploy(wd, inv.project) + "   # unless the same file runs as planned"))
+        out.append((app.name, f"(wait) until every service runs its replicas (at most {inv.timeouts.health:g} s)"))
+        for h in inv.worker_hosts:
+            out.append((h.name, f"(check) Redis at {app.host.tailscale_ip}:{inv.ports.redis} reachable FROM "
+                                f"{h.name}, AUTH + PING"))
+        out.append((app.name, "(probe) a user's job through the queue manager, until it completes"))
+        for h in inv.hosts:
+            out.append((h.name, wdact.audit(h.workdir, "<audit line>")))
+    else:
+        out.append((app.name, swarmact.scale(f"{inv.project}_worker", 0)))
+        out.append((app.name, "(wait) until no worker task runs; (check) the app host's tasks unchanged"))
+        out.append((app.name, wdact.audit(wd, "<audit line>")))
+    out.append((app.name, lockact.lock_release(wd, TOKEN)))
+    return out
+
+
 def image_steps(plan: Plan) -> list[tuple[str, str]]:
     """start-all's image work per host (images.source build / pull), before anything is deployed;
     hosts run theirs in parallel. Nothing for images that must be `present`."""
@@ -129,6 +177,9 @@ def missing_env_file(plan: Plan) -> str | None:
 
 def render_text(plan: Plan, task: str = "start-all", **kw) -> str:
     lines = [f"mode {plan.mode}, config {plan.config_hash}, inventory {plan.inventory.path}"]
+    if plan.inventory.engine == "swarm":
+        lines.append(f"engine swarm: the services below run as one stack ({plan.inventory.project}) placed by node "
+                     "label; the secrets become Swarm secrets, the ports host-mode ports (docs/swarm.md)")
     for w in plan.warnings:
         lines.append(f"WARNING: {w}")
     missing = missing_env_file(plan)

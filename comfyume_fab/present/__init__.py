@@ -7,5 +7,6 @@ options, call one operation and print its rendering). One concept per module:
 - `reports`: a task's result as text (status, start-all, rollback, stop, copy-image, diff)
 - `logs`: `host/service` log lines, coloured per host
 - `watch`: the `status --watch` screen (rich)
+- `swarm`: start-all, stop-verda and status with `engine: swarm`, as text (and status as JSON)
 - `confirm`: asking before a new Redis password is deployed (`--yes`, a terminal's question, or a refusal)
 """

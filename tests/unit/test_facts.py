@@ -12,7 +12,7 @@ from comfyume_fab.host.facts.comfyui import (Device, PromptRejected, gpu_display
                                              parse_prompt_response, parse_system_stats)
 from comfyume_fab.host.facts.compose import ComposeVersion, parse_compose_version
 from comfyume_fab.host.facts.docker import INSPECT_FIELDS, INSPECT_FORMAT, ContainerInfo, parse_inspect
-from comfyume_fab.host.facts.nvidia import Gpu, ListedGpu, parse_nvidia_smi_list, parse_nvidia_smi_query
+from comfyume_fab.host.facts.nvidia import Gpu, ListedGpu, ListedMig, parse_nvidia_smi_list, parse_nvidia_smi_query
 from comfyume_fab.host.facts.tailscale import parse_tailscale_ip
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
@@ -86,7 +86,8 @@ def test_nvidia_smi_query_malformed(output, pattern):
 
 def test_nvidia_smi_list_real_h100():
     gpus = parse_nvidia_smi_list(text(H100 / "nvidia-smi-L.txt"))
-    assert gpus == ((0, "NVIDIA H100 80GB HBM3", "GPU-2b5b31e8-9cf7-8a29-f56d-bf76afee39eb"),)
+    assert gpus == (ListedGpu(0, "NVIDIA H100 80GB HBM3", "GPU-2b5b31e8-9cf7-8a29-f56d-bf76afee39eb"),)
+    assert gpus[0][:3] == (0, "NVIDIA H100 80GB HBM3", "GPU-2b5b31e8-9cf7-8a29-f56d-bf76afee39eb")
     assert gpus[0] == ListedGpu(0, "NVIDIA H100 80GB HBM3", "GPU-2b5b31e8-9cf7-8a29-f56d-bf76afee39eb")
     assert gpus[0].uuid.startswith("GPU-")
 
@@ -95,7 +96,8 @@ def test_nvidia_smi_list_real_h100():
     ("No devices were found\n", ()),
     ("GPU 0: NVIDIA A100-SXM4-40GB (UUID: GPU-aaaa)\n  MIG 1g.5gb     Device  0: (UUID: MIG-bbbb)\n"
      "GPU 1: NVIDIA A100-SXM4-40GB (UUID: GPU-cccc)\n",
-     ((0, "NVIDIA A100-SXM4-40GB", "GPU-aaaa"), (1, "NVIDIA A100-SXM4-40GB", "GPU-cccc"))),
+     (ListedGpu(0, "NVIDIA A100-SXM4-40GB", "GPU-aaaa", (ListedMig("1g.5gb", 0, "MIG-bbbb"),)),
+      ListedGpu(1, "NVIDIA A100-SXM4-40GB", "GPU-cccc"))),
 ])
 def test_nvidia_smi_list_variants(output, expected):
     assert parse_nvidia_smi_list(output) == expected

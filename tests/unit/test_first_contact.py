@@ -100,7 +100,8 @@ def test_a_worker_that_does_not_exist_is_refused_by_dry_run_like_by_the_real_run
 
 
 EXTERNAL = {"--cpu", "--runtime", "--porcelain", "--short", "--untracked-files", "--remove-orphans",
-            "--no-color", "--noprofile", "--norc", "--filter", "--format", "--show-toplevel"}  # other programs' flags
+            "--no-color", "--noprofile", "--norc", "--filter", "--format", "--show-toplevel",
+            "--resolve-image", "--no-trunc", "--prune", "--force", "--token"}  # other programs' flags
 
 
 def test_every_option_a_message_names_exists():

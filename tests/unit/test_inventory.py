@@ -122,7 +122,7 @@ CASES = {
                                ["hosts.yaml:9 hosts.verda.tailscale_iip: unknown key 'tailscale_iip' "
                                 "(did you mean 'tailscale_ip'?)"]),
     "unknown top key": ("theme: red\n" + DUAL,
-                        ["hosts.yaml:1 theme: unknown key 'theme' (expected one of: mode, project, num_users, "
+                        ["hosts.yaml:1 theme: unknown key 'theme' (expected one of: mode, engine, project, num_users, "
                          "images, ports, worker, timeouts, rollout, health, probe, serverless, ssh, secrets, hosts)"]),
     "unknown key in section": (DUAL + "ports: {admn: 9}\n",
                                ["hosts.yaml:10 ports.admn: unknown key 'admn' (did you mean 'admin'?)"]),
@@ -333,7 +333,7 @@ CASES = {
                        ["hosts.yaml:10 (top level): a key must be a plain word, not a list or mapping "
                         "(write each key as a plain word followed by ': ')"]),
     "merge key": ("base: &b {address: x}\n" + DUAL.replace("    address: verda\n", "    <<: *b\n"),
-                  ["hosts.yaml:1 base: unknown key 'base' (expected one of: mode, project, num_users, images, ports, "
+                  ["hosts.yaml:1 base: unknown key 'base' (expected one of: mode, engine, project, num_users, images, ports, "
                    "worker, timeouts, rollout, health, probe, serverless, ssh, secrets, hosts)",
                    "hosts.yaml:8 hosts.verda.address: required key is missing "
                    "(the SSH address: a hostname, IP address or ssh_config alias)",

@@ -8,6 +8,8 @@ read learns is a `Fact`: its section name, command, parser and `HostState` field
 - `compose`: `docker compose version` (v2, or the legacy Python docker-compose).
 - `nvidia`: `nvidia-smi --query-gpu=...` and `nvidia-smi -L`.
 - `tailscale`: `tailscale ip -4`.
+- `swarm`: the engine's swarm state (`docker info`), the nodes, the stack's services and tasks,
+  and the images' default argv (run by `ops.swarm`, not part of the host-state read).
 - `deployed`: the record start-all leaves in the workdir (`deployed.json`).
 - `envfile`: the uploaded `.env`'s fingerprints (`CFAB_ENV_HASH`, `CFAB_HASH_<SERVICE>`) and, on
   request, the Redis password.

@@ -1,4 +1,5 @@
-"""nvidia-smi: the GPUs of a host (name, memory, utilisation) and their list."""
+"""nvidia-smi: the GPUs of a host (name, memory, utilisation), and their list with UUIDs and MIG
+devices (`nvidia-smi -L`, what Swarm advertises as generic resources)."""
 from __future__ import annotations
 
 import re
@@ -11,7 +12,8 @@ from . import Fact, ParseError, field, fixed
 # The exact command (argv) whose stdout `parse_nvidia_smi_query` reads.
 QUERY = ("nvidia-smi", "--query-gpu=name,memory.used,memory.total,utilization.gpu", "--format=csv,noheader,nounits")
 QUERY_COMMAND = shlex.join(QUERY)
-LIST = ("nvidia-smi", "-L")  # read by parse_nvidia_smi_list
+LIST = ("nvidia-smi", "-L")  # read by parse_gpu_list
+LIST_COMMAND = shlex.join(LIST)
 
 _NO_DEVICES = "No devices were found"
 _NOT_AVAILABLE = {"[N/A]", "N/A", "[Not Supported]", "[Unknown Error]", "[Insufficient Permissions]",
@@ -70,31 +72,73 @@ def parse_nvidia_smi_query(text: str) -> tuple[Gpu, ...]:
     return tuple(gpus)
 
 
+class ListedMig(NamedTuple):
+    """A MIG device of a GPU in MIG mode, as `nvidia-smi -L` lists it under its GPU."""
+    profile: str  # e.g. "1g.10gb"
+    device: int   # its number under its GPU ("Device  0")
+    uuid: str     # "MIG-<uuid>" (driver R470+) or "MIG-GPU-<uuid>/<gi>/<ci>" (R450)
+
+
 class ListedGpu(NamedTuple):
+    """One `GPU <n>: <name> (UUID: <uuid>)` line of `nvidia-smi -L` and its MIG devices (none when
+    MIG is off)."""
     index: int
     name: str
     uuid: str
+    mig: tuple[ListedMig, ...] = ()
 
 
 _SMI_L_LINE = re.compile(r"^GPU (\d+): (.+?) \(UUID: ([^)]+)\)$")
+_SMI_L_MIG = re.compile(r"^MIG (\S+)\s+Device\s+(\d+): \(UUID: ([^)]+)\)$")
 
 
-def parse_nvidia_smi_list(text: str) -> tuple[ListedGpu, ...]:
-    """(index, name, uuid) per GPU from `nvidia-smi -L`; MIG sub-device lines are skipped."""
+def parse_gpu_list(text: str) -> list[ListedGpu]:
+    """(index, name, uuid, MIG devices) per GPU from `nvidia-smi -L`; [] for "No devices were found".
+    A MIG line (indented `MIG <profile> Device <n>: (UUID: MIG-...)`) belongs to the GPU above it."""
     if not text.strip():
         raise ParseError("one 'GPU <n>: <name> (UUID: <uuid>)' line per GPU from nvidia-smi -L", text)
-    gpus = []
+    gpus: list[ListedGpu] = []
     for raw in text.splitlines():
         line = raw.strip()
-        if not line or line.startswith("MIG "):
+        if not line:
             continue
         if _NO_DEVICES in line:
-            return ()
+            return []
+        if line.startswith("MIG "):
+            mig = _SMI_L_MIG.match(line)
+            if not mig or not gpus:
+                raise ParseError("a 'MIG <profile> Device <n>: (UUID: MIG-...)' line under a GPU line from "
+                                 "nvidia-smi -L", line)
+            gpus[-1] = gpus[-1]._replace(mig=gpus[-1].mig + (ListedMig(mig.group(1), int(mig.group(2)),
+                                                                       mig.group(3)),))
+            continue
         match = _SMI_L_LINE.match(line)
         if not match:
             raise ParseError("a 'GPU <n>: <name> (UUID: <uuid>)' line from nvidia-smi -L", line)
         gpus.append(ListedGpu(int(match.group(1)), match.group(2), match.group(3)))
-    return tuple(gpus)
+    return gpus
+
+
+def parse_nvidia_smi_list(text: str) -> tuple[ListedGpu, ...]:
+    """`parse_gpu_list` as a tuple (what scripts/gpu-check.py compares)."""
+    return tuple(parse_gpu_list(text))
+
+
+def read_gpu_list(code: int, out: str) -> tuple[tuple[ListedGpu, ...] | None, str]:
+    """(GPUs, error) from `nvidia-smi -L`'s exit code and output: (None, "") where nvidia-smi does
+    not exist (exit 127: no GPU, and no error either), ((), "") for "No devices were found" (which
+    nvidia-smi reports with a non-zero exit), (None, <its message>) where it failed otherwise (no
+    driver, a lost GPU) or said something this parser cannot read."""
+    if code == 127:
+        return None, ""
+    if _NO_DEVICES in out:
+        return (), ""
+    if code != 0:
+        return None, " ".join(out.split())[-200:] or f"nvidia-smi -L exited with {code} and said nothing"
+    try:
+        return tuple(parse_gpu_list(out)), ""
+    except ParseError as exc:
+        return None, str(exc)
 
 
 def _fill_query(st, code: int, out: str) -> None:
@@ -111,3 +155,14 @@ def _fill_query(st, code: int, out: str) -> None:
 GPUS = Fact("nvidia", fixed(QUERY_COMMAND), _fill_query, absent=(127, ""), preflight=True,
             fields=(field("gpus", "tuple[Gpu, ...] | None"),  # None: no usable nvidia-smi on the host
                     field("gpu_error", str, "")))
+
+
+def _fill_list(st, code: int, out: str) -> None:
+    st.gpu_list, st.gpu_list_error = read_gpu_list(code, out)
+
+
+# `nvidia-smi -L`, for Swarm's GPU set-up (each GPU's UUID becomes a node generic resource). Not in
+# host.state's FACTS: the read that needs it names it, so status does not run nvidia-smi twice.
+GPU_LIST = Fact("nvidia_list", fixed(LIST_COMMAND), _fill_list, absent=(127, ""),
+                fields=(field("gpu_list", "tuple[ListedGpu, ...] | None"),  # None: no usable nvidia-smi
+                        field("gpu_list_error", str, "")))

@@ -43,6 +43,10 @@ def remove_user(name: str) -> None:
     """Delete a lab login user. Its SSH sessions outlive a stopped sshd (an open connection,
     a ControlPersist master), and userdel refuses a user that still runs processes: end them."""
     for _ in range(20):
+        try:
+            pwd.getpwnam(name)
+        except KeyError:  # already gone (removed concurrently, e.g. by a stand-in's own clean-up)
+            break
         sh(["pkill", "-KILL", "-u", name], check=False)
         if sh(["userdel", name], check=False).returncode == 0:
             break

@@ -186,6 +186,13 @@ def gpu_setup(host: str, read_output: str) -> GpuSetup:
     stale NVIDIA-GPU entries would go; a host without daemon.json and GPUs needs nothing."""
     sec = cmd.split_sections(read_output)
     gpus, error = read_gpu_list(*sec.get("nvidia_list", (127, "")))
+    if error:  # a driver hiccup must not strip the GPUs this engine advertises, nor restart it
+        return GpuSetup(host, None, None, None, [], error)
+    if gpus and not sec.get("nvidia_runtime", (0, ""))[1].strip():
+        # "default-runtime": "nvidia" without the runtime installed: no container would start there
+        raise UnhealthyError("this host has GPUs but no nvidia-container-runtime, which Swarm's GPU settings "
+                             "make the engine's default runtime", host=host, step="gpu settings",
+                             hint="install the NVIDIA Container Toolkit there, then rerun start-all")
     current = swarmgpu.parse_daemon_json(sec.get("daemon_json", (0, ""))[1], dj.DAEMON_JSON)
     wanted = swarmgpu.render_daemon_json(current, gpus or ())
     lines = [f"{host} {dj.DAEMON_JSON} {line}" for line in swarmgpu.daemon_json_changes(current, wanted)]
@@ -230,7 +237,7 @@ def gpu_step(inv: Inventory, s: Session, say, warn) -> dict[str, GpuSetup]:
     setups = dict(gather(one, inv.worker_hosts))
     for setup in setups.values():
         if setup.error:
-            warn(f"{setup.host}: nvidia-smi -L failed ({setup.error}): no GPU is advertised to Swarm")
+            warn(f"{setup.host}: nvidia-smi -L failed ({setup.error}): its GPU settings are left as they are")
         for line in setup.lines:
             say(f"plan: {line}")
         if setup.daemon_json is not None or setup.runtime_toml is not None:

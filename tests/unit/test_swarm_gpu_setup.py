@@ -7,6 +7,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
+from comfyume_fab.errors import UnhealthyError
 from comfyume_fab.host import commands as cmd
 from comfyume_fab.host.actions import daemonjson as dj
 from comfyume_fab.ops.swarm import gpu_setup
@@ -16,9 +19,13 @@ SMI_L = (FIX / "h100" / "nvidia-smi-L.txt").read_text()  # recorded on a real H1
 TOML = (FIX / "nvidia-smi-L" / "nvidia-container-runtime-config.toml").read_text()
 
 
-def _read_output(smi_code: int, smi: str, daemon: str, toml: str) -> str:
+RUNTIME = "/usr/bin/nvidia-container-runtime"
+
+
+def _read_output(smi_code: int, smi: str, daemon: str, toml: str, runtime: str = RUNTIME) -> str:
     """What `daemonjson.READ` prints (the sectioned script's framing), with these answers."""
-    parts = [("nvidia_list", smi_code, smi), ("daemon_json", 0, daemon), ("runtime_toml", 0, toml)]
+    parts = [("nvidia_list", smi_code, smi), ("daemon_json", 0, daemon), ("runtime_toml", 0, toml),
+             ("nvidia_runtime", 0, runtime)]
     return "\n".join(f"{cmd.SECTION}-begin {n}\n{out}\n{cmd.SECTION}-end {n} {code}" for n, code, out in parts)
 
 
@@ -43,3 +50,17 @@ def test_the_write_keeps_a_backup_and_reads_the_text_from_stdin():
     line = dj.write_file(dj.DAEMON_JSON, "20261203T130000")
     assert "cp -p /etc/docker/daemon.json /etc/docker/daemon.json.comfyume-20261203T130000" in line
     assert "tee /etc/docker/daemon.json.comfyume-new" in line and "mv /etc/docker/daemon.json.comfyume-new" in line
+
+
+def test_a_failing_nvidia_smi_leaves_the_gpu_settings_alone():
+    """A driver hiccup must not strip the NVIDIA-GPU entries an engine advertises (nor restart it)."""
+    written = gpu_setup("verda", _read_output(0, SMI_L, "{}", TOML)).daemon_json
+    setup = gpu_setup("verda", _read_output(9, "NVIDIA-SMI has failed because it couldn't communicate with the "
+                                               "NVIDIA driver.", written, TOML))
+    assert setup.error and (setup.daemon_json, setup.runtime_toml, setup.lines) == (None, None, [])
+
+
+def test_gpus_without_the_nvidia_runtime_are_refused_before_anything_is_written():
+    with pytest.raises(UnhealthyError) as exc:
+        gpu_setup("verda", _read_output(0, SMI_L, "{}", TOML, runtime=""))
+    assert "nvidia-container-runtime" in str(exc.value)

@@ -16,7 +16,8 @@ RUNTIME_TOML = "/etc/nvidia-container-runtime/config.toml"
 _ROOT = 'if [ "$(id -u)" = 0 ]; then cfab_root=; else cfab_root="sudo -n"; fi'
 
 READ = sections([("nvidia_list", LIST_COMMAND), ("daemon_json", f"cat {DAEMON_JSON} 2>/dev/null || true"),
-                 ("runtime_toml", f"cat {RUNTIME_TOML} 2>/dev/null || true")])
+                 ("runtime_toml", f"cat {RUNTIME_TOML} 2>/dev/null || true"),
+                 ("nvidia_runtime", "command -v nvidia-container-runtime || true")])
 
 
 def write_file(path: str, stamp: str) -> str:

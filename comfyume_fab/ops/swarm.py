@@ -503,7 +503,8 @@ def status_swarm(inv: Inventory, probe: bool = True, say=None) -> tuple[dict[str
             ms = s.connect_s.get(h.name)
             hosts[h.name] = {"reachable": reachable, "error": None if reachable else str(getattr(err, "cause", err)),
                              "ssh_ms": round(ms * 1000, 1) if reachable and ms is not None else None, "roles": list(h.roles), "engine": None, "compose": None,
-                             "services": [], "deployed": None, "gpu": None, "stopped_on_purpose": None}
+                             "services": [], "deployed": None, "gpu": None, "stopped_on_purpose": None,
+                             "autostop": None}  # rented workers (and their autostop) are not for swarm
             if not reachable:
                 checks.append(CheckResult(f"ssh-{h.name}", False, f"{h.name} is unreachable: "
                                           f"{getattr(err, 'cause', err) or 'no answer'}",

@@ -12,6 +12,8 @@ too) unless `keep_failed`. Data volumes are never deleted: `delete` is sent with
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import ipaddress
 import os
 import time
@@ -55,14 +57,30 @@ def api_failed(host: Host, step: str, exc: VerdaError, hint: str | None = None) 
 def ensure_instances(inv: Inventory, say: Callable[[str], None], warn: Callable[[str], None],
                      confirm: Callable[[str], None], keep_failed: bool = False) -> Inventory:
     """Rent each rented host that has no live instance (after `confirm(price line)`), check that a
-    recorded one still exists; the inventory with their addresses (record.resolve)."""
-    for host in inv.provider_hosts:
-        client = client_for(inv, host)
-        rec = record.load(inv, host.name)
-        if record.live(rec) and _still_there(inv, host, client, rec, say, warn):
-            continue
-        rent(inv, host, client, say, confirm, keep_failed)
+    recorded one still exists; the inventory with their addresses (record.resolve). Held under a
+    lock on the records: a second start-all of the same inventory waits, then finds the instance the
+    first one rented instead of renting another."""
+    with _renting_lock(inv, say):
+        for host in inv.provider_hosts:
+            client = client_for(inv, host)
+            rec = record.load(inv, host.name)
+            if record.live(rec) and _still_there(inv, host, client, rec, say, warn):
+                continue
+            rent(inv, host, client, say, confirm, keep_failed)
     return record.resolve(inv)
+
+
+@contextlib.contextmanager
+def _renting_lock(inv: Inventory, say):
+    """An exclusive flock on <state dir>/renting.lock for the check-and-rent above."""
+    os.makedirs(inv.state_dir, mode=0o700, exist_ok=True)
+    with open(os.path.join(inv.state_dir, "renting.lock"), "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say("waiting for another start-all of this inventory, which is renting its workers")
+            fcntl.flock(f, fcntl.LOCK_EX)
+        yield
 
 
 def _still_there(inv: Inventory, host: Host, client: VerdaClient, rec: dict, say, warn) -> bool:

@@ -54,6 +54,7 @@ class HostView:
     gpus: list[dict] | None = None  # None: no GPU (no working nvidia-smi)
     gpu_error: str = ""
     probe: dict | None = None  # {"ok", "detail", "at"}
+    deleted: str = ""  # a rented host with no instance now: why (deleted on purpose, or not rented yet)
 
 
 @dataclasses.dataclass
@@ -268,21 +269,30 @@ class Watch:
             w = HostWatcher(inv, hp, interval, self.stop_event, reader)
             w.worker_plans = [p for p in self.plan.hosts if p.worker_services]
             self.watchers.append(w)
+        # A rented host without an instance now is not watched (nothing to connect to): it is shown
+        # as deleted on purpose, as `status` says it, never as unreachable.
+        gone = not_rented(inv)
+        for w in self.watchers:
+            if w.hp.name in gone:
+                w.view.deleted, w.view.connecting = gone[w.hp.name], False
         self.probes = [ProbeWatcher(inv, w, probe_every, self.stop_event) for w in self.watchers
-                       if w.hp.worker_services and probe_every > 0]
+                       if w.hp.worker_services and probe_every > 0 and not w.view.deleted]
 
     def _queue_target(self, remote: Remote):
         host = str(self.plan.app.env.get("REDIS_BIND_IP", "127.0.0.1"))
         return host, self.inv.ports.redis, self.inv.secrets["REDIS_PASSWORD"].reveal()
 
+    def _running(self) -> list[threading.Thread]:
+        return [w for w in self.watchers if not w.view.deleted] + self.probes
+
     def start(self) -> "Watch":
-        for t in self.watchers + self.probes:
+        for t in self._running():
             t.start()
         return self
 
     def stop(self) -> None:
         self.stop_event.set()
-        for t in self.watchers + self.probes:
+        for t in self._running():
             t.join(3)
 
     def reachability(self) -> tuple[bool, ...]:
@@ -304,6 +314,19 @@ class Watch:
                 if not view.reachable and (view.read_at or view.error):  # not while first connecting
                     queue_error = queue_error or f"{view.name} unreachable"
         return Snapshot(now, self.interval, views, queue, queue_error)
+
+
+def not_rented(inv: Inventory) -> dict[str, str]:
+    """Rented hosts with no live instance recorded -> the sentence status gives for them."""
+    from ..cloud import record
+    from .bill import deleted_sentence
+    out = {}
+    for host in inv.provider_hosts:
+        rec = record.load(inv, host.name)
+        if not record.live(rec):
+            out[host.name] = (deleted_sentence(host.name, rec) if rec and rec.get("deleted_by") else
+                              "not rented: no instance is recorded for it (start-all rents one)")
+    return out
 
 
 def watch(inv: Inventory, render: Callable[[Snapshot], Any], interval: float = 2.0, probe_every: float = 30.0,

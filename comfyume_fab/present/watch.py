@@ -19,6 +19,10 @@ def watch_screen(snap) -> object:
     for col in ("HOST", "READ", "SERVICES", "GPU", "PROBE"):
         hosts.add_column(col, no_wrap=col != "SERVICES")
     for h in snap.hosts:
+        if h.deleted:  # rented, no instance now: on purpose, not a fault
+            hosts.add_row(Text(h.name, "bold"), Text("-", "dim"), Text(h.deleted, "yellow"),
+                          "", "")
+            continue
         if not h.reachable and not h.read_at and not h.error:  # the first connection: nothing is wrong yet
             hosts.add_row(Text(h.name, "bold"), Text("-", "dim"), Text("connecting…", "dim"), "", "")
             continue

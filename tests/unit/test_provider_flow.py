@@ -104,3 +104,23 @@ def test_start_all_dry_run_names_the_rent_step(inv):
                                                        "availability, price confirmed (--yes)")
     record.save(inv, "verda", {"id": "i-1", "ip": "10.0.0.7"})  # rented: nothing to rent
     assert steps(make_plan(record.resolve(inv)), "start-all")[0][1].startswith("(ssh) connect")
+
+
+def test_watch_shows_a_deleted_rented_worker_as_deleted_and_never_dials_it(inv):
+    from comfyume_fab.ops.watch import Watch
+    from comfyume_fab.present.watch import watch_screen
+    record.save(inv, "verda", {"id": "i-1", "hostname": "comfyume-worker-verda", "volumes": ["vol-models"]})
+    record.mark_deleted(inv, "verda", "me@laptop", at="2026-12-03T12:00:00Z")
+    w = Watch(inv, probe_every=30)
+    (verda,) = [v for v in w.snapshot().hosts if v.name == "verda"]
+    assert verda.deleted.startswith("deleted on purpose (stop-verda --delete by me@laptop")
+    assert [t.hp.name for t in w._running()] == ["mello"] and w.probes == []  # no connection, no probe
+    shown = render_text_of(watch_screen(w.snapshot()))
+    assert "deleted on purpose" in shown and "UNREACHABLE" not in shown
+
+
+def render_text_of(renderable) -> str:
+    from rich.console import Console
+    console = Console(width=200, record=True, file=io.StringIO())
+    console.print(renderable)
+    return console.export_text()

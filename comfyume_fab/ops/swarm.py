@@ -20,7 +20,7 @@ from ..checks import jobprobe
 from ..checks.links import prefetch_redis, redis_ping
 from ..checks.queue import queue_checks
 from ..checks.result import CheckResult
-from ..errors import ConfigError, ExitCode, MissingImageError, UnhealthyError
+from ..errors import ExitCode, MissingImageError, UnhealthyError
 from ..host import commands as cmd
 from ..host.actions import daemonjson as dj
 from ..host.actions import swarm as act
@@ -29,7 +29,7 @@ from ..host.facts import salt as saltfact
 from ..host.facts import ParseError
 from ..host.facts import swarm as sf
 from ..host.facts.nvidia import read_gpu_list
-from ..host.session import Session, each, gather
+from ..host.session import Session, gather
 from ..inventory.fingerprint import fingerprint
 from ..inventory.model import Inventory
 from ..plan.cluster import INIT, JOIN, LABEL, REMOVE, cluster_steps
@@ -281,8 +281,8 @@ def start_swarm(inv: Inventory, say: Callable[[str], None], warn: Callable[[str]
                 warnings.append(w)
             names = {k: secret_name(inv.project, k, fingerprint(k, inv.secrets[k], app_salt)) for k in SECRET_KEYS}
             text = stack_yaml(plan, render_stack(plan, argv, names, gpu_workers=gpu))
-            deployed = _deploy(inv, s, plan, text, app_salt, say)
-            tasks = wait_running(inv, s, say, host_of)
+            deployed, before = _deploy(inv, s, plan, text, app_salt, say)
+            tasks = wait_running(inv, s, say, host_of, _replacing(inv, s, before) if deployed else {})
             ready = [str(n.host) for n in _nodes(s, app.name) if n.labels.get(sf.ROLE_LABEL) == "worker"
                      and n.state == "ready" and n.availability == "active"]
             note = spread_note(f"{inv.project}_worker", tasks.get(f"{inv.project}_worker", []), ready)
@@ -295,8 +295,20 @@ def start_swarm(inv: Inventory, say: Callable[[str], None], warn: Callable[[str]
         return SwarmStart(plan, steps, deployed, tasks, checks, warnings)
 
 
-def _deploy(inv: Inventory, s: Session, plan: Plan, text: str, app_salt: str, say) -> bool:
-    """Upload and deploy the stack unless the same file already runs converged; True when deployed."""
+def _replacing(inv: Inventory, s: Session, before: tuple) -> dict[str, frozenset[str]]:
+    """Services the deploy is replacing -> the ids of their tasks from before it (those must be
+    gone before the service counts as running: right after `docker stack deploy` the old tasks
+    still run, and a check then would meet them, or the gap when they stop)."""
+    res = s[inv.app_host.name].run(sf.replaced_command(inv.project), step="swarm tasks")
+    names = sf.parse_replaced(res.stdout)
+    services, _ = _stack_state(s, inv)
+    ids = {sv.name: sv.id for sv in services}
+    return {name: frozenset(t.id for t in before if t.service_id == ids.get(name)) for name in names}
+
+
+def _deploy(inv: Inventory, s: Session, plan: Plan, text: str, app_salt: str, say) -> tuple[bool, tuple]:
+    """Upload and deploy the stack unless the same file already runs converged; (whether deployed,
+    the stack's tasks from before)."""
     app = inv.app_host
     remote, wd = s[app.name], app.workdir
     digest = hashlib.sha256(text.encode()).hexdigest()
@@ -307,7 +319,7 @@ def _deploy(inv: Inventory, s: Session, plan: Plan, text: str, app_salt: str, sa
                {sv.name: (sv.running, sv.wanted) for sv in services} == {n: (r, r) for n, r in want.items()})
     if settled:
         say(f"{app.name}: stack {inv.project} already running as planned (nothing to do)")
-        return False
+        return False, tasks
     say(f"{app.name}: uploading the stack file and {len(SECRET_KEYS)} secret file(s) (0600) to {wd}")
     made = remote.run(wdact.mkdir(wd) + " && " + act.secrets_dir(wd) + " && " + " && ".join(
         f"mkdir -p {cmd.q(cmd.workdir_path(wd, f'data/user_data/{user_name(i)}'))}" for i in
@@ -326,7 +338,7 @@ def _deploy(inv: Inventory, s: Session, plan: Plan, text: str, app_salt: str, sa
     res = remote.run(act.deploy(wd, inv.project), timeout=inv.timeouts.command, step="docker stack deploy")
     if not res.ok:
         raise UnhealthyError(f"docker stack deploy failed: {res.tail()}", host=app.name, step="docker stack deploy")
-    return True
+    return True, tasks
 
 
 def _wanted(inv: Inventory) -> dict[str, int]:
@@ -352,14 +364,17 @@ def task_lines(inv: Inventory, services, tasks, host_of: dict[str, str | None]) 
     return out
 
 
-def wait_running(inv: Inventory, s: Session, say, host_of: dict[str, str | None]) -> dict[str, list[str]]:
-    """Wait (timeouts.health) until every planned service runs all its replicas; service -> hosts."""
+def wait_running(inv: Inventory, s: Session, say, host_of: dict[str, str | None],
+                 replacing: dict[str, frozenset[str]] | None = None) -> dict[str, list[str]]:
+    """Wait (timeouts.health) until every planned service runs all its replicas, and a service the
+    deploy is replacing runs none of its old tasks (`replacing`: name -> old task ids); service -> hosts."""
     want = _wanted(inv)
     deadline = time.monotonic() + inv.timeouts.health
     while True:
         services, tasks = _stack_state(s, inv)
         got = {sv.name: sv for sv in services}
-        if all(n in got and got[n].running == got[n].wanted == r for n, r in want.items()):
+        if all(n in got and got[n].running == got[n].wanted == r for n, r in want.items()) and \
+                not _old_still_running(services, tasks, replacing or {}):
             break
         if time.monotonic() > deadline:
             lines = task_lines(inv, services, tasks, host_of) or [f"{n} not deployed" for n in want if n not in got]
@@ -376,6 +391,13 @@ def wait_running(inv: Inventory, s: Session, say, host_of: dict[str, str | None]
             out.setdefault(by_id.get(t.service_id, t.service_id), []).append(host_of.get(t.node_id) or t.node_id[:12])
     say(f"every task running: {', '.join(f'{n} {len(h)}/{want[n]}' for n, h in sorted(out.items()) if n in want)}")
     return out
+
+
+def _old_still_running(services, tasks, replacing: dict[str, frozenset[str]]) -> list[str]:
+    """Names of services being replaced that still run a task from before the deploy."""
+    ids = {sv.id: sv.name for sv in services}
+    return sorted({ids[t.service_id] for t in tasks if t.service_id in ids and t.state == "running"
+                   and t.id in replacing.get(ids[t.service_id], ())})
 
 
 def _links(inv: Inventory, s: Session, plan: Plan, say) -> list[CheckResult]:

@@ -369,15 +369,17 @@ def wait_running(inv: Inventory, s: Session, say, host_of: dict[str, str | None]
     """Wait (timeouts.health) until every planned service runs all its replicas, and a service the
     deploy is replacing runs none of its old tasks (`replacing`: name -> old task ids); service -> hosts."""
     want = _wanted(inv)
-    deadline = time.monotonic() + inv.timeouts.health
+    t0 = time.monotonic()
+    deadline = t0 + inv.timeouts.health
     while True:
         services, tasks = _stack_state(s, inv)
         got = {sv.name: sv for sv in services}
-        if all(n in got and got[n].running == got[n].wanted == r for n, r in want.items()) and \
-                not _old_still_running(services, tasks, replacing or {}):
+        old = _old_still_running(services, tasks, replacing or {}, settled=time.monotonic() - t0 >= REPLACE_GRACE_S)
+        if all(n in got and got[n].running == got[n].wanted == r for n, r in want.items()) and not old:
             break
         if time.monotonic() > deadline:
-            lines = task_lines(inv, services, tasks, host_of) or [f"{n} not deployed" for n in want if n not in got]
+            lines = (task_lines(inv, services, tasks, host_of) or [f"{n} not deployed" for n in want if n not in got]
+                     or [f"{n} still runs its task from before the deploy" for n in old])
             hint = ("the image is not on that node, and Swarm never pulls here: copy it with copy-image"
                     if any("No such image" in ln for ln in lines) else
                     "see `docker service ps --no-trunc` on the app host and the service's logs")
@@ -393,11 +395,31 @@ def wait_running(inv: Inventory, s: Session, say, host_of: dict[str, str | None]
     return out
 
 
-def _old_still_running(services, tasks, replacing: dict[str, frozenset[str]]) -> list[str]:
-    """Names of services being replaced that still run a task from before the deploy."""
+# A changed task template as the Docker API shows it may still be the same spec to Swarm (which
+# then replaces nothing); Swarm starts a real replacement within milliseconds of the deploy.
+REPLACE_GRACE_S = 3.0
+_ENDED = ("complete", "failed", "shutdown", "rejected", "orphaned", "remove")
+
+
+def _old_still_running(services, tasks, replacing: dict[str, frozenset[str]], settled: bool = False) -> list[str]:
+    """Services whose template the deploy changed and that still run a task from before it. Once
+    `settled` (REPLACE_GRACE_S after the deploy), a service whose old tasks are all still wanted
+    and which has no new task is one Swarm is not replacing."""
     ids = {sv.id: sv.name for sv in services}
-    return sorted({ids[t.service_id] for t in tasks if t.service_id in ids and t.state == "running"
-                   and t.id in replacing.get(ids[t.service_id], ())})
+    out = set()
+    for sid, name in ids.items():
+        old = replacing.get(name)
+        if not old:
+            continue
+        mine = [t for t in tasks if t.service_id == sid]
+        running_old = [t for t in mine if t.id in old and t.state == "running"]
+        if not running_old:
+            continue
+        replaced = any(t.desired != "running" for t in running_old) or any(
+            t.id not in old and t.desired == "running" and t.state not in _ENDED for t in mine)
+        if replaced or not settled:
+            out.add(name)
+    return sorted(out)
 
 
 def _links(inv: Inventory, s: Session, plan: Plan, say) -> list[CheckResult]:

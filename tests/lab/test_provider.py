@@ -41,7 +41,7 @@ def rented(lab, standin, tmp_path_factory):
     data = yaml.safe_load(path.read_text())
     data["hosts"]["rented"] = {
         "roles": ["worker"], "gpu": "auto", "user": f"cfab-{PREFIX}-rented", "identity_file": str(lab.key),
-        "worker_id": "rented-1",
+        "worker_id": "rented-1", "autostop": {"idle": "10m"},  # its install/remove hooks (fires in test_autostop)
         "provider": {"api": standin.url, "instance_type": TYPE, "location": "FIN-01", "volumes": [standin.volume_id],
                      "hostname_prefix": PREFIX, "tailscale_authkey": "LAB_TS_KEY", "provision_timeout": 60}}
     path.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -88,6 +88,7 @@ def test_start_all_rents_verifies_and_deploys_then_status_shows_the_bill(lab, st
     known = (rented.parent / ".comfyume-fab" / "known_hosts").read_text().split()
     assert known[0] == rec["ip"] and known[1] == "ssh-ed25519"
     assert "rented: inference" in out
+    assert "rented: autostop on mello installed (deletes the instance after idle 10m;" in out, out  # start-all's hook, after the worker is healthy
 
     st = invoke("status", "--hosts", str(rented), "--json", env=env(standin))
     data = json.loads(st.stdout)
@@ -107,6 +108,7 @@ def test_stop_verda_delete_keeps_the_volume_and_status_says_deleted_on_purpose(l
     res = invoke("stop-verda", "--hosts", str(rented), "--delete", env=env(standin))
     assert res.returncode == 0, res.stderr + res.stdout
     assert "deleted rented (instance lab-rented" in res.stdout and "no longer billing" in res.stdout
+    assert "rented: autostop removed from mello" in res.stdout + res.stderr  # stop-verda --delete's hook
     wait_for(lambda: not standin.lab_instances(), timeout=60, what="the deleted instance's lab host removed")
     rec = record(rented)
     assert rec["deleted_at"] and rec["deleted_by"] and rec["ip"] is None and rec["deleted_how"] == "stop-verda --delete"

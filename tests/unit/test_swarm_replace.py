@@ -35,3 +35,15 @@ def test_an_old_task_still_running_holds_the_wait():
     gone = sf.Task("t-old", "abc", 1, "n1", "shutdown", "shutdown", "", "")
     assert _old_still_running(services, (gone, new), {"s_queue-manager": frozenset({"t-old"})}) == []
     assert _old_still_running(services, (old, new), {}) == []  # not being replaced: nothing to wait for
+
+
+def test_a_template_swarm_does_not_replace_is_let_go_after_the_grace():
+    """The API's JSON of the template changed (a field spelled out) but Swarm replaces nothing: the
+    old task stays wanted and no new one comes; waited for only until REPLACE_GRACE_S."""
+    services = (sf.Service("abc", "s_worker", 1, 1, "img", ""),)
+    kept = sf.Task("t-old", "abc", 1, "n1", "running", "running", "", "")
+    replacing = {"s_worker": frozenset({"t-old"})}
+    assert _old_still_running(services, (kept,), replacing, settled=False) == ["s_worker"]
+    assert _old_still_running(services, (kept,), replacing, settled=True) == []
+    coming = sf.Task("t-new", "abc", 1, "n1", "preparing", "running", "", "")
+    assert _old_still_running(services, (kept, coming), replacing, settled=True) == ["s_worker"]

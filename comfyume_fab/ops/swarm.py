@@ -36,7 +36,7 @@ from ..plan.cluster import INIT, JOIN, LABEL, REMOVE, cluster_steps
 from ..plan.compose import user_name
 from ..plan.planner import Plan, make_plan
 from ..plan import swarmgpu
-from ..plan.stack import render_stack, secret_name, stack_yaml
+from ..plan.stack import render_stack, replaced_services, secret_name, stack_yaml
 from .audit import audit_line, local_revision
 from .lock import DeployLock
 
@@ -281,8 +281,8 @@ def start_swarm(inv: Inventory, say: Callable[[str], None], warn: Callable[[str]
                 warnings.append(w)
             names = {k: secret_name(inv.project, k, fingerprint(k, inv.secrets[k], app_salt)) for k in SECRET_KEYS}
             text = stack_yaml(plan, render_stack(plan, argv, names, gpu_workers=gpu))
-            deployed, before = _deploy(inv, s, plan, text, app_salt, say)
-            tasks = wait_running(inv, s, say, host_of, _replacing(inv, s, before) if deployed else {})
+            deployed, replacing = _deploy(inv, s, plan, text, app_salt, say)
+            tasks = wait_running(inv, s, say, host_of, replacing)
             ready = [str(n.host) for n in _nodes(s, app.name) if n.labels.get(sf.ROLE_LABEL) == "worker"
                      and n.state == "ready" and n.availability == "active"]
             note = spread_note(f"{inv.project}_worker", tasks.get(f"{inv.project}_worker", []), ready)
@@ -295,31 +295,27 @@ def start_swarm(inv: Inventory, say: Callable[[str], None], warn: Callable[[str]
         return SwarmStart(plan, steps, deployed, tasks, checks, warnings)
 
 
-def _replacing(inv: Inventory, s: Session, before: tuple) -> dict[str, frozenset[str]]:
-    """Services the deploy is replacing -> the ids of their tasks from before it (those must be
-    gone before the service counts as running: right after `docker stack deploy` the old tasks
-    still run, and a check then would meet them, or the gap when they stop)."""
-    res = s[inv.app_host.name].run(sf.replaced_command(inv.project), step="swarm tasks")
-    names = sf.parse_replaced(res.stdout)
-    services, _ = _stack_state(s, inv)
-    ids = {sv.name: sv.id for sv in services}
-    return {name: frozenset(t.id for t in before if t.service_id == ids.get(name)) for name in names}
-
-
-def _deploy(inv: Inventory, s: Session, plan: Plan, text: str, app_salt: str, say) -> tuple[bool, tuple]:
+def _deploy(inv: Inventory, s: Session, plan: Plan, text: str, app_salt: str, say
+            ) -> tuple[bool, dict[str, frozenset[str]]]:
     """Upload and deploy the stack unless the same file already runs converged; (whether deployed,
-    the stack's tasks from before)."""
+    the services the deploy replaces -> the ids of their tasks from before it). Right after `docker
+    stack deploy` those old tasks still run (Replicas says 1/1): a check made then meets them, or
+    the gap when they stop, so the wait for tasks waits for them to go."""
     app = inv.app_host
     remote, wd = s[app.name], app.workdir
     digest = hashlib.sha256(text.encode()).hexdigest()
-    now = remote.run(f"sha256sum {cmd.q(cmd.workdir_path(wd, act.STACK_FILE))} 2>/dev/null", step="read stack file")
+    now = remote.run(f"cat {cmd.q(cmd.workdir_path(wd, act.STACK_FILE))} 2>/dev/null", step="read stack file")
+    before_text = now.stdout if now.ok and now.stdout.strip() else None
     services, tasks = _stack_state(s, inv)
     want = _wanted(inv)
-    settled = (now.stdout.split()[:1] == [digest] and
+    ids = {sv.name: sv.id for sv in services}
+    replacing = {name: frozenset(t.id for t in tasks if t.service_id == ids.get(name))
+                 for name in replaced_services(before_text, text, inv.project)}
+    settled = (before_text is not None and hashlib.sha256(before_text.encode()).hexdigest() == digest and
                {sv.name: (sv.running, sv.wanted) for sv in services} == {n: (r, r) for n, r in want.items()})
     if settled:
         say(f"{app.name}: stack {inv.project} already running as planned (nothing to do)")
-        return False, tasks
+        return False, {}
     say(f"{app.name}: uploading the stack file and {len(SECRET_KEYS)} secret file(s) (0600) to {wd}")
     made = remote.run(wdact.mkdir(wd) + " && " + act.secrets_dir(wd) + " && " + " && ".join(
         f"mkdir -p {cmd.q(cmd.workdir_path(wd, f'data/user_data/{user_name(i)}'))}" for i in
@@ -338,7 +334,7 @@ def _deploy(inv: Inventory, s: Session, plan: Plan, text: str, app_salt: str, sa
     res = remote.run(act.deploy(wd, inv.project), timeout=inv.timeouts.command, step="docker stack deploy")
     if not res.ok:
         raise UnhealthyError(f"docker stack deploy failed: {res.tail()}", host=app.name, step="docker stack deploy")
-    return True, tasks
+    return True, replacing
 
 
 def _wanted(inv: Inventory) -> dict[str, int]:
@@ -395,9 +391,9 @@ def wait_running(inv: Inventory, s: Session, say, host_of: dict[str, str | None]
     return out
 
 
-# A changed task template as the Docker API shows it may still be the same spec to Swarm (which
-# then replaces nothing); Swarm starts a real replacement within milliseconds of the deploy.
-REPLACE_GRACE_S = 3.0
+# A service whose stack definition changed but whose tasks Swarm keeps (a change it applies in place)
+# is let go once this long after the deploy its old tasks are still wanted and no new one came.
+REPLACE_GRACE_S = 20.0
 _ENDED = ("complete", "failed", "shutdown", "rejected", "orphaned", "remove")
 
 

@@ -31,7 +31,7 @@ import yaml
 from ..host.facts.swarm import HOST_LABEL, ROLE_LABEL
 from .compose import static_file, user_name
 from .planner import Plan
-from .swarmgpu import GPU_KIND, generic_resources
+from .swarmgpu import generic_resources
 
 TAILNET_MTU = 1280  # Tailscale's tailscale0, and the lab's tailnet links
 VXLAN_OVERHEAD = 50
@@ -210,3 +210,25 @@ def stack_yaml(plan: Plan, doc: dict) -> str:
 def shim_argv(argv: Sequence[str]) -> str:
     """How a shimmed service's process line reads (for docs and tests)."""
     return shlex.join(["/bin/sh", "-c", SHIM, SHIM_NAME, *argv])
+
+
+# Parts of a service that Swarm applies without replacing its tasks.
+_NOT_REPLACING = ("replicas", "update_config", "rollback_config", "labels")
+
+
+def replaced_services(before: str | None, after: str, project: str) -> frozenset[str]:
+    """The stack's services (STACK_name) whose tasks deploying `after` over `before` replaces:
+    those whose definition changed beyond the replica count and the update settings. None of them
+    when nothing was deployed before (every task is new then)."""
+    try:
+        old = (yaml.safe_load(before) or {}).get("services") or {} if before else {}
+    except yaml.YAMLError:
+        old = {}
+    new = (yaml.safe_load(after) or {}).get("services") or {}
+
+    def core(svc: dict) -> dict:
+        svc = dict(svc)
+        svc["deploy"] = {k: v for k, v in (svc.get("deploy") or {}).items() if k not in _NOT_REPLACING}
+        return svc
+    return frozenset(f"{project}_{name}" for name, svc in new.items()
+                     if name in old and core(old[name]) != core(svc))

@@ -158,7 +158,11 @@ def test_swarm_start_status_stop_reschedule(swarm, lab):
     smaller = inv.with_name("hosts-without-w2.yaml")
     smaller.write_text(yaml.safe_dump(data, sort_keys=False))
     shrunk = _run(outputs, "start-all", "--hosts", str(smaller))
-    assert shrunk.returncode == 0, f"exit {shrunk.returncode}\n{shrunk.stdout}\nstderr:\n{shrunk.stderr}"
+    assert shrunk.returncode == 0, (f"exit {shrunk.returncode}\n{shrunk.stdout}\nstderr:\n{shrunk.stderr}\n" +
+                                    _manager(hosts, "service", "ps", "--no-trunc", "cfabswarm_queue-manager") +
+                                    _manager(hosts, "service", "inspect", "--format",
+                                             "{{json .UpdateStatus}} {{json .PreviousSpec.TaskTemplate.ContainerSpec.Env}}",
+                                             "cfabswarm_queue-manager"))
     assert f"of {W2}, no longer in" in shrunk.stdout
     labels = [json.loads(_manager(hosts, "node", "inspect", "--format", "{{json .Spec.Labels}}", n))
               for n in _manager(hosts, "node", "ls", "-q").split()]

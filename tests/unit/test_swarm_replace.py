@@ -1,30 +1,34 @@
-"""After `docker stack deploy`, a service whose task template changed counts as running only once
+"""After `docker stack deploy`, a service whose stack definition changed counts as running only once
 none of its tasks from before the deploy runs: right after the deploy the old task still runs (and
 Replicas says 1/1), and a check made then meets it, or the gap when it stops (seen in the lab: the
 job probe found the queue manager's port closed)."""
 from __future__ import annotations
 
-import json
-
 from comfyume_fab.host.facts import swarm as sf
 from comfyume_fab.ops.swarm import _old_still_running
+from comfyume_fab.plan.stack import replaced_services
 
-TEMPLATE = {"ContainerSpec": {"Image": "comfyume-queue-manager:v0.11.0", "Env": ["WORKERS=2"]}}
+BEFORE = """
+services:
+  queue-manager:
+    image: comfyume-queue-manager:v0.11.0
+    environment: {NUM_WORKERS: '2'}
+  worker:
+    image: comfyume-worker:v0.11.0
+    deploy: {mode: replicated, replicas: 2, placement: {constraints: [node.labels.comfyume.role == worker]}}
+  admin:
+    image: comfyume-admin:v0.11.0
+"""
 
 
-def _line(name, template, previous):
-    return f"{name}\t{json.dumps(template)}\t{json.dumps(previous)}"
-
-
-def test_only_a_changed_task_template_replaces_tasks():
-    changed = dict(TEMPLATE, ContainerSpec={**TEMPLATE["ContainerSpec"], "Env": ["WORKERS=1"]})
-    out = "\n".join([
-        _line("s_queue-manager", changed, {"Name": "s_queue-manager", "TaskTemplate": TEMPLATE}),
-        _line("s_worker", TEMPLATE, {"Name": "s_worker", "TaskTemplate": TEMPLATE,
-                                     "Mode": {"Replicated": {"Replicas": 2}}}),  # scaled only
-        _line("s_admin", TEMPLATE, None),  # created by this deploy
-    ])
-    assert sf.parse_replaced(out) == {"s_queue-manager", "s_admin"}
+def test_the_services_a_deploy_replaces_are_those_whose_definition_changed():
+    after = BEFORE.replace("NUM_WORKERS: '2'", "NUM_WORKERS: '1'").replace("replicas: 2", "replicas: 1")
+    # the worker only scaled (Swarm keeps its tasks); the queue manager's environment changed
+    assert replaced_services(BEFORE, after, "s") == {"s_queue-manager"}
+    assert replaced_services(BEFORE, BEFORE, "s") == frozenset()
+    moved = BEFORE.replace("role == worker", "host == w1")
+    assert replaced_services(BEFORE, moved, "s") == {"s_worker"}  # placement is part of the task
+    assert replaced_services(None, BEFORE, "s") == frozenset()  # a first deploy: every task is new
 
 
 def test_an_old_task_still_running_holds_the_wait():
@@ -38,8 +42,8 @@ def test_an_old_task_still_running_holds_the_wait():
 
 
 def test_a_template_swarm_does_not_replace_is_let_go_after_the_grace():
-    """The API's JSON of the template changed (a field spelled out) but Swarm replaces nothing: the
-    old task stays wanted and no new one comes; waited for only until REPLACE_GRACE_S."""
+    """The stack's definition changed in a way Swarm applies in place: the old task stays wanted and no
+    new one comes; waited for only until REPLACE_GRACE_S."""
     services = (sf.Service("abc", "s_worker", 1, 1, "img", ""),)
     kept = sf.Task("t-old", "abc", 1, "n1", "running", "running", "", "")
     replacing = {"s_worker": frozenset({"t-old"})}

@@ -131,33 +131,6 @@ def parse_services(text: str) -> tuple[Service, ...]:
     return tuple(out)
 
 
-def replaced_command(stack: str) -> str:
-    """Per service of the stack: its name, then whether its task template differs from the one before
-    the last update (`docker stack deploy` updates every service; only a changed template replaces
-    tasks, a changed replica count does not)."""
-    fmt = "{{.Spec.Name}}\t{{json .Spec.TaskTemplate}}\t{{json .PreviousSpec}}"
-    return (f"docker stack services -q {shlex.quote(stack)} 2>/dev/null | "
-            f"xargs -r docker service inspect --format {shlex.quote(fmt)}")
-
-
-def parse_replaced(text: str) -> frozenset[str]:
-    """`replaced_command`'s output -> the names of the services whose tasks the last update replaces."""
-    out = set()
-    for line in text.splitlines():
-        name, _, rest = line.partition("\t")
-        template, _, previous = rest.partition("\t")
-        if not name.strip() or not template.strip():
-            continue
-        try:
-            before = (json.loads(previous) or {}).get("TaskTemplate")
-            now = json.loads(template)
-        except ValueError:
-            continue
-        if before != now:
-            out.add(name.strip())
-    return frozenset(out)
-
-
 def tasks_command(stack: str) -> str:
     """Every task of the stack, whole (node ID, slot, state, error), one JSON object per line."""
     return (f"docker stack ps -q --no-trunc {shlex.quote(stack)} 2>/dev/null | "

@@ -28,6 +28,7 @@ import datetime
 import http.client
 import json
 import os
+import shutil
 import platform
 import socket
 import statistics
@@ -389,6 +390,9 @@ def main() -> int:
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("bench/overlay.py needs root (it adds lab hosts); run it as root.", file=sys.stderr)
+        return 2
+    if not shutil.which("ethtool"):  # without it the "offloads off" rows would silently be offloads on
+        print("bench/overlay.py needs ethtool (to turn the links' offloads off): apt-get install ethtool", file=sys.stderr)
         return 2
     for name in HOSTS:
         if dynhost.find(name):

@@ -208,7 +208,7 @@ def _scoped(value: str) -> tuple[str, str] | None:
     return None
 
 
-def _is_ip(value: str) -> bool:
+def is_ip(value: str) -> bool:
     try:
         ipaddress.ip_address(value)
         return True
@@ -218,7 +218,7 @@ def _is_ip(value: str) -> bool:
 
 def address_check(value: str) -> tuple[str, str] | None:
     bad = _scoped(value)
-    if bad or _is_ip(value) or ADDRESS_RE.fullmatch(value):
+    if bad or is_ip(value) or ADDRESS_RE.fullmatch(value):
         return bad
     return (f"'{value}' is not a hostname, IP address or ssh_config alias",
             "letters, digits, '-', '.' and '_' only, not starting with '-'")
@@ -226,7 +226,7 @@ def address_check(value: str) -> tuple[str, str] | None:
 
 def ip_check(value: str) -> tuple[str, str] | None:
     bad = _scoped(value)
-    if bad or _is_ip(value):
+    if bad or is_ip(value):
         return bad
     return f"'{value}' is not an IP address", "run 'tailscale ip -4' on that host and copy its address"
 

@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 from . import model
-from .checker import Checker, in_range, kind_of, one_of, pattern, shown
+from .checker import URL_RE, Checker, in_range, kind_of, one_of, pattern, shown
 
 PROVIDER_KEYS = ("name", "api", "instance_type", "location", "spot", "image", "os_volume", "volumes",
                  "hostname_prefix", "ssh_keys", "tailscale_authkey", "provision_timeout")
@@ -19,9 +19,8 @@ PREFIX_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 SSH_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._@:-]{0,127}$")
 SECRET_NAME_RE = re.compile(r"^[A-Z_][A-Z0-9_]{0,63}$")
 DURATION_RE = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
-MIN_IDLE_S = 60  # the app host's timer looks once a minute: a shorter idle time would not be kept
+MIN_IDLE_S = 60  # the shortest idle accepted (autostop reads the queue every quarter of idle, every 5-60 s)
 MIN_PROVISION_S = 10
-URL_RE = re.compile(r"^https?://[A-Za-z0-9._~:/?#\[\]@!$&()*+,;=%-]+$")
 
 
 def read_provider(c: Checker, host_path: tuple, raw: Any) -> model.ProviderSpec | None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import ipaddress
 import os
 import time
 from typing import Callable
@@ -23,6 +22,7 @@ from ..cloud import hostkey, record, startup
 from ..cloud.verda import VerdaClient, VerdaError
 from ..errors import ConfigError, FabError, UnhealthyError, UnreachableError
 from ..host.session import Session
+from ..inventory.checker import is_ip
 from ..inventory.model import Host, Inventory
 from .audit import who
 
@@ -263,7 +263,7 @@ def _wait_running(inv: Inventory, host: Host, client: VerdaClient, instance_id: 
         if status == "running" and inst.get("ip"):
             return inst
         if status == "error":
-            raise UnhealthyError(f"the instance went to status error: its startup script failed (host key, sshd "
+            raise UnhealthyError("the instance went to status error: its startup script failed (host key, sshd "
                                  "restart or `tailscale up`)", host=host.name, step="startup script",
                                  hint="check the Tailscale auth key (a reusable or ephemeral key that has not "
                                       "expired) and the image; rerun with --keep-failed to inspect the instance")
@@ -289,7 +289,7 @@ def _first_contact(inv: Inventory, host: Host, ip: str, say) -> str:
             if err is None:
                 res = s[host.name].run("tailscale ip -4", timeout=inv.timeouts.command, step="tailscale ip")
                 addr = (res.stdout.strip().splitlines() or [""])[0].strip() if res.ok else ""
-                if not _is_ip(addr):
+                if not is_ip(addr):
                     raise UnhealthyError(f"`tailscale ip -4` on the instance answered "
                                          f"{res.tail(160) or 'nothing'!r}, not a tailnet address", host=host.name,
                                          step="tailnet", hint="the startup script's `tailscale up` did not join; "
@@ -302,14 +302,6 @@ def _first_contact(inv: Inventory, host: Host, ip: str, say) -> str:
                                    step="first SSH contact",
                                    hint="the instance's host key must be the one the startup script installed")
         time.sleep(2)
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-        return True
-    except ValueError:
-        return False
 
 
 def _delete_script(client: VerdaClient, script_id: str | None) -> None:

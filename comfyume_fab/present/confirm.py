@@ -11,22 +11,26 @@ from ..errors import ConfigError
 from ..plan.diff import SecretChange, secret_refusal
 
 
+def _ask(question: str, refusal: str, stdin=None, stream=None) -> None:
+    """Ask `question` on a terminal and return on yes; raise ConfigError(refusal) on anything else, or
+    when stdin and the output are not both a terminal."""
+    inp = stdin or sys.stdin
+    out = stream or sys.stderr
+    if not (getattr(inp, "isatty", lambda: False)() and getattr(out, "isatty", lambda: False)()):
+        raise ConfigError(refusal)
+    out.write(question)
+    out.flush()
+    if inp.readline().strip().lower() not in ("y", "yes"):
+        raise ConfigError(refusal)
+
+
 def secret_confirmer(yes: bool, stdin=None, stream=None) -> Callable[[SecretChange], None]:
     """start-all's `confirm`: returns when the change may go on, raises ConfigError (exit 2) otherwise."""
 
     def confirm(change: SecretChange) -> None:
-        if yes:
-            return
-        inp = stdin or sys.stdin
-        out = stream or sys.stderr
-        if not (getattr(inp, "isatty", lambda: False)() and getattr(out, "isatty", lambda: False)()):
-            raise ConfigError(secret_refusal(change))
-        out.write(f"{change.name} from {change.source} differs from the one Redis on {change.host} runs with; "
-                  f"change it and recreate Redis? [y/N] ")
-        out.flush()
-        answer = inp.readline().strip().lower()
-        if answer not in ("y", "yes"):
-            raise ConfigError(secret_refusal(change))
+        if not yes:
+            _ask(f"{change.name} from {change.source} differs from the one Redis on {change.host} runs with; "
+                 "change it and recreate Redis? [y/N] ", secret_refusal(change), stdin, stream)
     return confirm
 
 
@@ -34,16 +38,8 @@ def rent_confirmer(yes: bool, stdin=None, stream=None) -> Callable[[str], None]:
     """start-all's `confirm_rent`: `line` says what would be rented and its price per hour."""
 
     def confirm(line: str) -> None:
-        if yes:
-            return
-        inp = stdin or sys.stdin
-        out = stream or sys.stderr
-        refusal = (f"{line}: not rented, as it was not confirmed (rerun with --yes to rent it, or on a terminal to "
-                   "be asked)")
-        if not (getattr(inp, "isatty", lambda: False)() and getattr(out, "isatty", lambda: False)()):
-            raise ConfigError(refusal)
-        out.write(f"{line}. Rent it now? It bills until it is deleted (stop-verda --delete). [y/N] ")
-        out.flush()
-        if inp.readline().strip().lower() not in ("y", "yes"):
-            raise ConfigError(refusal)
+        if not yes:
+            _ask(f"{line}. Rent it now? It bills until it is deleted (stop-verda --delete). [y/N] ",
+                 f"{line}: not rented, as it was not confirmed (rerun with --yes to rent it, or on a terminal to "
+                 "be asked)", stdin, stream)
     return confirm

@@ -38,7 +38,7 @@ import threading
 import time
 from pathlib import Path
 
-from . import dynhost, hostsvc, network
+from . import dynhost, hostsvc
 from .layout import LabHost
 from .standins.verda_api import ProvisionFailed, authkey_digest, serve
 from .system import LabError, sh
@@ -108,7 +108,7 @@ class LabHosts:
                 exc.facts = facts
                 raise exc
         install_host_key(host)
-        forget_old_neighbour(host)
+        dynhost.forget_address(host.address)  # a re-rented instance often gets a deleted one's address
         dynhost.start_sshd(host)
         return facts
 
@@ -131,16 +131,6 @@ class LabHosts:
             with self.lock:
                 self.removing.discard(name)
                 self.reserved.discard(name)
-
-
-def forget_old_neighbour(host: LabHost) -> None:
-    """A re-rented instance often gets the address a deleted one had, with another MAC: drop the
-    old neighbour entry here and in every lab host, or packets go to the gone host for up to ~45 s
-    and the new sshd looks dead."""
-    sh(["ip", "neigh", "flush", "to", host.address], check=False)
-    for ns in network.existing_netns():
-        if ns != host.netns:
-            sh(["ip", "-n", ns, "neigh", "flush", "to", host.address], check=False)
 
 
 def _find(name: str) -> LabHost:

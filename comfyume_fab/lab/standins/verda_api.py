@@ -107,7 +107,6 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-import sys
 import threading
 import time
 import traceback
